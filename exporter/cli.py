@@ -1,0 +1,96 @@
+"""`devflow-monitor` command line: one subcommand per module, Prometheus-style flags."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from exporter import __version__
+from exporter.config import ConfigError, load
+
+# Each module defines `register(subparsers)`; its parser's `func(args)` returns the exit status.
+COMMAND_MODULES = [
+    "exporter.serve",
+]
+
+COLLECTORS = ("process", "database", "eventqueue", "logs", "probe", "host")
+
+# flag -> dotted config key; flags win over the config file and the environment.
+CONFIG_FLAGS = {
+    "--web.listen-address": ("web.listen_address", "HOST:PORT", "address to serve on (default 127.0.0.1:9764)"),
+    "--web.telemetry-path": ("web.telemetry_path", "PATH", "path of the metrics endpoint (default /metrics)"),
+    "--web.config.file": ("web.config_file", "FILE", "exporter-toolkit web config for TLS and basic auth"),
+    "--log.level": ("log_level", "LEVEL", "debug, info, warning or error"),
+    "--devflow.database": ("devflow.database", "PATH", "DevFlow SQLite database"),
+    "--devflow.workdir": ("devflow.workdir", "DIR", "public build's working directory (DIR/data/devflow.db)"),
+    "--devflow.pidfile": ("devflow.pidfile", "FILE", "pidfile of the DevFlow server"),
+    "--devflow.process-pattern": ("devflow.process_pattern", "REGEX", "regex over the server's command line"),
+    "--devflow.port": ("devflow.port", "PORT", "port the DevFlow server listens on (default 3000)"),
+    "--devflow.url": ("devflow.url", "URL", "base URL for /health and /status probes"),
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every command that reads the exporter's configuration accepts."""
+    group = parser.add_argument_group(
+        "configuration", "Flags override the config file and DEVFLOW_MONITOR_* environment variables. "
+        "--collector.NAME / --no-collector.NAME switch a collector on or off; NAME is one of "
+        + ", ".join(COLLECTORS) + ".")
+    group.add_argument("--config.file", dest="config_file", metavar="FILE", help="YAML configuration file")
+    for flag, (dotted, metavar, help_text) in CONFIG_FLAGS.items():
+        group.add_argument(flag, dest=_dest(dotted), metavar=metavar, help=help_text)
+    group.add_argument("--devflow.log-files", dest="devflow__log_files", metavar="GLOB", nargs="+",
+                       help="log files or globs to tail")
+    for name in COLLECTORS:
+        group.add_argument(f"--collector.{name}", dest=f"collector_{name}", action="store_true", default=None,
+                           help=argparse.SUPPRESS)
+        group.add_argument(f"--no-collector.{name}", dest=f"collector_{name}", action="store_false",
+                           help=argparse.SUPPRESS)
+
+
+def config_from_args(args: argparse.Namespace):
+    """Load the configuration the parsed flags describe; raises ConfigError."""
+    overrides: dict[str, object] = {}
+    for dotted, _, _ in CONFIG_FLAGS.values():
+        value = getattr(args, _dest(dotted), None)
+        if value is not None:
+            overrides[dotted] = value
+    if getattr(args, "devflow__log_files", None):
+        overrides["devflow.log_files"] = list(args.devflow__log_files)
+    for name in COLLECTORS:
+        enabled = getattr(args, f"collector_{name}", None)
+        if enabled is not None:
+            overrides[f"collectors.{name}.enabled"] = enabled
+    return load(args.config_file, overrides=overrides)
+
+
+def _dest(dotted: str) -> str:
+    return dotted.replace(".", "__")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="devflow-monitor",
+        description="Prometheus exporter and operator tools for the DevFlow Monitor MCP server.")
+    parser.add_argument("--version", action="version", version=f"devflow-monitor {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"devflow-monitor: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
