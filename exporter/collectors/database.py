@@ -1,0 +1,429 @@
+"""The DevFlow SQLite database, read without ever getting in the writer's way.
+
+Sample output:
+
+    devflow_db_up 1.0
+    devflow_db_state{state="ok"} 1.0
+    devflow_db_file_size_bytes{file="wal"} 4.1e+06
+    devflow_events_ingested_total{type="git:commit"} 1520.0
+    devflow_events_stored{type="git:commit"} 1498.0
+    devflow_events_newest_timestamp_seconds 1.795693182961e+09
+
+How it stays cheap and harmless at 10M rows:
+- connections are read-only (`mode=ro`) with a short busy timeout, and every
+  read is one short transaction, so the writer never waits and WAL
+  checkpoints are never held back for long;
+- a scrape runs only index look-ups (page counts, newest/oldest timestamp,
+  oldest pending row) and walks the rowid range of rows added since the last
+  scrape (`GROUP BY +type` keeps SQLite off the type index);
+- full counts (rows per table, events per type, outbox) and the integrity
+  check run in a background thread on their own schedule; their metrics say
+  so in HELP and carry the time of their last refresh.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from exporter import catalog
+from exporter.config import Config
+from exporter.devflow_db import EVENT_TYPES, TABLES
+
+log = logging.getLogger(__name__)
+
+STATES = ("ok", "missing", "locked", "corrupt", "unreadable")
+OTHER = "other"
+# Types shaped like the server's `category:action` may get their own label, up to a cap.
+TYPE_SHAPE = re.compile(r"[a-z]{1,16}:[a-z_]{1,32}")
+# Rows read from the rowid range per scrape; a bigger burst is finished by the following scrapes.
+MAX_NEW_ROWS_PER_SCRAPE = 100_000
+
+
+def classify_error(exc: sqlite3.Error) -> str:
+    message = str(exc).lower()
+    if "locked" in message or "busy" in message:
+        return "locked"
+    if "not a database" in message or "malformed" in message or "corrupt" in message:
+        return "corrupt"
+    return "unreadable"
+
+
+class TypeLabels:
+    """Maps event types to a bounded set of label values."""
+
+    def __init__(self, max_types: int):
+        self.max_types = max_types
+        self.seen: set[str] = set(EVENT_TYPES)
+        self.extra = 0
+
+    def __call__(self, event_type) -> str:
+        if event_type in self.seen:
+            return event_type
+        if isinstance(event_type, str) and self.extra < self.max_types and TYPE_SHAPE.fullmatch(event_type):
+            self.seen.add(event_type)
+            self.extra += 1
+            return event_type
+        return OTHER
+
+
+@dataclass
+class Counts:
+    """Results of the background full count."""
+    timestamp: float = 0.0
+    duration: float = 0.0
+    tables: dict[str, int] = field(default_factory=dict)
+    types: dict[str, int] = field(default_factory=dict)
+    outbox: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Integrity:
+    ok: bool
+    timestamp: float
+    duration: float
+
+
+class Reader:
+    """A read-only connection that notices when the file is deleted or replaced."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int):
+        self.path = path
+        self.busy_timeout = busy_timeout_ms / 1000
+        self.conn: sqlite3.Connection | None = None
+        self.identity: tuple[int, int] | None = None
+
+    def stat(self) -> os.stat_result | None:
+        try:
+            return os.stat(self.path)
+        except OSError:
+            return None
+
+    def connection(self, st: os.stat_result) -> tuple[sqlite3.Connection, bool]:
+        """The open connection, reopened if the file at the path is another one; True if reopened."""
+        identity = (st.st_dev, st.st_ino)
+        if self.conn is not None and identity == self.identity:
+            return self.conn, False
+        self.close()
+        uri = f"file:{quote(str(self.path))}?mode=ro"
+        self.conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None,
+                                    check_same_thread=False)
+        self.identity = identity
+        return self.conn, True
+
+    def read(self, st: os.stat_result, queries):
+        """Run `queries(conn)` in one read transaction; returns (result, reopened)."""
+        conn, reopened = self.connection(st)
+        try:
+            conn.execute("BEGIN")
+            try:
+                return queries(conn), reopened
+            finally:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            # A broken handle is not reused: the next read reopens and reclassifies.
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except sqlite3.Error:
+                pass
+        self.conn = None
+        self.identity = None
+
+
+class DatabaseWatcher:
+    """State shared by the database and event-queue collectors: connections, cursors, caches."""
+
+    def __init__(self, config: Config):
+        settings = config.collectors.database
+        self.path = config.devflow.database_path
+        self.backup_status_file = Path(config.backup.status_file).expanduser()
+        self.counts_interval = settings.counts_interval_seconds
+        self.integrity_interval = settings.integrity_interval_seconds
+        self.integrity_pragma = "quick_check" if settings.integrity_check == "quick" else "integrity_check"
+        self.labels = TypeLabels(settings.max_event_types)
+        self.scrape_reader = Reader(self.path, settings.busy_timeout_ms)
+        self.background_reader = Reader(self.path, settings.busy_timeout_ms)
+        self.lock = threading.Lock()
+        self.state = "missing"
+        self.counts = Counts()
+        self.integrity: Integrity | None = None
+        # Ingest counter: totals by type label and the last id folded into them.
+        self.ingested: dict[str, int] | None = None
+        self.cursor = 0
+        self.identity: tuple[int, int] | None = None  # the file the cursor belongs to
+        self._recount = threading.Event()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = 0
+
+    # --- background work -------------------------------------------------------------------
+    def start(self) -> None:
+        if self._started == 0:
+            self._thread = threading.Thread(target=self._background, name="database-counts", daemon=True)
+            self._thread.start()
+        self._started += 1
+
+    def stop(self) -> None:
+        self._started -= 1
+        if self._started == 0 and self._thread:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join(timeout=10)
+            self.scrape_reader.close()
+            self.background_reader.close()
+
+    def _background(self) -> None:
+        next_counts = next_integrity = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            st = self.background_reader.stat()
+            if st is None:
+                self.background_reader.close()
+            else:
+                if now >= next_counts or self.ingested is None or self._recount.is_set():
+                    self._recount.clear()
+                    duration = self._refresh_counts(st)
+                    # Never spend more than a tenth of the time counting, however big the table grows.
+                    next_counts = time.monotonic() + max(self.counts_interval, 10 * duration)
+                if self.integrity_interval and now >= next_integrity and not self._stop.is_set():
+                    self._check_integrity(st)
+                    next_integrity = time.monotonic() + self.integrity_interval
+            self._wake.wait(1.0)
+            self._wake.clear()
+
+    def _refresh_counts(self, st: os.stat_result) -> float:
+        started = time.perf_counter()
+
+        def count(conn):
+            max_id = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+            types = conn.execute("SELECT type, count(*) FROM events GROUP BY type").fetchall()
+            outbox = conn.execute("SELECT sync_status, count(*) FROM events GROUP BY sync_status").fetchall()
+            tables = {}
+            present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            for table in TABLES:
+                if table in present and table != "events":
+                    tables[table] = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+            return max_id, types, outbox, tables
+
+        try:
+            (max_id, types, outbox, tables), _ = self.background_reader.read(st, count)
+        except sqlite3.Error as exc:
+            log.debug("background count failed: %s", exc)
+            return time.perf_counter() - started
+        duration = time.perf_counter() - started
+        with self.lock:
+            by_label: dict[str, int] = {}
+            for event_type, n in types:
+                label = self.labels(event_type)
+                by_label[label] = by_label.get(label, 0) + n
+            tables["events"] = sum(by_label.values())
+            self.counts = Counts(time.time(), duration, tables, by_label,
+                                 {status: n for status, n in outbox if status in ("pending", "failed", "synced")})
+            if self.ingested is None:
+                # First sight of this database: start the counter from what it already holds.
+                self.ingested = dict(by_label)
+                self.cursor = max_id
+                self.identity = (st.st_dev, st.st_ino)
+        return duration
+
+    def _check_integrity(self, st: os.stat_result) -> None:
+        started = time.perf_counter()
+        try:
+            rows, _ = self.background_reader.read(st, lambda c: c.execute(f"PRAGMA {self.integrity_pragma}").fetchall())
+            ok = rows == [("ok",)]
+            if not ok:
+                log.warning("integrity check of %s failed: %s", self.path, rows[:3])
+        except sqlite3.Error as exc:
+            if classify_error(exc) == "locked":
+                return  # try again on schedule; a lock says nothing about integrity
+            ok = False
+            log.warning("integrity check of %s failed: %s", self.path, exc)
+        with self.lock:
+            self.integrity = Integrity(ok, time.time(), time.perf_counter() - started)
+
+    # --- per-scrape reads --------------------------------------------------------------------
+    def read_scrape(self) -> dict:
+        """Everything cheap about the database, in one read transaction."""
+        st = self.scrape_reader.stat()
+        result: dict = {"files": self._file_sizes(), "filesystem": self._filesystem()}
+        if st is None:
+            self.scrape_reader.close()
+            return self._with_state(result, "missing")
+        with self.lock:
+            cursor = self.cursor
+
+        def queries(conn):
+            page_count = conn.execute("PRAGMA page_count").fetchone()[0]
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            freelist = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            newest, oldest = conn.execute(
+                "SELECT (SELECT max(timestamp) FROM events), (SELECT min(timestamp) FROM events)").fetchone()
+            new_rows = conn.execute(
+                "SELECT type, count(*), max(id) FROM events WHERE id > ? AND id <= ? GROUP BY +type",
+                (cursor, cursor + MAX_NEW_ROWS_PER_SCRAPE)).fetchall()
+            max_id = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+            return {"pages": page_count, "page_size": page_size, "freelist": freelist,
+                    "newest_ms": newest, "oldest_ms": oldest,
+                    "new_rows": new_rows, "max_id": max_id}
+
+        try:
+            values, reopened = self.scrape_reader.read(st, queries)
+        except sqlite3.Error as exc:
+            state = classify_error(exc)
+            log.debug("database read failed (%s): %s", state, exc)
+            return self._with_state(result, state)
+        if reopened:
+            self._recount.set()
+            self._wake.set()
+        self._advance_ingest(values, (st.st_dev, st.st_ino))
+        result.update(values)
+        return self._with_state(result, "ok")
+
+    def _advance_ingest(self, values: dict, identity: tuple[int, int]) -> None:
+        with self.lock:
+            if self.ingested is None:
+                return  # the background count sets the starting point
+            if identity != self.identity or values["max_id"] < self.cursor:
+                # Another file now sits at the path (a restore): keep the totals, count from its end.
+                self.identity = identity
+                self.cursor = values["max_id"]
+                return
+            for event_type, n, last_id in values["new_rows"]:
+                label = self.labels(event_type)
+                self.ingested[label] = self.ingested.get(label, 0) + n
+                self.cursor = max(self.cursor, last_id)
+
+    def read_outbox(self) -> dict:
+        """Outbox counts from the background count, plus the oldest pending row (one index look-up)."""
+        st = self.scrape_reader.stat()
+        oldest = None
+        if st is not None:
+            try:
+                row, _ = self.scrape_reader.read(st, lambda c: c.execute(
+                    "SELECT timestamp FROM events WHERE id = "
+                    "(SELECT min(id) FROM events WHERE sync_status = 'pending')").fetchone())
+                oldest = row[0] if row else None
+            except sqlite3.Error:
+                pass
+        with self.lock:
+            return {"counts": dict(self.counts.outbox), "refreshed": self.counts.timestamp,
+                    "oldest_pending_ms": oldest}
+
+    def _with_state(self, result: dict, state: str) -> dict:
+        with self.lock:
+            self.state = state
+            result.update(state=state, counts=self.counts, integrity=self.integrity,
+                          ingested=dict(self.ingested) if self.ingested is not None else None)
+        return result
+
+    def _file_sizes(self) -> dict[str, int]:
+        sizes = {}
+        for name, suffix in (("db", ""), ("wal", "-wal"), ("shm", "-shm")):
+            try:
+                sizes[name] = os.stat(f"{self.path}{suffix}").st_size
+            except OSError:
+                sizes[name] = 0
+        return sizes
+
+    def _filesystem(self) -> tuple[int, int] | None:
+        directory = self.path.parent
+        while not directory.exists() and directory != directory.parent:
+            directory = directory.parent
+        try:
+            fs = os.statvfs(directory)
+        except OSError:
+            return None
+        return fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize
+
+    def backup_status(self) -> dict | None:
+        try:
+            data = json.loads(self.backup_status_file.read_text())
+            return {"timestamp": float(data["timestamp"]), "size_bytes": float(data["size_bytes"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+class DatabaseCollector:
+    name = "database"
+
+    def __init__(self, config: Config, watcher: DatabaseWatcher | None = None):
+        self.watcher = watcher or DatabaseWatcher(config)
+        interval = config.collectors.database.counts_interval_seconds
+        self.cached_help = f" Counted in the background at most every {interval:g}s, not per scrape."
+
+    def start(self) -> None:
+        self.watcher.start()
+
+    def stop(self) -> None:
+        self.watcher.stop()
+
+    def collect(self):
+        data = self.watcher.read_scrape()
+        state = data["state"]
+        yield _gauge(catalog.DB_UP, 1.0 if state == "ok" else 0.0)
+        states = catalog.DB_STATE.family()
+        for name in STATES:
+            states.add_metric([name], 1.0 if name == state else 0.0)
+        yield states
+        sizes = catalog.DB_FILE_SIZE.family()
+        for name, size in data["files"].items():
+            sizes.add_metric([name], size)
+        yield sizes
+        if data["filesystem"]:
+            free, total = data["filesystem"]
+            yield _gauge(catalog.DB_FS_FREE, free)
+            yield _gauge(catalog.DB_FS_SIZE, total)
+        if state == "ok":
+            yield _gauge(catalog.DB_PAGES, data["pages"])
+            yield _gauge(catalog.DB_PAGE_SIZE, data["page_size"])
+            yield _gauge(catalog.DB_FREELIST_PAGES, data["freelist"])
+            # Timestamps are integers in milliseconds; anything else in the column is not a time.
+            for metric, value in ((catalog.EVENTS_NEWEST, data["newest_ms"]), (catalog.EVENTS_OLDEST, data["oldest_ms"])):
+                if isinstance(value, (int, float)):
+                    yield _gauge(metric, value / 1000)
+        if data["ingested"] is not None:
+            ingested = catalog.EVENTS_INGESTED.family()
+            for label, total in sorted(data["ingested"].items()):
+                ingested.add_metric([label], total)
+            yield ingested
+        counts: Counts = data["counts"]
+        if counts.timestamp:
+            stored = catalog.EVENTS_STORED.family(extra_help=self.cached_help)
+            for label, n in sorted(counts.types.items()):
+                stored.add_metric([label], n)
+            yield stored
+            tables = catalog.DB_TABLE_ROWS.family(extra_help=self.cached_help)
+            for table, n in sorted(counts.tables.items()):
+                tables.add_metric([table], n)
+            yield tables
+            yield _gauge(catalog.DB_COUNTS_TIMESTAMP, counts.timestamp)
+            yield _gauge(catalog.DB_COUNTS_DURATION, counts.duration)
+        integrity: Integrity | None = data["integrity"]
+        if integrity:
+            yield _gauge(catalog.DB_INTEGRITY_OK, 1.0 if integrity.ok else 0.0)
+            yield _gauge(catalog.DB_INTEGRITY_TIMESTAMP, integrity.timestamp)
+            yield _gauge(catalog.DB_INTEGRITY_DURATION, integrity.duration)
+        backup = self.watcher.backup_status()
+        if backup:
+            yield _gauge(catalog.BACKUP_LAST_SUCCESS, backup["timestamp"])
+            yield _gauge(catalog.BACKUP_LAST_SIZE, backup["size_bytes"])
+
+
+def _gauge(metric: catalog.Metric, value: float):
+    family = metric.family()
+    family.add_metric([], value)
+    return family

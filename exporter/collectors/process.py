@@ -1,0 +1,262 @@
+"""The DevFlow server process: found by pidfile, command line or port.
+
+Sample output:
+
+    devflow_process_up 1.0
+    devflow_process_matches 1.0
+    devflow_process_cpu_seconds_total{mode="user"} 12.4
+    devflow_process_resident_memory_bytes 9.6e+07
+    devflow_process_tcp_connections 2.0
+    devflow_process_port_listening{port="3000"} 0.0
+    devflow_db_connections 1.0
+
+Scanning every process's command line and reading /proc/net/tcp both cost
+milliseconds, so they run in a background thread; a scrape only re-reads the
+one process it already knows (a few /proc files) and counts its socket fds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from exporter import catalog
+from exporter.config import Config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One process, identified by pid and start time so a reused pid is never mistaken for it."""
+    pid: int
+    create_time: float
+
+
+def read_pidfile(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+class ProcessFinder:
+    """Finds DevFlow server processes, never the exporter itself, its ancestors or its children."""
+
+    def __init__(self, pidfile: str | None, pattern: str, port: int | None):
+        self.pidfile = Path(pidfile).expanduser() if pidfile else None
+        self.pattern = re.compile(pattern)
+        self.port = port
+
+    def from_pidfile(self) -> list[Target]:
+        pid = read_pidfile(self.pidfile)
+        if pid is None or pid in self._own_family():
+            return []
+        try:
+            return [Target(pid, psutil.Process(pid).create_time())]
+        except psutil.Error:
+            return []
+
+    def scan(self) -> list[Target]:
+        """Every matching process, oldest first (the oldest is the one reported)."""
+        if self.pidfile:
+            return self.from_pidfile()
+        own = self._own_family()
+        found = []
+        for proc in psutil.process_iter(["cmdline", "create_time"]):
+            if proc.pid in own:
+                continue
+            cmdline = " ".join(proc.info["cmdline"] or ())
+            if cmdline and self.pattern.search(cmdline):
+                found.append(Target(proc.pid, proc.info["create_time"]))
+        if not found and self.port:
+            found = self._port_owners(own)
+        return sorted(found, key=lambda t: (t.create_time, t.pid))
+
+    def port_listening(self) -> bool:
+        """Whether anything listens on the port (reads the kernel's socket tables: background only)."""
+        try:
+            return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port
+                       for c in psutil.net_connections(kind="tcp"))
+        except psutil.Error:
+            return False
+
+    def _port_owners(self, own: set[int]) -> list[Target]:
+        targets = []
+        try:
+            connections = psutil.net_connections(kind="tcp")
+        except psutil.Error:
+            return targets
+        for conn in connections:
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == self.port \
+                    and conn.pid and conn.pid not in own:
+                try:
+                    targets.append(Target(conn.pid, psutil.Process(conn.pid).create_time()))
+                except psutil.Error:
+                    pass
+        return targets
+
+    @staticmethod
+    def _own_family() -> set[int]:
+        me = psutil.Process()
+        family = {me.pid}
+        try:
+            family.update(p.pid for p in me.children(recursive=True))
+            family.update(p.pid for p in me.parents())
+        except psutil.Error:
+            pass
+        return family
+
+
+class ProcessCollector:
+    name = "process"
+
+    def __init__(self, config: Config):
+        devflow = config.devflow
+        self.finder = ProcessFinder(devflow.pidfile, devflow.process_pattern, devflow.port)
+        self.port = devflow.port
+        self.database = os.path.realpath(devflow.database_path)
+        self.scan_interval = config.collectors.process.scan_interval_seconds
+        self._lock = threading.Lock()
+        self._matches: list[Target] = []
+        self._port_listening = False
+        self._process: psutil.Process | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._background_scan()
+        self._thread = threading.Thread(target=self._scan_loop, name="process-scan", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _scan_loop(self) -> None:
+        while not self._stop.wait(self.scan_interval):
+            self._background_scan()
+
+    def _background_scan(self) -> None:
+        try:
+            matches = self.finder.scan()
+            listening = self.finder.port_listening()
+        except Exception:
+            log.exception("process scan failed")
+            return
+        with self._lock:
+            self._matches = matches
+            self._port_listening = listening
+
+    def current(self) -> psutil.Process | None:
+        """The reported process: the known one while it lives, else the oldest match."""
+        with self._lock:
+            if self.finder.pidfile:
+                # A pidfile is one small read: follow it on every scrape so restarts show at once.
+                self._matches = self.finder.from_pidfile()
+            proc = self._process
+            if proc is not None and proc.is_running() and self._still_matches(proc):
+                return proc
+            if proc is not None and not self.finder.pidfile:
+                # The process we knew ended: rescan now rather than report it absent until the next scan.
+                self._matches = self.finder.scan()
+            self._process = self._first_alive(self._matches)
+            return self._process
+
+    def _still_matches(self, proc: psutil.Process) -> bool:
+        return not self.finder.pidfile or any(t.pid == proc.pid for t in self._matches)
+
+    @staticmethod
+    def _first_alive(targets: list[Target]) -> psutil.Process | None:
+        for target in targets:
+            try:
+                candidate = psutil.Process(target.pid)
+                if candidate.create_time() == target.create_time:
+                    return candidate
+            except psutil.Error:
+                continue
+        return None
+
+    def collect(self):
+        up = catalog.PROCESS_UP.family()
+        matches = catalog.PROCESS_MATCHES.family()
+        listening = catalog.PROCESS_PORT_LISTENING.family()
+        proc = self.current()
+        with self._lock:
+            matches.add_metric([], len(self._matches))
+            listening.add_metric([str(self.port)], 1.0 if self._port_listening else 0.0)
+        yield matches
+        yield listening
+        sample = self._read(proc) if proc else None
+        up.add_metric([], 1.0 if sample else 0.0)
+        yield up
+        if not sample:
+            return
+        cpu = catalog.PROCESS_CPU.family()
+        cpu.add_metric(["user"], sample["cpu_user"])
+        cpu.add_metric(["system"], sample["cpu_system"])
+        yield cpu
+        for metric, key in ((catalog.PROCESS_RSS, "rss"), (catalog.PROCESS_VMS, "vms"),
+                            (catalog.PROCESS_THREADS, "threads"), (catalog.PROCESS_START_TIME, "start_time"),
+                            (catalog.PROCESS_OPEN_FDS, "open_fds"), (catalog.PROCESS_MAX_FDS, "max_fds"),
+                            (catalog.PROCESS_TCP_CONNECTIONS, "sockets"), (catalog.DB_CONNECTIONS, "db_handles")):
+            if sample.get(key) is not None:
+                family = metric.family()
+                family.add_metric([], sample[key])
+                yield family
+
+    def _read(self, proc: psutil.Process) -> dict | None:
+        try:
+            with proc.oneshot():
+                cpu = proc.cpu_times()
+                memory = proc.memory_info()
+                sample = {"cpu_user": cpu.user, "cpu_system": cpu.system, "rss": memory.rss,
+                          "vms": memory.vms, "threads": proc.num_threads(), "start_time": proc.create_time()}
+        except psutil.NoSuchProcess:
+            return None
+        except psutil.AccessDenied:
+            return {"start_time": proc.create_time(), "cpu_user": 0.0, "cpu_system": 0.0}
+        sample.update(self._read_fds(proc))
+        return sample
+
+    def _read_fds(self, proc: psutil.Process) -> dict:
+        """Open fds, sockets and database handles from one pass over the process's fd table."""
+        fd_dir = f"/proc/{proc.pid}/fd"
+        result: dict = {}
+        try:
+            result["max_fds"] = proc.rlimit(psutil.RLIMIT_NOFILE)[0] if hasattr(psutil, "RLIMIT_NOFILE") else None
+        except psutil.Error:
+            pass
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            return self._read_fds_portably(proc, result)
+        sockets = handles = 0
+        for fd in fds:
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}")
+            except OSError:
+                continue  # closed between listdir and readlink
+            if target.startswith("socket:"):
+                sockets += 1
+            elif target == self.database:
+                handles += 1
+        result.update(open_fds=len(fds), sockets=sockets, db_handles=handles)
+        return result
+
+    def _read_fds_portably(self, proc: psutil.Process, result: dict) -> dict:
+        try:
+            result["open_fds"] = proc.num_fds()
+            result["sockets"] = len(proc.net_connections(kind="inet"))
+            result["db_handles"] = sum(1 for f in proc.open_files() if f.path == self.database)
+        except (psutil.Error, AttributeError):
+            pass
+        return result

@@ -1,0 +1,213 @@
+"""The exporter's HTTP routes: /, /metrics, /health, /status.
+
+Optional TLS and basic auth come from a web config file in the format of
+Prometheus' exporter-toolkit (`tls_server_config`, `basic_auth_users` with
+bcrypt hashes).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import yaml
+from prometheus_client.exposition import choose_encoder
+
+from exporter import __version__
+from exporter.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+WEB_CONFIG_KEYS = {"tls_server_config", "basic_auth_users", "http_server_config"}
+TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version",
+            "cipher_suites", "curve_preferences", "prefer_server_cipher_suites"}
+TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
+                "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+
+
+def load_web_config(path: str) -> dict:
+    """Read and check an exporter-toolkit web config; raises ConfigError."""
+    try:
+        data = yaml.safe_load(Path(path).expanduser().read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read web config: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: web config must be a mapping")
+    unknown = set(data) - WEB_CONFIG_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown web config key '{sorted(unknown)[0]}'")
+    tls = data.get("tls_server_config") or {}
+    if tls:
+        if set(tls) - TLS_KEYS:
+            raise ConfigError(f"{path}: unknown tls_server_config key '{sorted(set(tls) - TLS_KEYS)[0]}'")
+        for key in ("cert_file", "key_file"):
+            if not tls.get(key):
+                raise ConfigError(f"{path}: tls_server_config needs {key}")
+        for key in ("min_version", "max_version"):
+            if key in tls and tls[key] not in TLS_VERSIONS:
+                raise ConfigError(f"{path}: tls_server_config.{key} must be one of {', '.join(TLS_VERSIONS)}")
+        try:
+            _ssl_context(tls, Path(path).expanduser().parent)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"{path}: cannot load TLS certificate or key: {exc}") from None
+    users = data.get("basic_auth_users") or {}
+    if not isinstance(users, dict) or not all(isinstance(h, str) and h.startswith("$2") for h in users.values()):
+        raise ConfigError(f"{path}: basic_auth_users must map user names to bcrypt hashes")
+    data["_base_dir"] = str(Path(path).expanduser().resolve().parent)
+    return data
+
+
+def _ssl_context(tls: dict, base_dir: Path) -> ssl.SSLContext:
+    def resolve(name):
+        return str((base_dir / tls[name]).expanduser())
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = TLS_VERSIONS[tls.get("min_version", "TLS12")]
+    if "max_version" in tls:
+        context.maximum_version = TLS_VERSIONS[tls["max_version"]]
+    context.load_cert_chain(resolve("cert_file"), resolve("key_file"))
+    if tls.get("client_ca_file"):
+        context.load_verify_locations(resolve("client_ca_file"))
+    if tls.get("client_auth_type") in ("RequireAndVerifyClientCert", "RequireAnyClientCert"):
+        context.verify_mode = ssl.CERT_REQUIRED
+    elif tls.get("client_auth_type") in ("VerifyClientCertIfGiven", "RequestClientCert"):
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+class BasicAuth:
+    """Checks credentials against bcrypt hashes; caches successes since bcrypt costs ~50 ms per check."""
+
+    def __init__(self, users: dict[str, str]):
+        self.users = users
+        self._verified: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    def allows(self, header: str | None) -> bool:
+        if not self.users:
+            return True
+        if not header or not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        digest = hashlib.sha256(f"{user}\0{password}".encode()).digest()
+        with self._lock:
+            if digest in self._verified:
+                return True
+        hashed = self.users.get(user)
+        import bcrypt  # only needed when basic auth is configured
+
+        if hashed and bcrypt.checkpw(password.encode(), hashed.encode()):
+            with self._lock:
+                self._verified.add(digest)
+            return True
+        return False
+
+
+class ExporterServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, config: Config, registry, collector_set, auth: BasicAuth):
+        self.config = config
+        self.registry = registry
+        self.collector_set = collector_set
+        self.auth = auth
+        self.started = time.time()
+        # Scrapes run one at a time: collectors share connections and caches.
+        self.scrape_lock = threading.Lock()
+        self.last_scrape: dict = {}
+        super().__init__(address, Handler)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: ExporterServer
+    server_version = f"devflow-monitor/{__version__}"
+
+    def do_GET(self):
+        if not self.server.auth.allows(self.headers.get("Authorization")):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="devflow-monitor"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        path = self.path.split("?", 1)[0]
+        routes = {self.server.config.web.telemetry_path: self._metrics, "/health": self._health,
+                  "/status": self._status, "/": self._landing}
+        route = routes.get(path)
+        if route is None:
+            self._send(404, "text/plain; charset=utf-8", b"not found\n")
+            return
+        route()
+
+    def _metrics(self):
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        started = time.perf_counter()
+        with self.server.scrape_lock:
+            body = encoder(self.server.registry)
+        self.server.last_scrape = {"timestamp": time.time(), "duration_seconds": time.perf_counter() - started}
+        self._send(200, content_type, body)
+
+    def _health(self):
+        collectors = self.server.collector_set
+        body = {
+            "status": "ok",
+            "version": __version__,
+            "uptime_seconds": round(time.time() - self.server.started, 3),
+            "collectors": {c.name: collectors.last_success.get(c.name) for c in collectors.collectors},
+            "last_scrape": self.server.last_scrape or None,
+        }
+        self._send_json(200, body)
+
+    def _status(self):
+        from exporter.status import guide_status
+
+        self._send_json(200, guide_status(self.server.collector_set))
+
+    def _landing(self):
+        path = html.escape(self.server.config.web.telemetry_path)
+        page = (f"<!doctype html><html><head><title>DevFlow Monitor exporter</title></head><body>"
+                f"<h1>DevFlow Monitor exporter {__version__}</h1><ul>"
+                f"<li><a href='{path}'>{path}</a> Prometheus metrics</li>"
+                f"<li><a href='/health'>/health</a> exporter liveness</li>"
+                f"<li><a href='/status'>/status</a> DevFlow status in the operations guide's shape</li>"
+                f"</ul></body></html>")
+        self._send(200, "text/html; charset=utf-8", page.encode())
+
+    def _send_json(self, status: int, body: dict):
+        self._send(status, "application/json", (json.dumps(body, indent=2) + "\n").encode())
+
+    def _send(self, status: int, content_type: str, body: bytes):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+def make_server(host: str, port: int, config: Config, registry, collector_set, web_config: dict | None):
+    web_config = web_config or {}
+    server_class = ExporterServer
+    if ":" in host:
+        server_class = type("ExporterServer6", (ExporterServer,), {"address_family": socket.AF_INET6})
+    server = server_class((host, port), config, registry, collector_set,
+                          BasicAuth(web_config.get("basic_auth_users") or {}))
+    tls = web_config.get("tls_server_config")
+    if tls:
+        context = _ssl_context(tls, Path(web_config["_base_dir"]))
+        # The handshake then happens in the request's thread, so a slow client cannot stall accept().
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    return server

@@ -1,0 +1,130 @@
+"""`devflow-monitor serve` and `check-config`: assemble the collectors and serve them."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import sys
+import threading
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+
+from exporter import http
+from exporter.collectors import CollectorSet
+from exporter.config import Config, parse_listen_address
+
+log = logging.getLogger("devflow_monitor")
+
+# Collector name -> "module:Class". Order is the order of the families in /metrics.
+COLLECTOR_CLASSES = {
+    "process": "exporter.collectors.process:ProcessCollector",
+    "database": "exporter.collectors.database:DatabaseCollector",
+    "host": "exporter.collectors.host:HostCollector",
+}
+# Built after the others because it reads the probe's last /status.
+EVENTQUEUE_CLASS = "exporter.collectors.eventqueue:EventQueueCollector"
+
+
+def _load_class(spec: str):
+    module_name, _, class_name = spec.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def build_collectors(config: Config) -> CollectorSet:
+    """Instantiate every enabled collector, in the order of COLLECTOR_CLASSES."""
+    from exporter.collectors.database import DatabaseWatcher
+
+    # The database and event-queue collectors share one watcher: one set of connections and caches.
+    watcher = None
+    if config.collectors.database.enabled or config.collectors.eventqueue.enabled:
+        watcher = DatabaseWatcher(config)
+    collectors = []
+    for name, spec in COLLECTOR_CLASSES.items():
+        if getattr(config.collectors, name).enabled:
+            cls = _load_class(spec)
+            collectors.append(cls(config, watcher) if name == "database" else cls(config))
+    if config.collectors.eventqueue.enabled:
+        probe = next((c for c in collectors if c.name == "probe"), None)
+        collectors.append(_load_class(EVENTQUEUE_CLASS)(config, watcher, probe))
+    return CollectorSet(collectors)
+
+
+def build_registry(collector_set: CollectorSet) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector_set)
+    # The exporter's own process_* metrics, so its footprint is watched too.
+    registry.register(ProcessCollector(registry=None))
+    return registry
+
+
+def register(subparsers) -> None:
+    from exporter.cli import add_config_arguments
+
+    serve = subparsers.add_parser(
+        "serve", help="run the Prometheus exporter",
+        description="Serve DevFlow metrics on /metrics, exporter liveness on /health and the guide's "
+                    "status JSON on /status.")
+    add_config_arguments(serve)
+    serve.set_defaults(func=run_serve)
+
+    check = subparsers.add_parser(
+        "check-config", help="validate the configuration and exit",
+        description="Load the configuration (file, environment, flags), print the effective settings "
+                    "and exit 0, or print the first problem and exit 2.")
+    add_config_arguments(check)
+    check.set_defaults(func=run_check_config)
+
+
+def run_check_config(args) -> int:
+    from exporter.cli import config_from_args
+
+    config = config_from_args(args)
+    if config.web.config_file:
+        http.load_web_config(config.web.config_file)
+    enabled = [name for name in ("process", "database", "eventqueue", "logs", "probe", "host")
+               if getattr(config.collectors, name).enabled]
+    print(f"configuration OK ({args.config_file or 'defaults'})")
+    print(f"  listen      {config.web.listen_address}{config.web.telemetry_path}")
+    print(f"  database    {config.devflow.database_path}")
+    print(f"  collectors  {', '.join(enabled)}")
+    return 0
+
+
+def run_serve(args) -> int:
+    from exporter.cli import config_from_args
+
+    config = config_from_args(args)
+    logging.basicConfig(level=config.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, port = parse_listen_address(config.web.listen_address)
+    web_config = http.load_web_config(config.web.config_file) if config.web.config_file else None
+
+    collector_set = build_collectors(config)
+    registry = build_registry(collector_set)
+    try:
+        server = http.make_server(host, port, config, registry, collector_set, web_config)
+    except OSError as exc:
+        print(f"devflow-monitor: error: cannot listen on {config.web.listen_address}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    collector_set.start()
+
+    stopping = threading.Event()
+
+    def shut_down(signum, _frame):
+        if not stopping.is_set():
+            stopping.set()
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+    log.info("listening on %s:%d%s (database %s)", host, server.server_port, config.web.telemetry_path,
+             config.devflow.database_path)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        collector_set.stop()
+    return 0

@@ -1,0 +1,52 @@
+"""The operations guide's `/status` JSON (section 1.1), filled from what the exporter observes.
+
+The guide's shape is kept so its scripts and habits still work:
+`{"status", "uptime", "version", "monitors", "database", "memory": {"used", "total"}}`
+with memory in MB and uptime in seconds. Fields the exporter cannot observe
+are `null` or `"unknown"`, never invented.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+
+# What the guide's "database" field says for each state the database collector sees.
+DATABASE_WORDS = {"ok": "connected", "missing": "missing", "locked": "locked", "corrupt": "corrupt",
+                  "unreadable": "unreadable"}
+MB = 1024 * 1024
+
+
+def guide_status(collector_set) -> dict:
+    process = collector_set.get("process")
+    database = collector_set.get("database") or collector_set.get("eventqueue")
+    probe = collector_set.get("probe")
+    app = getattr(probe, "last_status", None) or {}
+
+    proc = process.current() if process else None
+    uptime = memory_used = None
+    if proc is not None:
+        try:
+            uptime = round(time.time() - proc.create_time())
+            memory_used = round(proc.memory_info().rss / MB)
+        except psutil.Error:
+            proc = None
+    db_state = database.watcher.state if database else None
+    monitors = app.get("monitors") if isinstance(app.get("monitors"), dict) else {}
+
+    if proc is None and process is not None:
+        status = "down"
+    elif db_state not in (None, "ok") or app.get("status") not in (None, "healthy"):
+        status = "degraded"
+    else:
+        status = "healthy"
+    return {
+        "status": status,
+        "uptime": uptime,
+        "version": app.get("version"),
+        "monitors": {name: monitors.get(name, "unknown") for name in ("file", "git", "test")},
+        "database": DATABASE_WORDS.get(db_state, "unknown"),
+        "memory": {"used": memory_used, "total": round(psutil.virtual_memory().total / MB)},
+        "observed_by": "devflow-monitor exporter",
+    }
