@@ -54,10 +54,14 @@ class ProcessFinder:
         self.pidfile = Path(pidfile).expanduser() if pidfile else None
         self.pattern = re.compile(pattern)
         self.port = port
+        me = psutil.Process()
+        self.own_pid = me.pid
+        # The shell or service manager that started us may carry the pattern in its command line too.
+        self.ancestors = {p.pid for p in me.parents()}
 
     def from_pidfile(self) -> list[Target]:
         pid = read_pidfile(self.pidfile)
-        if pid is None or pid in self._own_family():
+        if pid is None or self.is_own(pid):
             return []
         try:
             return [Target(pid, psutil.Process(pid).create_time())]
@@ -68,16 +72,13 @@ class ProcessFinder:
         """Every matching process, oldest first (the oldest is the one reported)."""
         if self.pidfile:
             return self.from_pidfile()
-        own = self._own_family()
         found = []
         for proc in psutil.process_iter(["cmdline", "create_time"]):
-            if proc.pid in own:
-                continue
             cmdline = " ".join(proc.info["cmdline"] or ())
-            if cmdline and self.pattern.search(cmdline):
+            if cmdline and self.pattern.search(cmdline) and not self.is_own(proc.pid):
                 found.append(Target(proc.pid, proc.info["create_time"]))
         if not found and self.port:
-            found = self._port_owners(own)
+            found = self._port_owners()
         return sorted(found, key=lambda t: (t.create_time, t.pid))
 
     def port_listening(self) -> bool:
@@ -88,7 +89,7 @@ class ProcessFinder:
         except psutil.Error:
             return False
 
-    def _port_owners(self, own: set[int]) -> list[Target]:
+    def _port_owners(self) -> list[Target]:
         targets = []
         try:
             connections = psutil.net_connections(kind="tcp")
@@ -96,23 +97,21 @@ class ProcessFinder:
             return targets
         for conn in connections:
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == self.port \
-                    and conn.pid and conn.pid not in own:
+                    and conn.pid and not self.is_own(conn.pid):
                 try:
                     targets.append(Target(conn.pid, psutil.Process(conn.pid).create_time()))
                 except psutil.Error:
                     pass
         return targets
 
-    @staticmethod
-    def _own_family() -> set[int]:
-        me = psutil.Process()
-        family = {me.pid}
+    def is_own(self, pid: int) -> bool:
+        """The exporter itself, an ancestor, or a descendant (found by walking up from `pid`)."""
+        if pid == self.own_pid or pid in self.ancestors:
+            return True
         try:
-            family.update(p.pid for p in me.children(recursive=True))
-            family.update(p.pid for p in me.parents())
+            return any(parent.pid == self.own_pid for parent in psutil.Process(pid).parents())
         except psutil.Error:
-            pass
-        return family
+            return False
 
 
 class ProcessCollector:
@@ -159,20 +158,20 @@ class ProcessCollector:
     def current(self) -> psutil.Process | None:
         """The reported process: the known one while it lives, else the oldest match."""
         with self._lock:
+            proc = self._process
             if self.finder.pidfile:
                 # A pidfile is one small read: follow it on every scrape so restarts show at once.
+                pid = read_pidfile(self.finder.pidfile)
+                if proc is not None and proc.pid == pid and proc.is_running():
+                    return proc
                 self._matches = self.finder.from_pidfile()
-            proc = self._process
-            if proc is not None and proc.is_running() and self._still_matches(proc):
-                return proc
-            if proc is not None and not self.finder.pidfile:
+            elif proc is not None:
+                if proc.is_running():
+                    return proc
                 # The process we knew ended: rescan now rather than report it absent until the next scan.
                 self._matches = self.finder.scan()
             self._process = self._first_alive(self._matches)
             return self._process
-
-    def _still_matches(self, proc: psutil.Process) -> bool:
-        return not self.finder.pidfile or any(t.pid == proc.pid for t in self._matches)
 
     @staticmethod
     def _first_alive(targets: list[Target]) -> psutil.Process | None:

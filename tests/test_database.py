@@ -1,0 +1,178 @@
+"""The database and event-queue collectors against real SQLite files and a real writer process."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import string
+import subprocess
+import sys
+import time
+
+from conftest import ROOT, http_get, wait_until
+
+from exporter import catalog
+from exporter.devflow_db import EVENT_TYPES, create_database, insert_event
+
+TYPES = ("file:changed", "git:commit", "test:passed")
+
+
+def ingested(samples) -> dict[str, float]:
+    return {dict(labels)["type"]: value for (name, labels), value in samples.items()
+            if name == catalog.EVENTS_INGESTED.name}
+
+
+def stored(samples) -> dict[str, float]:
+    return {dict(labels)["type"]: value for (name, labels), value in samples.items()
+            if name == catalog.EVENTS_STORED.name}
+
+
+def state(samples) -> str:
+    return next(dict(labels)["state"] for (name, labels), value in samples.items()
+                if name == catalog.DB_STATE.name and value == 1)
+
+
+def test_concurrent_writer_is_counted_exactly_and_never_blocked(tmp_path, start_exporter):
+    db = tmp_path / "devflow.db"
+    conn = create_database(db)
+    for seq in range(300):
+        insert_event(conn, "file:created", seq=seq)
+    conn.close()
+    exporter = start_exporter("--devflow.database", str(db))
+    baseline = wait_until(lambda: ingested(exporter.scrape()), message="ingest baseline")
+    assert baseline == {"file:created": 300}
+
+    writer = subprocess.Popen([sys.executable, str(ROOT / "tests" / "writer.py"), str(db), "2000",
+                               "--types", ",".join(TYPES), "--delete-every", "500"],
+                              stdout=subprocess.PIPE, text=True)
+    previous, scrapes = baseline, 0
+    while writer.poll() is None:
+        current = ingested(exporter.scrape())
+        scrapes += 1
+        for event_type, value in previous.items():
+            assert current.get(event_type, 0) >= value, f"{event_type} counter went down"
+        previous = current
+    report = json.loads(writer.stdout.read())
+    assert writer.returncode == 0
+    assert scrapes > 20
+    assert report["busy"] == 0, "the writer hit a lock held by the exporter"
+    assert report["deleted"] > 0
+    # Checkpoints kept resetting the WAL: ~6000 commits of several pages each would be >90 MB otherwise.
+    assert report["max_wal_bytes"] < 16 * 1024 * 1024, report
+
+    expected = {"file:created": 300, **report["written"]}
+    assert wait_until(lambda: ingested(exporter.scrape()) == expected, message="exact ingest counts")
+    with sqlite3.connect(db) as check:
+        truth = dict(check.execute("SELECT type, count(*) FROM events GROUP BY type"))
+    assert wait_until(lambda: stored(exporter.scrape()) == truth, message="stored counts after deletions")
+    outbox = exporter.value(catalog.OUTBOX_EVENTS.name, status="pending")
+    assert outbox == sum(truth.values())
+
+
+def test_every_database_state_is_a_value_and_recovers(tmp_path, start_exporter, spawn):
+    db = tmp_path / "data" / "devflow.db"
+    exporter = start_exporter("--devflow.database", str(db))
+
+    def settle(expected):
+        return wait_until(lambda: (lambda s: s if state(s) == expected else None)(exporter.scrape()),
+                          message=f"state {expected}")
+
+    samples = settle("missing")
+    assert samples[(catalog.DB_UP.name, ())] == 0
+    assert samples[(catalog.COLLECTOR_SUCCESS.name, (("collector", "database"),))] == 1
+
+    conn = create_database(db)
+    for seq in range(50):
+        insert_event(conn, "git:commit", seq=seq)
+    conn.close()
+    samples = settle("ok")
+    wait_until(lambda: ingested(exporter.scrape()).get("git:commit") == 50, message="first count")
+
+    # A restore: another database file takes the path; totals must not go back.
+    replacement = tmp_path / "backup.db"
+    conn = create_database(replacement)
+    for seq in range(10):
+        insert_event(conn, "git:merge", seq=seq)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(f"{db}{suffix}"):
+            os.remove(f"{db}{suffix}")
+    os.replace(replacement, db)
+    wait_until(lambda: stored(exporter.scrape()) == {"git:merge": 10}, message="restored database counted")
+    assert ingested(exporter.scrape())["git:commit"] == 50
+    conn = sqlite3.connect(db, isolation_level=None)
+    insert_event(conn, "git:merge", seq=11)
+    conn.close()
+    wait_until(lambda: ingested(exporter.scrape()).get("git:merge") == 1,
+               message="rows after the restore counted, restored rows not")
+
+    # Locked by an exclusive writer, then released.
+    locker = spawn([sys.executable, "-c",
+                    "import sqlite3, sys, time\n"
+                    f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+                    "c.execute('PRAGMA locking_mode=EXCLUSIVE'); c.execute('BEGIN EXCLUSIVE')\n"
+                    "print('locked', flush=True); time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+    assert locker.stdout.readline().strip() == "locked"
+    settle("locked")
+    locker.kill()
+    locker.wait()
+    settle("ok")
+
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"this is not a database\n" * 500)
+    os.replace(garbage, db)
+    samples = settle("corrupt")
+    assert samples[(catalog.DB_UP.name, ())] == 0
+    status, body = http_get(exporter.url + "/status")
+    assert status == 200 and json.loads(body)["database"] == "corrupt"
+
+    db.unlink()
+    settle("missing")
+    conn = create_database(db)
+    conn.close()
+    settle("ok")
+    assert exporter.proc.poll() is None
+
+
+def test_scheduled_integrity_check_reports_corruption(tmp_path, start_exporter):
+    db = tmp_path / "devflow.db"
+    conn = create_database(db)
+    conn.execute("BEGIN")
+    for seq in range(5000):
+        insert_event(conn, EVENT_TYPES[seq % len(EVENT_TYPES)], seq=seq)
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    exporter = start_exporter("--devflow.database", str(db))
+    assert wait_until(lambda: exporter.value(catalog.DB_INTEGRITY_OK.name) == 1, message="first check passes")
+
+    # Scribble over index pages in the middle of the file, leaving the header intact.
+    size = db.stat().st_size
+    with open(db, "r+b") as handle:
+        handle.seek(size // 2 // 4096 * 4096)
+        handle.write(bytes(random.Random(1).randrange(256) for _ in range(4096 * 8)))
+    assert wait_until(lambda: exporter.value(catalog.DB_INTEGRITY_OK.name) == 0, message="check fails")
+
+
+def test_garbage_event_types_fold_into_bounded_labels(tmp_path, start_exporter):
+    db = tmp_path / "devflow.db"
+    conn = create_database(db)
+    rng = random.Random(7)
+    conn.execute("BEGIN")
+    for seq in range(3000):
+        word = "".join(rng.choice(string.ascii_lowercase) for _ in range(8))
+        garbage = rng.choice([f"junk:{word}", f"{word} with spaces", f"\u2603{word}", word * 20])
+        insert_event(conn, garbage, seq=seq)
+    insert_event(conn, "git:commit", seq=9999)
+    conn.execute("COMMIT")
+    conn.close()
+    exporter = start_exporter("--devflow.database", str(db),
+                              settings={"collectors": {"database": {"max_event_types": 5}}})
+    samples = wait_until(lambda: (lambda s: s if stored(s) else None)(exporter.scrape()), message="counts")
+    labels = set(stored(samples)) | set(ingested(samples))
+    assert "git:commit" in labels and "other" in labels
+    assert len(labels - {"git:commit", "other"}) <= 5
+    assert sum(stored(samples).values()) == 3001
