@@ -73,7 +73,6 @@ class DatabaseCollectorConfig:
     enabled: bool = True
     busy_timeout_ms: int = 100
     counts_interval_seconds: float = 60.0  # background full count of rows, types, outbox
-    counts_chunk_rows: int = 50_000  # rows per read transaction of the full count
     integrity_interval_seconds: float = 3600.0
     integrity_check: str = "quick"  # quick_check or the full integrity_check
     max_event_types: int = 64  # distinct type labels before the rest fold into "other"
@@ -290,8 +289,8 @@ def _validate(config: Config, source: str) -> None:
     database = config.collectors.database
     if database.integrity_check not in ("quick", "full"):
         fail(f"collectors.database.integrity_check must be quick or full, got '{database.integrity_check}'")
-    if database.counts_chunk_rows < 1 or database.max_event_types < 1:
-        fail("collectors.database.counts_chunk_rows and max_event_types must be at least 1")
+    if database.max_event_types < 1:
+        fail("collectors.database.max_event_types must be at least 1")
     if config.collectors.probe.timeout_seconds <= 0:
         fail("collectors.probe.timeout_seconds must be positive")
 

@@ -1,0 +1,85 @@
+"""Configuration: layered loading, and one clear line with exit 2 for every kind of bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, cli
+
+from exporter.config import Config, ConfigError, load
+
+
+def test_documented_example_is_exactly_the_defaults():
+    assert load(ROOT / "devflow-monitor.yml", env={}) == Config()
+
+
+def test_environment_beats_file_and_flags_beat_environment(tmp_path):
+    config_file = tmp_path / "c.yml"
+    config_file.write_text("devflow:\n  port: 4000\ncollectors:\n  database:\n    busy_timeout_ms: 5\n")
+    env = {"DEVFLOW_MONITOR_DEVFLOW_PORT": "5000", "DEVFLOW_MONITOR_COLLECTORS_PROBE_ENABLED": "false",
+           "DEVFLOW_MONITOR_DEVFLOW_LOG_FILES": "/a.log,/b/*.log"}
+    config = load(config_file, env=env, overrides={"devflow.port": "6000"})
+    assert config.devflow.port == 6000
+    assert config.collectors.database.busy_timeout_ms == 5
+    assert config.collectors.probe.enabled is False
+    assert config.devflow.log_files == ["/a.log", "/b/*.log"]
+    assert load(config_file, env=env).devflow.port == 5000
+
+
+def test_workdir_means_the_public_build_layout(tmp_path):
+    config = load(env={}, overrides={"devflow.workdir": str(tmp_path)})
+    assert config.devflow.database_path == tmp_path / "data" / "devflow.db"
+
+
+BAD_CONFIGS = {
+    "malformed yaml": ("devflow: [unclosed\n", "line"),
+    "not a mapping": ("- a\n- b\n", "top level must be a mapping"),
+    "unknown key": ("colectors: {}\n", "unknown key 'colectors' (did you mean 'collectors'?)"),
+    "unknown nested key": ("collectors:\n  database:\n    busy_timeout: 5\n", "unknown key 'collectors.database.busy_timeout'"),
+    "wrong type": ("devflow:\n  port: three thousand\n", "expected a number"),
+    "section not a mapping": ("web: 8080\n", "'web' must be a mapping"),
+    "bad listen address": ("web:\n  listen_address: localhost\n", "HOST:PORT"),
+    "bad regex": ("devflow:\n  process_pattern: '(unclosed'\n", "not a valid regular expression"),
+    "port out of range": ("devflow:\n  port: 70000\n", "between 1 and 65535"),
+    "missing web config": ("web:\n  config_file: /no/such/web.yml\n", "does not exist"),
+    "workdir missing": ("devflow:\n  workdir: /no/such/dir\n", "is not a directory"),
+    "database is a directory": ("devflow:\n  database: /tmp\n", "is a directory"),
+    "bad url": ("devflow:\n  url: localhost:3000\n", "http(s) URL"),
+    "negative interval": ("collectors:\n  process:\n    scan_interval_seconds: -1\n", "must not be negative"),
+    "bad log level": ("log_level: loud\n", "log_level must be one of"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_is_one_line_and_exit_2(tmp_path, case):
+    text, expected = BAD_CONFIGS[case]
+    config_file = tmp_path / "bad.yml"
+    config_file.write_text(text)
+    result = cli("check-config", "--config.file", str(config_file))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("devflow-monitor: error: ") and expected in lines[0]
+    assert Path(config_file).read_text() == text, "a bad config file is never rewritten"
+
+
+def test_missing_config_file_and_bad_flag_value_fail_cleanly(tmp_path):
+    result = cli("check-config", "--config.file", str(tmp_path / "absent.yml"))
+    assert result.returncode == 2 and "cannot read config file" in result.stderr
+    result = cli("serve", "--devflow.port", "abc")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "expected an integer" in result.stderr
+    result = cli("check-config", env={"DEVFLOW_MONITOR_NO_SUCH": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and "DEVFLOW_MONITOR_NO_SUCH: no such setting" in result.stderr
+
+
+def test_check_config_prints_the_effective_settings():
+    result = cli("check-config", "--config.file", "devflow-monitor.yml", "--no-collector.probe")
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK" in result.stdout
+    assert "probe" not in result.stdout.split("collectors", 1)[1]
+
+
+def test_config_error_type_is_raised_not_printed():
+    with pytest.raises(ConfigError, match="expected true or false"):
+        load(env={"DEVFLOW_MONITOR_COLLECTORS_HOST_ENABLED": "maybe"})

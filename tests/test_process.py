@@ -1,0 +1,131 @@
+"""The process collector against real child processes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import psutil
+from conftest import ROOT, Exporter, free_port, wait_for_http, wait_until
+
+from exporter import catalog
+
+# A stand-in for `node .../server/index.js`: the default pattern must find it by its command line.
+FAKE_SERVER = [sys.executable, "-c", "import sys, time; time.sleep(120)", "node", "/opt/devflow/server/index.js"]
+
+
+def fake_server_holding(db: str, port: int) -> list[str]:
+    """A fake server that holds the database open and listens on `port`, like the real one would."""
+    code = ("import socket, sqlite3, sys, time\n"
+            f"conn = sqlite3.connect({db!r}); conn.execute('SELECT 1').fetchall()\n"
+            "server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"server.bind(('127.0.0.1', {port})); server.listen()\n"
+            "print('ready', flush=True); time.sleep(120)\n")
+    return [sys.executable, "-c", code, "node", "/opt/devflow/server/index.js"]
+
+
+def up(exporter) -> float | None:
+    return exporter.value(catalog.PROCESS_UP.name)
+
+
+def test_absent_started_restarted_and_several_targets(tmp_path, start_exporter, spawn):
+    exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"))
+    samples = exporter.scrape()
+    assert samples[(catalog.PROCESS_UP.name, ())] == 0
+    assert samples[(catalog.PROCESS_MATCHES.name, ())] == 0
+    assert (catalog.PROCESS_CPU.name, (("mode", "user"),)) not in samples
+
+    first = spawn(FAKE_SERVER)
+    wait_until(lambda: up(exporter) == 1, message="target found")
+    samples = exporter.scrape()
+    assert samples[(catalog.PROCESS_START_TIME.name, ())] == psutil.Process(first.pid).create_time()
+    cpu_before = samples[(catalog.PROCESS_CPU.name, (("mode", "user"),))]
+    cpu_after = exporter.value(catalog.PROCESS_CPU.name, mode="user")
+    assert cpu_after >= cpu_before
+
+    first.kill()
+    first.wait()
+    assert up(exporter) == 0, "a dead target must not be reported from a cache"
+    second = spawn(FAKE_SERVER)
+    wait_until(lambda: up(exporter) == 1, message="restarted target found")
+    samples = exporter.scrape()
+    assert samples[(catalog.PROCESS_START_TIME.name, ())] == psutil.Process(second.pid).create_time()
+    # One series per metric, whatever the PID: nothing stale, nothing doubled.
+    assert len([key for key in samples if key[0] == catalog.PROCESS_RSS.name]) == 1
+
+    third = spawn(FAKE_SERVER)
+    fourth = spawn(FAKE_SERVER)
+    wait_until(lambda: exporter.value(catalog.PROCESS_MATCHES.name) == 3, message="three matches")
+    samples = exporter.scrape()
+    assert samples[(catalog.PROCESS_START_TIME.name, ())] == psutil.Process(second.pid).create_time(), \
+        "the oldest match is the one reported"
+    assert len([key for key in samples if key[0] == catalog.PROCESS_THREADS.name]) == 1
+    for proc in (second, third, fourth):
+        proc.kill()
+        proc.wait()
+    wait_until(lambda: up(exporter) == 0 and exporter.value(catalog.PROCESS_MATCHES.name) == 0,
+               message="all gone")
+
+
+def test_pidfile_follows_restarts_and_reads_database_handles_and_sockets(tmp_path, start_exporter, spawn):
+    db = tmp_path / "devflow.db"
+    pidfile = tmp_path / "devflow.pid"
+    port = free_port()
+    exporter = start_exporter("--devflow.database", str(db), "--devflow.pidfile", str(pidfile),
+                              "--devflow.port", str(port))
+    assert up(exporter) == 0
+
+    server = spawn(fake_server_holding(str(db), port), stdout=subprocess.PIPE, text=True)
+    assert server.stdout.readline().strip() == "ready"
+    pidfile.write_text(f"{server.pid}\n")
+    assert up(exporter) == 1, "a pidfile is read on every scrape"
+    samples = wait_until(
+        lambda: (lambda s: s if s[(catalog.PROCESS_PORT_LISTENING.name, (("port", str(port)),))] == 1 else None)(
+            exporter.scrape()), message="port seen listening")
+    assert samples[(catalog.DB_CONNECTIONS.name, ())] == 1
+    assert samples[(catalog.PROCESS_TCP_CONNECTIONS.name, ())] >= 1
+    assert samples[(catalog.PROCESS_OPEN_FDS.name, ())] >= 3
+
+    replacement = spawn(FAKE_SERVER)
+    pidfile.write_text(str(replacement.pid))
+    assert exporter.value(catalog.PROCESS_START_TIME.name) == psutil.Process(replacement.pid).create_time()
+    pidfile.write_text("not a pid")
+    assert up(exporter) == 0
+
+
+def test_never_matches_itself_its_parent_shell_or_its_children(tmp_path, spawn):
+    """The guide's `pgrep -f devflow` finds itself; the exporter must not."""
+    port = free_port()
+    # A pattern unique to this test, so other devflow processes on the machine cannot match it.
+    pattern = f"devflow-{port}"
+    command = (f"{sys.executable} -m exporter.cli serve --web.listen-address 127.0.0.1:{port} "
+               f"--devflow.database {tmp_path}/devflow.db --devflow.process-pattern {pattern} "
+               "--no-collector.logs --no-collector.probe; true")
+    # The shell stays as the exporter's parent, and its command line contains the pattern too.
+    shell = spawn(["sh", "-c", command], cwd=ROOT)
+    exporter_proc = wait_until(lambda: psutil.Process(shell.pid).children(), message="exporter started")[0]
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(url + "/health")
+        samples = Exporter(None, url).scrape()
+        assert samples[(catalog.PROCESS_MATCHES.name, ())] == 0
+        assert samples[(catalog.PROCESS_UP.name, ())] == 0
+    finally:
+        exporter_proc.terminate()
+        exporter_proc.wait(10)
+
+
+def test_port_owner_is_found_when_no_command_line_matches(tmp_path, start_exporter, spawn):
+    port = free_port()
+    listener = spawn([sys.executable, "-c",
+                      "import socket, time\n"
+                      f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen()\n"
+                      "print('ready', flush=True); time.sleep(120)\n"], stdout=subprocess.PIPE, text=True)
+    assert listener.stdout.readline().strip() == "ready"
+    exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"), "--devflow.port", str(port),
+                              "--devflow.process-pattern", "no-such-command-line-anywhere")
+    wait_until(lambda: up(exporter) == 1, message="port owner found")
+    assert exporter.value(catalog.PROCESS_START_TIME.name) == psutil.Process(listener.pid).create_time()
+    with socket.create_connection(("127.0.0.1", port)):
+        pass
