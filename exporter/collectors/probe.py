@@ -188,7 +188,7 @@ def probe(endpoint: str, url: str, timeout: float) -> ProbeResult:
         return _probe(endpoint, url, timeout, started)
     except Exception as exc:  # a parsing bug must cost one state, not the scrape
         log.debug("probe %s failed unexpectedly", endpoint, exc_info=True)
-        return ProbeResult(endpoint, "error", 0, time.perf_counter() - started, reason=f"{type(exc).__name__}")
+        return ProbeResult(endpoint, "error", 0, time.perf_counter() - started, reason=type(exc).__name__)
 
 
 def _probe(endpoint: str, url: str, timeout: float, started: float) -> ProbeResult:
