@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test bench rules dashboards up down demo status clean
+.PHONY: install test bench rules dashboards docs up down demo status clean
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ rules: $(STAMP)
 
 dashboards: $(STAMP)
 	$(BIN)/python -m dashboards.build
+
+docs: $(STAMP)
+	$(BIN)/python -m exporter.catalog
 
 up: $(STAMP)
 	$(BIN)/devflow-monitor stack up
