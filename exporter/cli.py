@@ -12,6 +12,7 @@ from exporter.config import ConfigError, load
 # Each module defines `register(subparsers)`; its parser's `func(args)` returns the exit status.
 COMMAND_MODULES = [
     "exporter.serve",
+    "exporter.simulate",
 ]
 
 COLLECTORS = ("process", "database", "eventqueue", "logs", "probe", "host")
