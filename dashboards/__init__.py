@@ -1,0 +1,9 @@
+"""Grafana dashboards as code.
+
+One module per dashboard (each defines `dashboard`, built with `dashboards.grafana`);
+`python -m dashboards.build` (`make dashboards`) writes their JSON to dashboards/json/,
+which Grafana loads through the file provider in dashboards/provisioning/.
+"""
+
+# Module names, in the order the dashboards appear in the "DevFlow dashboards" links.
+DASHBOARDS = ("overview", "performance", "errors", "activity", "exporter")

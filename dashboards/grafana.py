@@ -1,0 +1,401 @@
+"""A small layer over grafanalib that writes dashboards for current Grafana (10 and 11).
+
+grafanalib 0.7.1 still writes Grafana 5-era JSON: schemaVersion 12, datasources as
+strings, maxDataPoints 100, a mean reduction on stat panels, `intervalFactor: 2` on
+every target and gauge options under the long-gone `fieldOptions`. Dashboard modules
+build panels only through the constructors below, which pick current options, and
+`render()` rewrites grafanalib's output into what Grafana saves itself: every outdated
+default is fixed in this one module.
+
+A dashboard module reads as rows of panels:
+
+    dashboard = grafana.dashboard(
+        "devflow-example", "DevFlow / Example", "What this dashboard answers.",
+        grafana.row("Process",
+            grafana.stat("Process up", "1 when the DevFlow process was found.",
+                         grafana.target(grafana.series(catalog.PROCESS_UP), "{{instance}}"),
+                         unit="none", mappings=grafana.UP_DOWN, thresholds=grafana.UP_IS_GOOD)),
+    )
+
+Positions (gridPos) and panel ids are assigned by `dashboard()`: panels fill each row's
+24 columns left to right, short ones beside tall ones, and no two can overlap.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import attr
+from grafanalib import core as g
+from grafanalib._gen import DashboardEncoder
+
+from exporter.catalog import EXPORTER_BUILD_INFO, Metric
+
+# --- conventions shared by every dashboard -----------------------------------------
+SCHEMA_VERSION = 39  # Grafana 10.3 / 11.0
+DATASOURCE_UID = "devflow-prometheus"  # the provisioned datasource (provisioning/datasources/prometheus.yml)
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+TAGS = ["devflow"]
+GRID_COLUMNS = 24
+SELECTOR = 'job=~"$job", instance=~"$instance"'
+UID_PREFIX = "devflow-"
+
+# Series that Prometheus itself writes for every scrape target and alerting rule; the only
+# names a panel may use that are not in exporter.catalog.
+TARGET_UP = "up"
+SCRAPE_DURATION = "scrape_duration_seconds"
+SCRAPE_SAMPLES = "scrape_samples_scraped"
+ALERTS = "ALERTS"
+PROMETHEUS_SERIES = frozenset({TARGET_UP, SCRAPE_DURATION, SCRAPE_SAMPLES, ALERTS})
+
+# --- the guide's real-time checklist ("모니터링 체크리스트") and its alert rules --------
+CPU_WARN = 0.70  # of one core, as `ps` shows %CPU
+CPU_CRIT = 0.80  # the guide's high_cpu_usage alert
+MEMORY_CRIT = 0.80
+RESPONSE_TIME_MAX = 0.100  # seconds
+ERROR_RATIO_WARN = 0.01
+ERROR_RATIO_CRIT = 0.05  # the guide's error_rate alert
+MEMORY_GROWTH_MAX = 10 * 2**20  # bytes per hour: the guide's memory_leak alert (10 MB/h)
+
+
+def thresholds(base: str, *steps: tuple[float, str]) -> list[dict]:
+    """Absolute threshold steps: `base` below the first value, then each (value, color)."""
+    return [{"color": base, "value": None}] + [{"color": color, "value": value} for value, color in steps]
+
+
+NEUTRAL = thresholds("blue")
+CPU = thresholds("green", (CPU_WARN, "orange"), (CPU_CRIT, "red"))
+MEMORY = thresholds("green", (MEMORY_CRIT, "red"))
+RESPONSE_TIME = thresholds("green", (RESPONSE_TIME_MAX, "red"))
+ERROR_RATIO = thresholds("green", (ERROR_RATIO_WARN, "orange"), (ERROR_RATIO_CRIT, "red"))
+MEMORY_GROWTH = thresholds("green", (MEMORY_GROWTH_MAX, "red"))
+UP_IS_GOOD = thresholds("red", (1, "green"))
+ANY_IS_BAD = thresholds("green", (1, "red"))
+
+
+def value_mappings(*entries: tuple[float, str, str]) -> list[dict]:
+    """Value-to-text mappings: each (value, text, color)."""
+    options = {str(value): {"text": text, "color": color, "index": index}
+               for index, (value, text, color) in enumerate(entries)}
+    return [{"type": "value", "options": options}]
+
+
+UP_DOWN = value_mappings((0, "down", "red"), (1, "up", "green"))
+OK_FAILED = value_mappings((0, "failed", "red"), (1, "ok", "green"))
+
+
+# --- PromQL built from catalog entries ------------------------------------------------
+def _name(metric: Metric | str) -> str:
+    return metric.name if isinstance(metric, Metric) else metric
+
+
+def series(metric: Metric | str, *matchers: str) -> str:
+    """`name{job=~"$job", instance=~"$instance", ...}` for a catalog metric or one of its sample names."""
+    return f"{_name(metric)}{{{', '.join((SELECTOR, *matchers))}}}"
+
+
+def rate(metric: Metric | str, *matchers: str) -> str:
+    return f"rate({series(metric, *matchers)}[$__rate_interval])"
+
+
+def age(metric: Metric | str, *matchers: str) -> str:
+    """Seconds since a `_timestamp_seconds` gauge."""
+    return f"time() - {series(metric, *matchers)}"
+
+
+def quantile(q: float, histogram: Metric, *by: str) -> str:
+    """The q-quantile of a catalog histogram over `$__rate_interval`, per instance and `by` labels."""
+    labels = ", ".join(("le", "instance", *by))
+    return f"histogram_quantile({q}, sum by ({labels}) ({rate(histogram.bucket)}))"
+
+
+# --- panels -----------------------------------------------------------------------------
+def target(expr: str, legend: str = "", *, instant: bool = False, table: bool = False,
+           heatmap: bool = False) -> g.Target:
+    """One Prometheus query; `table` and `heatmap` choose the result format."""
+    fmt = "table" if table else "heatmap" if heatmap else g.TIME_SERIES_TARGET_FORMAT
+    return g.Target(expr=expr, legendFormat=legend, instant=instant or table, format=fmt,
+                    datasource=DATASOURCE)
+
+
+def _targets(targets: tuple[g.Target, ...]) -> list[g.Target]:
+    return [attr.evolve(t, refId=chr(ord("A") + i)) for i, t in enumerate(targets)]
+
+
+def _size(w: int, h: int) -> g.GridPos:
+    return g.GridPos(h=h, w=w, x=0, y=0)
+
+
+def timeseries(title: str, description: str, *targets: g.Target, unit: str,
+               thresholds: list[dict] | None = None, stack: bool = False, bars: bool = False,
+               min: int | None = None, max: int | None = None, overrides: list[dict] | None = None,
+               w: int = 12, h: int = 8) -> g.TimeSeries:
+    """Lines over time; thresholds, when given, are drawn as dashed lines."""
+    return g.TimeSeries(
+        title=title, description=description, targets=_targets(targets), unit=unit,
+        dataSource=DATASOURCE, gridPos=_size(w, h),
+        thresholds=thresholds or NEUTRAL, thresholdsStyleMode="dashed" if thresholds else "off",
+        stacking={"mode": "normal", "group": "A"} if stack else {"mode": "none", "group": "A"},
+        drawStyle="bars" if bars else "line", fillOpacity=60 if bars else 10, showPoints="never",
+        valueMin=min, valueMax=max, overrides=overrides or [],
+        tooltipMode="multi", tooltipSort="desc", legendDisplayMode="list", legendPlacement="bottom")
+
+
+def stat(title: str, description: str, *targets: g.Target, unit: str,
+         thresholds: list[dict] | None = None, mappings: list[dict] | None = None,
+         text: str = "auto", background: bool = False, sparkline: bool = False,
+         overrides: list[dict] | None = None, w: int = 4, h: int = 4) -> g.Stat:
+    """One number (or name, with text="name") per series: the last value, never a mean."""
+    return g.Stat(
+        title=title, description=description, targets=_targets(targets), format=unit,
+        dataSource=DATASOURCE, gridPos=_size(w, h), thresholds=thresholds or NEUTRAL,
+        mappings=mappings or [], reduceCalc="lastNotNull", textMode=text,
+        colorMode="background" if background else "value", graphMode="area" if sparkline else "none",
+        overrides=overrides or [])
+
+
+def gauge(title: str, description: str, *targets: g.Target, unit: str, thresholds: list[dict],
+          min: float = 0, max: float = 1, w: int = 4, h: int = 6) -> g.GaugePanel:
+    """A dial from `min` to `max` (a share from 0 to 1 by default), coloured by the thresholds."""
+    return g.GaugePanel(
+        title=title, description=description, targets=_targets(targets), format=unit,
+        dataSource=DATASOURCE, gridPos=_size(w, h), thresholds=thresholds, min=min, max=max,
+        calc="lastNotNull")
+
+
+def bargauge(title: str, description: str, *targets: g.Target, unit: str,
+             thresholds: list[dict] | None = None, max: float | None = None,
+             w: int = 12, h: int = 8) -> g.BarGauge:
+    """Horizontal bars, one per series; the scale runs from 0 to `max` (or the largest bar)."""
+    return g.BarGauge(
+        title=title, description=description, targets=_targets(targets), format=unit,
+        dataSource=DATASOURCE, gridPos=_size(w, h), thresholds=thresholds or NEUTRAL,
+        min=0, max=max, calc="lastNotNull", displayMode=g.GAUGE_DISPLAY_MODE_GRADIENT,
+        orientation=g.ORIENTATION_HORIZONTAL)
+
+
+def table(title: str, description: str, *targets: g.Target, unit: str, columns: list[str],
+          hidden: tuple[str, ...] = ("Time", "Value", "__name__"), w: int = 24, h: int = 6) -> g.Table:
+    """Instant results as rows: `columns` (labels) first in that order, then any other label."""
+    organize = {
+        "id": "organize",
+        "options": {"excludeByName": {name: True for name in hidden},
+                    "indexByName": {name: i for i, name in enumerate(columns)}},
+    }
+    return g.Table(
+        title=title, description=description, targets=_targets(targets), unit=unit,
+        dataSource=DATASOURCE, gridPos=_size(w, h), thresholds=NEUTRAL, transformations=[organize])
+
+
+def state_timeline(title: str, description: str, *targets: g.Target, mappings: list[dict],
+                   thresholds: list[dict], unit: str = "none", w: int = 24, h: int = 6) -> g.StateTimeline:
+    """Each series as a band coloured by its (mapped) state over time."""
+    return g.StateTimeline(
+        title=title, description=description, targets=_targets(targets), mappings=mappings,
+        dataSource=DATASOURCE, gridPos=_size(w, h), thresholds=thresholds, rowHeight=0.8,
+        extraJson={"fieldConfig": {"defaults": {"unit": unit}}})
+
+
+@dataclass(frozen=True)
+class Row:
+    """A titled row of panels; `dashboard()` lays them out."""
+
+    title: str
+    panels: tuple[g.Panel, ...]
+
+
+def row(title: str, *panels: g.Panel) -> Row:
+    return Row(title, panels)
+
+
+# --- dashboards ---------------------------------------------------------------------------
+def _variables() -> g.Templating:
+    """`datasource`, then `job` and `instance` from the exporter's build info (multi, All = .+)."""
+    info = EXPORTER_BUILD_INFO.name
+    datasource = g.Template(name="datasource", label="Data source", type="datasource",
+                            query="prometheus", default=None)
+    job = g.Template(name="job", label="job", query=f"label_values({info}, job)",
+                     dataSource=DATASOURCE, includeAll=True, multi=True, allValue=".+",
+                     refresh=g.REFRESH_ON_TIME_RANGE_CHANGE)
+    instance = g.Template(name="instance", label="instance",
+                          query=f'label_values({info}{{job=~"$job"}}, instance)',
+                          dataSource=DATASOURCE, includeAll=True, multi=True, allValue=".+",
+                          refresh=g.REFRESH_ON_TIME_RANGE_CHANGE)
+    return g.Templating(list=[datasource, job, instance])
+
+
+def _layout(rows: tuple[Row, ...]) -> list[g.Panel]:
+    """Rows full width; each panel in turn goes to the highest free spot of its row, leftmost
+    on a tie (a skyline, like Grafana's own gravity), so short panels fill in beside tall ones.
+    A panel's top is never above the bottom of anything already in its columns: no overlap."""
+    placed: list[g.Panel] = []
+    top = 0
+    for r in rows:
+        placed.append(g.RowPanel(title=r.title, gridPos=g.GridPos(h=1, w=GRID_COLUMNS, x=0, y=top)))
+        skyline = [top + 1] * GRID_COLUMNS  # first free grid line in each column
+        for panel in r.panels:
+            w, h = panel.gridPos.w, panel.gridPos.h
+            if not 0 < w <= GRID_COLUMNS:
+                raise ValueError(f"panel {panel.title!r}: width {w} is not within 1..{GRID_COLUMNS}")
+            y, x = min((max(skyline[x:x + w]), x) for x in range(GRID_COLUMNS - w + 1))
+            placed.append(attr.evolve(panel, gridPos=g.GridPos(h=h, w=w, x=x, y=y)))
+            skyline[x:x + w] = [y + h] * w
+        top = max(skyline)
+    return [attr.evolve(panel, id=i) for i, panel in enumerate(placed, start=1)]
+
+
+def dashboard(uid: str, title: str, description: str, *rows: Row) -> g.Dashboard:
+    """A read-only dashboard with the shared variables, tags and links to its siblings."""
+    if not uid.startswith(UID_PREFIX):
+        raise ValueError(f"dashboard uid {uid!r} must start with {UID_PREFIX!r}")
+    links = [g.DashboardLink(type="dashboards", tags=TAGS, title="DevFlow dashboards",
+                             asDropdown=True, includeVars=True, keepTime=True)]
+    return g.Dashboard(
+        uid=uid, title=title, description=description, tags=TAGS, panels=_layout(rows),
+        templating=_variables(), links=links, editable=False,
+        graphTooltip=g.GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR, refresh="30s",
+        time=g.Time("now-1h", "now"), timezone="browser")
+
+
+# --- grafanalib JSON -> current Grafana JSON ------------------------------------------------
+def render(board: g.Dashboard) -> dict:
+    """The dashboard as Grafana 10/11 saves it."""
+    data = json.loads(json.dumps(board.to_json_data(), cls=DashboardEncoder))
+    return _modernize_dashboard(data)
+
+
+def dumps(data: dict) -> str:
+    """Stable text: sorted keys, so regenerating an unchanged dashboard changes no byte."""
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+_BUILT_IN_ANNOTATION = {
+    "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True,
+    "hide": True, "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard",
+}
+
+
+def _modernize_dashboard(data: dict) -> dict:
+    for key in ("__inputs", "rows", "style", "hideControls", "sharedCrosshair", "gnetId", "version"):
+        data.pop(key, None)
+    data["schemaVersion"] = SCHEMA_VERSION
+    data["annotations"] = {"list": [_BUILT_IN_ANNOTATION]}
+    data["timepicker"] = {"refresh_intervals": data["timepicker"]["refresh_intervals"]}
+    data.update(fiscalYearStartMonth=0, liveNow=False, weekStart="")
+    data["templating"]["list"] = [_modernize_variable(v) for v in data["templating"]["list"]]
+    data["panels"] = [_modernize_panel(p) for p in data["panels"]]
+    return data
+
+
+def _modernize_variable(var: dict) -> dict:
+    for key in ("useTags", "tagsQuery", "tagValuesQuery", "auto", "auto_min", "auto_count", "multiFormat"):
+        var.pop(key, None)
+    var["regex"] = var["regex"] or ""
+    if var["type"] == "datasource":
+        var.pop("datasource")
+        var.pop("allValue")
+        var["current"] = {"selected": False, "text": "Prometheus", "value": DATASOURCE_UID}
+        var["refresh"] = g.REFRESH_ON_DASHBOARD_LOAD
+    else:
+        var["definition"] = var["query"]
+        var["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}
+    return var
+
+
+def _drop_none(mapping: dict) -> dict:
+    return {key: value for key, value in mapping.items() if value is not None}
+
+
+_OBSOLETE_PANEL_KEYS = (
+    "cacheTimeout", "editable", "error", "height", "span", "minSpan", "hideTimeOverride", "maxDataPoints",
+    "repeat", "repeatDirection", "maxPerRow", "columns", "fontSize", "mappings", "color", "interval",
+    "timeFrom", "timeShift",
+)
+
+
+def _modernize_panel(panel: dict) -> dict:
+    # maxDataPoints goes: Grafana then asks for one point per pixel of the panel's width.
+    for key in _OBSOLETE_PANEL_KEYS:
+        panel.pop(key, None)
+    if panel["type"] == "row":
+        return {"collapsed": False, "gridPos": panel["gridPos"], "id": panel["id"], "panels": [],
+                "title": panel["title"], "type": "row"}
+    panel["datasource"] = dict(DATASOURCE)
+    panel["targets"] = [_modernize_target(t) for t in panel["targets"]]
+    defaults = panel["fieldConfig"]["defaults"]
+    if not isinstance(defaults.get("color"), dict):
+        defaults["color"] = {"mode": "thresholds"}
+    if defaults.get("noValue") == "none":  # grafanalib would print "none" for missing data
+        defaults.pop("noValue")
+    _PANEL_FIXES[panel["type"]](panel)  # a KeyError here is a panel type the dashboards must not use
+    panel["fieldConfig"]["defaults"] = _drop_none(panel["fieldConfig"]["defaults"])
+    return panel
+
+
+def _modernize_target(t: dict) -> dict:
+    # grafanalib also writes target/metric/step and intervalFactor 2 (half resolution): all dropped.
+    return {
+        "datasource": dict(DATASOURCE), "editorMode": "code", "expr": t["expr"], "format": t["format"],
+        "instant": t["instant"], "legendFormat": t["legendFormat"], "range": not t["instant"],
+        "refId": t["refId"],
+    }
+
+
+def _reduce_options(calcs: list[str]) -> dict:
+    return {"calcs": calcs, "fields": "", "values": False}
+
+
+def _fix_stat(panel: dict) -> None:
+    panel["options"].update(wideLayout=True, showPercentChange=False)
+
+
+def _fix_timeseries(panel: dict) -> None:
+    panel["options"]["legend"]["showLegend"] = True
+    custom = panel["fieldConfig"]["defaults"]["custom"]
+    panel["fieldConfig"]["defaults"]["custom"] = _drop_none(custom) | {"insertNulls": False}
+
+
+def _fix_gauge(panel: dict) -> None:
+    config = panel["fieldConfig"]
+    defaults = config["defaults"]
+    calcs = defaults.pop("calcs")
+    for key in ("limit", "override", "values", "links", "title"):
+        defaults.pop(key, None)
+    config.pop("showThresholdLabels")
+    config.pop("showThresholdMarkers")
+    config.setdefault("overrides", [])
+    panel["options"] = {
+        "reduceOptions": _reduce_options(calcs), "orientation": "auto", "showThresholdLabels": False,
+        "showThresholdMarkers": True, "sizing": "auto", "minVizHeight": 75, "minVizWidth": 75,
+    }
+
+
+def _fix_bargauge(panel: dict) -> None:
+    legacy = panel["options"].pop("fieldOptions")
+    limits = legacy["defaults"]
+    defaults = panel["fieldConfig"]["defaults"]
+    defaults.update(unit=limits["unit"], min=limits["min"], max=limits["max"], decimals=limits["decimals"])
+    panel["fieldConfig"].setdefault("overrides", [])
+    panel["options"] = {
+        "displayMode": panel["options"]["displayMode"], "orientation": panel["options"]["orientation"],
+        "reduceOptions": _reduce_options(legacy["calcs"]), "showUnfilled": True, "valueMode": "color",
+        "namePlacement": "auto", "sizing": "auto", "minVizHeight": 16, "minVizWidth": 8, "maxVizHeight": 300,
+    }
+
+
+def _fix_table(panel: dict) -> None:
+    custom = panel["fieldConfig"]["defaults"]["custom"]
+    custom.pop("displayMode")  # replaced by cellOptions in Grafana 10
+    custom.update(cellOptions={"type": "auto"}, inspect=False)
+    panel["options"].update(cellHeight="sm", footer={"show": False, "reducer": ["sum"], "fields": ""})
+
+
+def _fix_state_timeline(panel: dict) -> None:
+    panel["options"]["legend"]["showLegend"] = True
+
+
+_PANEL_FIXES = {
+    "stat": _fix_stat, "timeseries": _fix_timeseries, "gauge": _fix_gauge, "bargauge": _fix_bargauge,
+    "table": _fix_table, "state-timeline": _fix_state_timeline,
+}
