@@ -161,7 +161,8 @@ LOG_LINES = _counter(
     "file", "level")
 LOG_BYTES = _counter("devflow_log_read_bytes_total", "Bytes read from the log file.", "file")
 LOG_LAST_ERROR = _gauge(
-    "devflow_log_last_error_timestamp_seconds", "When the exporter last read an ERROR or FATAL record.",
+    "devflow_log_last_error_timestamp_seconds",
+    "When the newest ERROR or FATAL record was written (the file's modification time when it was read).",
     "file")
 LOG_READ_ERRORS = _counter(
     "devflow_log_read_errors_total", "Problems reading the log file, by reason.", "file", "reason")

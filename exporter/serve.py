@@ -21,6 +21,7 @@ COLLECTOR_CLASSES = {
     "process": "exporter.collectors.process:ProcessCollector",
     "database": "exporter.collectors.database:DatabaseCollector",
     "host": "exporter.collectors.host:HostCollector",
+    "logs": "exporter.collectors.logs:LogsCollector",
     "probe": "exporter.collectors.probe:ProbeCollector",
 }
 # Built after the others because it reads the probe's last /status.

@@ -1,0 +1,560 @@
+"""The logs collector on real files: real rotation (rename+create, copytruncate), a real writer
+process, real restarts and kills, real permission and filesystem failures.
+
+Run as a script (`python tests/test_logs.py write ...`) this module is the writer process.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port, http_get, wait_for_http
+from exporter import catalog, config
+from exporter.collectors import logs as logs_module
+from exporter.collectors.logs import LogsCollector
+from exporter.logformat import LEVELS, LevelCounter
+
+WRITER_RECORDS = 100_000
+ACCESS_LINE = '127.0.0.1 - - [02/Aug/2025:14:00:01 +0000] "GET {path} HTTP/1.1" {status} 312 {duration}'
+
+
+# --- records in every DevFlow format, with decoys -----------------------------------------------------
+
+def records(count: int, seed: int, start: int = 0):
+    """(normalised level, bytes) for `count` records: all formats of FACTS.md, decoys, multi-line dumps."""
+    rnd = random.Random(seed)
+    spellings = {"debug": ["DEBUG", "TRACE"], "info": ["INFO", "info"], "warn": ["WARN", "WARNING"],
+                 "error": ["ERROR", "ERR"], "fatal": ["FATAL", "CRITICAL"]}
+    levels = list(spellings)
+    for i in range(start, start + count):
+        level = rnd.choice(levels)
+        word = rnd.choice(spellings[level])
+        decoy = rnd.choice([w for other in levels if other != level for w in spellings[other]])
+        kind = rnd.randrange(9)
+        if kind == 0:
+            text = f"[{word}][GitMonitor] New commit detected: {i:x} - fix {decoy} handling\n"
+        elif kind == 1:
+            text = f"[2026-11-26T11:37:33.{i % 1000:03d}Z] [{word}] [ProjectManager] #{i} saw [{decoy}] in output\n"
+        elif kind == 2:
+            text = f"2025-08-02 14:00:{i % 60:02d} {word} [StorageManager] #{i} {decoy} ERROR FATAL\n"
+        elif kind == 3:
+            severity = word.lower()
+            text = (f'{{"timestamp": "2025-08-02T14:00:01Z", "eventType": "e{i}", "message": '
+                    f'"\\"severity\\": \\"{decoy.lower()}\\"", "severity": "{severity}", "category": "audit"}}\n')
+        elif kind == 4:  # chokidar event dump: one debug record over five lines
+            level, word = "debug", "DEBUG"
+            text = (f"[DEBUG] File event: file:change {{\n  type: 'change',\n  path: '/src/{decoy}.ts',\n"
+                    f"  message: '[{decoy}] #{i}',\n}}\n")
+        elif kind == 5:  # an error with its stack: continuation lines are not records
+            level = "error"
+            text = (f"[ERROR][GitMonitor] Error processing commit {i:x}: GitError: bad\n"
+                    f"GitError: fatal: [{decoy}] not a git repository\n    at Git.run (git.js:{i % 97}:3)\n")
+        elif kind == 6:
+            level = "unknown"
+            text = rnd.choice([f"[GitMonitor] #{i} {decoy}\n", f'{{"timestamp": "t", "eventType": "e{i}"}}\n',
+                               f"[2026-11-26T11:37:33.000Z] #{i} {decoy}\n"])
+        elif kind == 7:
+            text = f"[{word}] #{i} DevFlow Monitor MCP server started\n"
+        else:
+            text = f"2025-08-02T14:00:{i % 60:02d}.123Z {word}: #{i} {decoy}: done\n"
+        yield level, text.encode()
+
+
+def truth_of(recs) -> dict[str, int]:
+    counts = Counter(level for level, _ in recs)
+    return {level: counts.get(level, 0) for level in LEVELS}
+
+
+def write_with_rotations(path: str, count: int, seed: int, rotations: int, truth_path: str) -> None:
+    """The writer process: append records (some in two writes) and rotate the file both ways meanwhile."""
+    rnd = random.Random(seed + 1)
+    every = count // (rotations + 1)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    truth = Counter()
+    rotated = 0
+    for i, (level, data) in enumerate(records(count, seed)):
+        if i and i % every == 0 and rotated < rotations:
+            rotated += 1
+            target = f"{path}.{rotated}"
+            if rotated % 2:  # logrotate `create`: rename, the app writes on until it reopens
+                os.rename(path, target)
+                for _ in range(50):
+                    os.write(fd, b"[INFO][Writer] written to the renamed file before reopening\n")
+                truth["info"] += 50
+                os.close(fd)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            else:  # logrotate `copytruncate`
+                shutil.copyfile(path, target)
+                os.truncate(path, 0)
+        truth[level] += 1
+        if rnd.random() < 0.1:  # a record in two writes: the reader sees half a line
+            cut = rnd.randrange(1, len(data))
+            os.write(fd, data[:cut])
+            os.write(fd, data[cut:])
+        else:
+            os.write(fd, data)
+        if i % 200 == 0:
+            time.sleep(0.001)
+    os.close(fd)
+    Path(truth_path).write_text(json.dumps({level: truth.get(level, 0) for level in LEVELS}))
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+def make_collector(tmp_path: Path, files, access=None, poll: float = 0.05,
+                   state: str = "state.json", pattern: str | None = None) -> LogsCollector:
+    overrides = {"devflow.log_files": [str(f) for f in files],
+                 "devflow.access_log": str(access) if access else None,
+                 "collectors.logs.state_file": str(tmp_path / state),
+                 "collectors.logs.poll_interval_seconds": poll}
+    if pattern:
+        overrides["collectors.logs.access_log_pattern"] = pattern
+    return LogsCollector(config.load(env={}, overrides=overrides))
+
+
+def samples(collector) -> dict[tuple, float]:
+    out = {}
+    for family in collector.collect():
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def levels_of(collector, path) -> dict[str, int]:
+    values = samples(collector)
+    return {level: int(values.get((catalog.LOG_LINES.name, (("file", str(path)), ("level", level))), 0))
+            for level in LEVELS}
+
+
+def value(collector, metric, **labels) -> float | None:
+    return samples(collector).get((metric, tuple(sorted((k, str(v)) for k, v in labels.items()))))
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def append(path: Path, recs) -> dict[str, int]:
+    recs = list(recs)
+    with open(path, "ab") as handle:
+        handle.write(b"".join(data for _, data in recs))
+    return truth_of(recs)
+
+
+def add(*truths) -> dict[str, int]:
+    return {level: sum(t[level] for t in truths) for level in LEVELS}
+
+
+@pytest.fixture
+def running():
+    """Collectors started in a test are always stopped."""
+    started = []
+
+    def start(collector):
+        collector.start()
+        started.append(collector)
+        return collector
+
+    yield start
+    for collector in started:
+        collector.stop()
+
+
+# --- formats ------------------------------------------------------------------------------------------
+
+def test_each_format_counts_by_its_own_level_field_not_by_words_in_the_message():
+    text = (b"[INFO] DevFlow Monitor MCP server started\n"
+            b"[INFO][GitMonitor] New commit detected: e6d47ac - fix ERROR handling\n"
+            b"[2026-11-26T11:37:33.687Z] [WARN] [ProjectManager] saw [ERROR] FATAL\n"
+            b"2025-08-02 14:00:01 ERROR [StorageManager] INFO DEBUG\n"
+            b'{"timestamp": "x", "message": "\\"severity\\": \\"error\\"", "severity": "fatal"}\n'
+            b"[DEBUG] File event: file:change {\n  type: 'change',\n  message: '[ERROR] inside the dump',\n}\n"
+            b"GitError: fatal: ERROR\n    at run (git.js:1:2)\n"
+            b"[GitMonitor] no level\n[TRACE] t\n")
+    counts = LevelCounter().count(b"\n" + text, 0, len(text) + 1)
+    assert counts == {"info": 2, "warn": 1, "error": 1, "fatal": 1, "debug": 2, "unknown": 1}
+
+
+def test_mixed_records_in_one_file_are_counted_exactly(tmp_path):
+    log = tmp_path / "server.log"
+    truth = append(log, records(5000, seed=7))
+    collector = make_collector(tmp_path, [log])
+    collector.read_once()
+    assert levels_of(collector, log) == truth
+    assert value(collector, catalog.LOG_BYTES.name, file=log) == log.stat().st_size
+    assert value(collector, catalog.LOG_FILE_SIZE.name, file=log) == log.stat().st_size
+    assert value(collector, catalog.LOG_LAST_ERROR.name, file=log) == pytest.approx(time.time(), abs=30)
+    collector.close()
+
+
+def test_last_error_time_of_an_old_backlog_is_when_it_was_written_not_when_it_was_read(tmp_path):
+    log = tmp_path / "server.log"
+    log.write_bytes(b"2025-08-02 14:00:01 ERROR old failure\n")
+    yesterday = time.time() - 86400
+    os.utime(log, (yesterday, yesterday))
+    collector = make_collector(tmp_path, [log])
+    collector.read_once()
+    assert value(collector, catalog.LOG_LAST_ERROR.name, file=log) == pytest.approx(yesterday, abs=1)
+    with open(log, "ab") as handle:
+        handle.write(b"2025-08-02 14:00:02 INFO fine\n")
+    collector.read_once()
+    assert value(collector, catalog.LOG_LAST_ERROR.name, file=log) == pytest.approx(yesterday, abs=1)
+    with open(log, "ab") as handle:
+        handle.write(b"[FATAL] now\n")
+    collector.read_once()
+    assert value(collector, catalog.LOG_LAST_ERROR.name, file=log) == pytest.approx(time.time(), abs=30)
+    collector.close()
+
+
+# --- rotation -----------------------------------------------------------------------------------------
+
+def test_writer_process_rotating_both_ways_loses_and_doubles_no_record(tmp_path, spawn, running):
+    log = tmp_path / "server.log"
+    truth_file = tmp_path / "truth.json"
+    collector = running(make_collector(tmp_path, [log]))
+    writer = spawn([sys.executable, __file__, "write", str(log), str(WRITER_RECORDS), "11", "6", str(truth_file)])
+    assert writer.wait(60) == 0
+    truth = json.loads(truth_file.read_text())
+    assert sum(truth.values()) >= WRITER_RECORDS
+    try:
+        wait_for(lambda: levels_of(collector, log) == truth, timeout=20, what="exact level counts")
+    finally:
+        print("counted", levels_of(collector, log), "written", truth)
+    rotations = {kind: value(collector, catalog.LOG_ROTATIONS.name, file=log, kind=kind)
+                 for kind in ("rename", "truncate")}
+    assert rotations == {"rename": 3, "truncate": 3}
+    assert value(collector, catalog.LOG_READ_ERRORS.name, file=log, reason="truncated_unread") == 0
+
+
+def test_copytruncate_takes_the_lines_not_yet_read_from_the_copy(tmp_path):
+    log = tmp_path / "app.log"
+    first = append(log, records(300, seed=1))
+    collector = make_collector(tmp_path, [log])
+    collector.read_once()
+    unread = append(log, records(200, seed=2, start=300))  # written, then rotated before we looked
+    shutil.copyfile(log, tmp_path / "app.log.1")
+    os.truncate(log, 0)
+    after = append(log, records(400, seed=3, start=500))  # the new file grows past our old offset
+    collector.read_once()
+    assert levels_of(collector, log) == add(first, unread, after)
+    assert value(collector, catalog.LOG_ROTATIONS.name, file=log, kind="truncate") == 1
+    collector.close()
+
+
+def test_rename_rotation_counts_lines_written_to_the_old_file_before_reopen(tmp_path):
+    log = tmp_path / "app.log"
+    collector = make_collector(tmp_path, [log])
+    with open(log, "ab", buffering=0) as old:
+        old.write(b"[INFO] one\n")
+        collector.read_once()
+        os.rename(log, tmp_path / "app.log.1")
+        log.write_bytes(b"[ERROR] in the new file\n")
+        collector.read_once()
+        old.write(b"[WARN] the app has not reopened yet\n")  # still lands in the renamed file
+        collector.read_once()
+    assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1, "warn": 1}
+    assert value(collector, catalog.LOG_ROTATIONS.name, file=log, kind="rename") == 1
+    collector.close()
+
+
+# --- restarts -----------------------------------------------------------------------------------------
+
+def test_restarted_collector_continues_totals_exactly_also_after_rotations_while_down(tmp_path, running):
+    log = tmp_path / "server.log"
+    first = running(make_collector(tmp_path, [log]))
+    part1 = append(log, records(3000, seed=1))
+    wait_for(lambda: levels_of(first, log) == part1, what="first run to catch up")
+    part2 = append(log, records(3000, seed=2, start=3000))
+    first.stop()  # mid-file: part2 may be read partly, not at all, or fully
+    part3 = append(log, records(1000, seed=3, start=6000))
+    os.rename(log, tmp_path / "server.log.1")  # rename rotation while the exporter is down
+    part4 = append(log, records(1000, seed=4, start=7000))
+
+    second = running(make_collector(tmp_path, [log]))
+    total = add(part1, part2, part3, part4)
+    wait_for(lambda: levels_of(second, log) == total, what="totals to continue")
+    second.stop()
+    part5 = append(log, records(500, seed=5, start=8000))  # not read before the copytruncate below
+    shutil.copyfile(log, tmp_path / "server.log.2")
+    os.truncate(log, 0)
+    part6 = append(log, records(700, seed=6, start=8500))
+
+    third = running(make_collector(tmp_path, [log]))
+    total = add(total, part5, part6)
+    wait_for(lambda: levels_of(third, log) == total, what="totals after copytruncate while down")
+    # Every byte read exactly once across the three runs and both rotations.
+    written = sum(p.stat().st_size for p in tmp_path.glob("server.log*"))
+    assert value(third, catalog.LOG_BYTES.name, file=log) == written
+
+
+KILLED_CHILD = """
+import sys, time
+from exporter import config
+from exporter.collectors import logs
+logs.STATE_INTERVAL_SECONDS = 0.1
+cfg = config.load(env={}, overrides={"devflow.log_files": [sys.argv[1]], "devflow.access_log": None,
+                                     "collectors.logs.state_file": sys.argv[2],
+                                     "collectors.logs.poll_interval_seconds": 0.02})
+collector = logs.LogsCollector(cfg)
+collector.start()
+time.sleep(120)
+"""
+
+
+def test_exporter_killed_mid_file_restarts_with_exact_totals(tmp_path, spawn, running):
+    log = tmp_path / "server.log"
+    state = tmp_path / "state.json"
+    child = spawn([sys.executable, "-c", KILLED_CHILD, str(log), str(state)])
+    truths = []
+    for batch in range(40):  # keep writing until the child has saved offsets at least once, then kill it
+        truths.append(append(log, records(500, seed=batch, start=batch * 500)))
+        time.sleep(0.02)
+        if batch >= 10 and state.exists() and json.loads(state.read_text())["files"]:
+            break
+    assert state.exists(), "the exporter process never saved its offsets"
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    truths.append(append(log, records(2000, seed=99, start=50_000)))
+    collector = running(make_collector(tmp_path, [log]))
+    wait_for(lambda: levels_of(collector, log) == add(*truths), what="totals after kill -9")
+    assert value(collector, catalog.LOG_BYTES.name, file=log) == log.stat().st_size
+
+
+@pytest.mark.parametrize("content", ["not json at all", '{"version": 1, "files": {"LOG": {"reader": '
+                                     '{"dev": "x", "inode": 1, "offset": -5}, "lines": {"error": "many"}}}}'])
+def test_unreadable_or_malformed_state_file_starts_fresh_without_crashing(tmp_path, content):
+    log = tmp_path / "app.log"
+    log.write_bytes(b"[ERROR] one\n")
+    (tmp_path / "state.json").write_text(content.replace("LOG", str(log)))
+    collector = make_collector(tmp_path, [log])
+    collector.read_once()
+    assert levels_of(collector, log)["error"] == 1
+    collector.close()
+    assert json.loads((tmp_path / "state.json").read_text())["files"][str(log)]["lines"]["error"] == 1
+
+
+# --- finding files ------------------------------------------------------------------------------------
+
+def test_files_created_later_are_picked_up_also_in_directories_created_later(tmp_path, running):
+    later = tmp_path / "later" / "app.log"
+    globbed = tmp_path / "audit" / "audit-*.log"
+    collector = running(make_collector(tmp_path, [later, globbed]))
+    time.sleep(0.2)
+    later.parent.mkdir()
+    later.write_bytes(b"[ERROR] born late\n")
+    globbed.parent.mkdir()
+    audit = tmp_path / "audit" / "audit-2025-08-02.log"
+    audit.write_bytes(b'{"timestamp": "t", "eventType": "x", "severity": "warning", "category": "c"}\n')
+    wait_for(lambda: levels_of(collector, later)["error"] == 1, what="late file")
+    wait_for(lambda: levels_of(collector, audit)["warn"] == 1, what="late globbed file")
+
+
+def test_file_events_wake_the_reader_long_before_the_poll_interval(tmp_path, running):
+    log = tmp_path / "app.log"
+    log.write_bytes(b"[INFO] before start\n")
+    collector = running(make_collector(tmp_path, [log], poll=60))
+    wait_for(lambda: levels_of(collector, log)["info"] == 1, timeout=5, what="first pass")
+    with open(log, "ab") as handle:
+        handle.write(b"[ERROR] after start\n")
+    wait_for(lambda: levels_of(collector, log)["error"] == 1, timeout=5, what="watchdog wake-up")
+
+
+def test_compressed_and_rotated_files_are_never_read_even_when_a_glob_matches(tmp_path):
+    (tmp_path / "server.log").write_bytes(b"[INFO] live\n")
+    with gzip.open(tmp_path / "server.log.2.gz", "wb") as handle:
+        handle.write(b"[ERROR] old\n" * 10)
+    (tmp_path / "server.log.gz").write_bytes(b"[ERROR] not really compressed, still never read\n")
+    (tmp_path / "server.log.1").write_bytes(b"[ERROR] rotated\n")
+    (tmp_path / "server.log-20250802").write_bytes(b"[ERROR] rotated by date\n")
+    collector = make_collector(tmp_path, [tmp_path / "server.log*"])
+    collector.read_once()
+    files = {dict(labels).get("file") for _, labels in samples(collector)}
+    assert files - {None} == {str(tmp_path / "server.log")}
+    assert levels_of(collector, tmp_path / "server.log")["error"] == 0
+    collector.close()
+
+
+# --- bad input ----------------------------------------------------------------------------------------
+
+def test_invalid_utf8_is_a_read_error_and_the_records_still_count(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_bytes(b"[INFO] ok\n[ERROR] bad \xff\xfe bytes\n[WARN] \xea\xb0\x80 is fine\n\xc3\n  \xff dump line\n")
+    collector = make_collector(tmp_path, [log])
+    collector.read_once()
+    assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1, "warn": 1}
+    assert value(collector, catalog.LOG_READ_ERRORS.name, file=log, reason="invalid_utf8") == 3
+    collector.close()
+
+
+def test_ten_megabyte_line_without_newline_is_counted_once_with_bounded_memory(tmp_path):
+    log = tmp_path / "app.log"
+    collector = make_collector(tmp_path, [log])
+    with open(log, "ab") as handle:
+        handle.write(b"[INFO] before\n[ERROR] huge " + b"x" * (10 << 20))
+    for _ in range(3):
+        collector.read_once()
+        reader = collector._files[str(log)].reader
+        assert len(reader.pending) <= logs_module.MAX_LINE_BYTES + logs_module.CHUNK_BYTES
+    with open(log, "ab") as handle:
+        handle.write(b"x" * 1000 + b"\n[WARN] after\n")
+    collector.read_once()
+    assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1, "warn": 1}
+    assert value(collector, catalog.LOG_READ_ERRORS.name, file=log, reason="line_too_long") == 1
+    assert value(collector, catalog.LOG_BYTES.name, file=log) == log.stat().st_size
+    collector.close()
+
+
+def test_file_replaced_by_a_directory_is_one_read_error_and_reading_resumes(tmp_path, running):
+    log = tmp_path / "app.log"
+    log.write_bytes(b"[INFO] one\n")
+    collector = running(make_collector(tmp_path, [log]))
+    wait_for(lambda: levels_of(collector, log)["info"] == 1)
+    log.unlink()
+    log.mkdir()
+    error = (catalog.LOG_READ_ERRORS.name, (("file", str(log)), ("reason", "not_a_file")))
+    wait_for(lambda: samples(collector)[error] == 1, what="not_a_file")
+    time.sleep(0.3)  # several passes: a lasting condition is counted once
+    assert samples(collector)[error] == 1
+    log.rmdir()
+    log.write_bytes(b"[ERROR] back\n")
+    wait_for(lambda: levels_of(collector, log)["error"] == 1, what="reading to resume")
+    assert collector._thread.is_alive()
+
+
+def read_in_child_as_nobody(collector) -> dict:
+    """One read pass in a forked child that runs as `nobody` when we are root (root is never denied)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: no pytest code from here on, leave with os._exit
+        status = 1
+        try:
+            os.close(read_end)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            collector.read_once()
+            os.write(write_end, json.dumps([[name, dict(labels), v] for (name, labels), v
+                                            in samples(collector).items()]).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, "reader child failed"
+    return {(name, labels.get("file"), labels.get("reason") or labels.get("level")): v
+            for name, labels, v in json.loads(data) if v and "file" in labels}
+
+
+def test_permission_denied_is_a_read_error_and_other_files_are_still_read():
+    # Outside pytest's tmp_path: that one sits in a 0700 directory `nobody` could not enter at all.
+    with tempfile.TemporaryDirectory(prefix="devflow-logs-") as name:
+        os.chmod(name, 0o755)
+        secret, public = Path(name) / "secret.log", Path(name) / "public.log"
+        secret.write_bytes(b"[ERROR] hidden\n")
+        public.write_bytes(b"[INFO] visible\n")
+        os.chmod(secret, 0)
+        os.chmod(public, 0o644)
+        found = read_permission_test_files(secret, public)
+    assert found == {(str(secret), "permission_denied"): 1, (str(public), "info"): 1}
+
+
+def read_permission_test_files(secret: Path, public: Path) -> dict:
+    collector = LogsCollector(config.load(env={}, overrides={
+        "devflow.log_files": [str(secret), str(public)], "devflow.access_log": None,
+        "collectors.logs.state_file": ""}))
+    return {(path, what): v for (name, path, what), v in read_in_child_as_nobody(collector).items()
+            if name in (catalog.LOG_READ_ERRORS.name, catalog.LOG_LINES.name)}
+
+
+# --- access log ---------------------------------------------------------------------------------------
+
+def test_access_log_gives_requests_by_status_class_and_a_response_time_histogram(tmp_path):
+    access = tmp_path / "access.log"
+    lines = [ACCESS_LINE.format(path="/health", status=200, duration="4.2ms"),
+             ACCESS_LINE.format(path="/status", status=200, duration="95.0ms"),
+             ACCESS_LINE.format(path="/status", status=304, duration="0.12s"),
+             ACCESS_LINE.format(path="/x", status=404, duration="0.3"),
+             ACCESS_LINE.format(path="/tools/x", status=503, duration="2600.0ms"),
+             '10.0.0.1 - - [02/Aug/2025:14:00:01 +0000] "GET / HTTP/1.1" 200 12 "-" "curl/8.0" 12.5ms',
+             "not an access line"]
+    access.write_text("\n".join(lines) + "\n")
+    log = tmp_path / "server.log"
+    log.write_bytes(b"[INFO] x\n")
+    collector = make_collector(tmp_path, [tmp_path / "*.log"], access=access)
+    collector.read_once()
+    values = samples(collector)
+    requests = {code: values[(catalog.HTTP_REQUESTS.name, (("code", code),))] for code in ("2xx", "3xx", "4xx", "5xx")}
+    assert requests == {"2xx": 3, "3xx": 1, "4xx": 1, "5xx": 1}
+    bucket = {le: values[(catalog.HTTP_DURATION.bucket, (("le", le),))] for le in ("0.005", "0.1", "0.15", "0.5", "2.5", "5.0", "+Inf")}
+    assert bucket == {"0.005": 1, "0.1": 3, "0.15": 4, "0.5": 5, "2.5": 5, "5.0": 6, "+Inf": 6}
+    assert values[(catalog.HTTP_DURATION.sum, ())] == pytest.approx(0.0042 + 0.095 + 0.12 + 0.3 + 2.6 + 0.0125)
+    assert values[(catalog.HTTP_DURATION.count, ())] == 6
+    assert value(collector, catalog.LOG_READ_ERRORS.name, file=access, reason="access_line_unparsed") == 1
+    # The access log matched by the glob is read once, as the access log, not as a levelled log.
+    assert (catalog.LOG_LINES.name, (("file", str(access)), ("level", "info"))) not in values
+    assert levels_of(collector, log)["info"] == 1
+    collector.close()
+
+
+def test_access_log_totals_continue_across_restarts(tmp_path):
+    access = tmp_path / "access.log"
+    access.write_text(ACCESS_LINE.format(path="/", status=200, duration="1ms") + "\n")
+    collector = make_collector(tmp_path, [], access=access)
+    collector.read_once()
+    collector.close()
+    with open(access, "a") as handle:
+        handle.write(ACCESS_LINE.format(path="/", status=500, duration="1ms") + "\n")
+    again = make_collector(tmp_path, [], access=access)
+    again.read_once()
+    assert value(again, catalog.HTTP_REQUESTS.name, code="2xx") == 1
+    assert value(again, catalog.HTTP_REQUESTS.name, code="5xx") == 1
+    assert value(again, catalog.HTTP_DURATION.count) == 2
+    again.close()
+
+
+# --- in the exporter ----------------------------------------------------------------------------------
+
+def test_serve_publishes_log_counts_on_metrics(tmp_path, spawn):
+    log = tmp_path / "server.log"
+    truth = append(log, records(200, seed=5))
+    cfg = tmp_path / "config.yml"
+    cfg.write_text(f"collectors:\n  logs:\n    state_file: {tmp_path / 'state.json'}\n"
+                   f"    poll_interval_seconds: 0.1\n")
+    port = free_port()
+    spawn([sys.executable, "-m", "exporter.cli", "serve", "--config.file", str(cfg),
+           "--web.listen-address", f"127.0.0.1:{port}", "--devflow.log-files", str(log),
+           "--devflow.database", str(tmp_path / "none.db"), "--devflow.url", f"http://127.0.0.1:{free_port()}"])
+    wait_for_http(f"http://127.0.0.1:{port}/metrics")
+
+    def errors_counted():
+        _, body = http_get(f"http://127.0.0.1:{port}/metrics")
+        return f'{catalog.LOG_LINES.name}{{file="{log}",level="error"}} {float(truth["error"])}' in body
+    wait_for(errors_counted, what="log counts on /metrics")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["write"]:
+        path, count, seed, rotations, truth_path = sys.argv[2:7]
+        write_with_rotations(path, int(count), int(seed), int(rotations), truth_path)
