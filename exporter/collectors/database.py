@@ -47,6 +47,20 @@ TYPE_SHAPE = re.compile(r"[a-z]{1,16}:[a-z_]{1,32}")
 # Rows read from the rowid range per scrape; a bigger burst is finished by the following scrapes.
 MAX_NEW_ROWS_PER_SCRAPE = 100_000
 
+# Everything a scrape needs but the new rows, in one statement: page counts from the header,
+# the rest from the timestamp, primary-key and sync_status indexes.
+SCRAPE_SQL = """
+SELECT p.page_count, s.page_size, f.freelist_count,
+       (SELECT max(timestamp) FROM events), (SELECT min(timestamp) FROM events),
+       (SELECT coalesce(max(id), 0) FROM events),
+       (SELECT timestamp FROM events WHERE id = (SELECT min(id) FROM events WHERE sync_status = 'pending'))
+FROM pragma_page_count() AS p, pragma_page_size() AS s, pragma_freelist_count() AS f
+"""
+# `+type` keeps SQLite on the rowid range instead of walking the whole type index.
+NEW_ROWS_SQL = "SELECT type, count(*), max(id) FROM events WHERE id > ? AND id <= ? GROUP BY +type"
+OLDEST_PENDING_SQL = ("SELECT timestamp FROM events WHERE id = "
+                      "(SELECT min(id) FROM events WHERE sync_status = 'pending')")
+
 
 def classify_error(exc: sqlite3.Error) -> str:
     message = str(exc).lower()
@@ -100,10 +114,10 @@ class Reader:
     ever taking an exclusive lock. Opening costs about 0.2 ms.
     """
 
-    def __init__(self, path: Path, busy_timeout_ms: int):
+    def __init__(self, path: Path, busy_timeout_ms: int, cache_kib: int | None = None):
         self.path = path
         self.busy_timeout = busy_timeout_ms / 1000
-        self.identity: tuple[int, int] | None = None  # (device, inode) of the file last read
+        self.cache_kib = cache_kib
 
     def stat(self) -> os.stat_result | None:
         try:
@@ -111,23 +125,16 @@ class Reader:
         except OSError:
             return None
 
-    def read(self, st: os.stat_result, queries):
-        """Run `queries(conn)` in one read transaction; returns (result, whether the file is a new one)."""
-        identity = (st.st_dev, st.st_ino)
-        replaced = identity != self.identity
-        self.identity = identity
+    def read(self, queries):
+        """Run `queries(conn)` on a fresh read-only connection."""
         uri = f"file:{quote(str(self.path))}?mode=ro"
         conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None)
         try:
-            conn.execute("BEGIN")
-            result = queries(conn)
-            conn.execute("ROLLBACK")
-            return result, replaced
+            if self.cache_kib:
+                conn.execute(f"PRAGMA cache_size=-{self.cache_kib}")
+            return queries(conn)
         finally:
             conn.close()
-
-    def forget(self) -> None:
-        self.identity = None
 
 
 class DatabaseWatcher:
@@ -142,7 +149,8 @@ class DatabaseWatcher:
         self.integrity_pragma = "quick_check" if settings.integrity_check == "quick" else "integrity_check"
         self.labels = TypeLabels(settings.max_event_types)
         self.scrape_reader = Reader(self.path, settings.busy_timeout_ms)
-        self.background_reader = Reader(self.path, settings.busy_timeout_ms)
+        # Full counts stream through the table once: a big page cache would only raise the exporter's RSS.
+        self.background_reader = Reader(self.path, settings.busy_timeout_ms, cache_kib=256)
         self.lock = threading.Lock()
         self.state = "missing"
         self.counts = Counts()
@@ -150,7 +158,9 @@ class DatabaseWatcher:
         # Ingest counter: totals by type label and the last id folded into them.
         self.ingested: dict[str, int] | None = None
         self.cursor = 0
-        self.identity: tuple[int, int] | None = None  # the file the cursor belongs to
+        self.identity: tuple[int, int] | None = None  # the file the ingest cursor belongs to
+        self.counted_identity: tuple[int, int] | None = None  # the file the full counts describe
+        self.oldest_pending_ms = None  # from the last scrape read, for the event-queue collector
         self._recount = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -176,9 +186,7 @@ class DatabaseWatcher:
         while not self._stop.is_set():
             now = time.monotonic()
             st = self.background_reader.stat()
-            if st is None:
-                self.background_reader.forget()
-            else:
+            if st is not None:
                 if now >= next_counts or self.ingested is None or self._recount.is_set():
                     self._recount.clear()
                     duration = self._refresh_counts(st)
@@ -194,6 +202,7 @@ class DatabaseWatcher:
         started = time.perf_counter()
 
         def count(conn):
+            conn.execute("BEGIN")  # one snapshot for the cursor and the counts
             max_id = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
             types = conn.execute("SELECT type, count(*) FROM events GROUP BY type").fetchall()
             outbox = conn.execute("SELECT sync_status, count(*) FROM events GROUP BY sync_status").fetchall()
@@ -205,7 +214,7 @@ class DatabaseWatcher:
             return max_id, types, outbox, tables
 
         try:
-            (max_id, types, outbox, tables), _ = self.background_reader.read(st, count)
+            max_id, types, outbox, tables = self.background_reader.read(count)
         except sqlite3.Error as exc:
             log.debug("background count failed: %s", exc)
             return time.perf_counter() - started
@@ -218,6 +227,7 @@ class DatabaseWatcher:
             tables["events"] = sum(by_label.values())
             self.counts = Counts(time.time(), duration, tables, by_label,
                                  {status: n for status, n in outbox if status in ("pending", "failed", "synced")})
+            self.counted_identity = (st.st_dev, st.st_ino)
             if self.ingested is None:
                 # First sight of this database: start the counter from what it already holds.
                 self.ingested = dict(by_label)
@@ -228,7 +238,7 @@ class DatabaseWatcher:
     def _check_integrity(self, st: os.stat_result) -> None:
         started = time.perf_counter()
         try:
-            rows, _ = self.background_reader.read(st, lambda c: c.execute(f"PRAGMA {self.integrity_pragma}").fetchall())
+            rows = self.background_reader.read(lambda c: c.execute(f"PRAGMA {self.integrity_pragma}").fetchall())
             ok = rows == [("ok",)]
             if not ok:
                 log.warning("integrity check of %s failed: %s", self.path, rows[:3])
@@ -246,64 +256,55 @@ class DatabaseWatcher:
         st = self.scrape_reader.stat()
         result: dict = {"files": self._file_sizes(), "filesystem": self._filesystem()}
         if st is None:
-            self.scrape_reader.forget()
             return self._with_state(result, "missing")
         with self.lock:
             cursor = self.cursor
 
         def queries(conn):
-            page_count = conn.execute("PRAGMA page_count").fetchone()[0]
-            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-            freelist = conn.execute("PRAGMA freelist_count").fetchone()[0]
-            newest, oldest = conn.execute(
-                "SELECT (SELECT max(timestamp) FROM events), (SELECT min(timestamp) FROM events)").fetchone()
-            new_rows = conn.execute(
-                "SELECT type, count(*), max(id) FROM events WHERE id > ? AND id <= ? GROUP BY +type",
-                (cursor, cursor + MAX_NEW_ROWS_PER_SCRAPE)).fetchall()
-            max_id = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
-            return {"pages": page_count, "page_size": page_size, "freelist": freelist,
-                    "newest_ms": newest, "oldest_ms": oldest,
-                    "new_rows": new_rows, "max_id": max_id}
+            row = conn.execute(SCRAPE_SQL).fetchone()
+            new_rows = conn.execute(NEW_ROWS_SQL, (cursor, cursor + MAX_NEW_ROWS_PER_SCRAPE)).fetchall()
+            return row, new_rows
 
         try:
-            values, replaced = self.scrape_reader.read(st, queries)
+            (pages, page_size, freelist, newest, oldest, max_id, oldest_pending), new_rows = \
+                self.scrape_reader.read(queries)
         except sqlite3.Error as exc:
             state = classify_error(exc)
             log.debug("database read failed (%s): %s", state, exc)
             return self._with_state(result, state)
-        if replaced:
-            self._recount.set()
-            self._wake.set()
-        self._advance_ingest(values, (st.st_dev, st.st_ino))
-        result.update(values)
+        identity = (st.st_dev, st.st_ino)
+        with self.lock:
+            self.oldest_pending_ms = oldest_pending
+            if self.counts.timestamp and identity != self.counted_identity:
+                self._recount.set()  # a new file at the path: count it now, not at the next interval
+                self._wake.set()
+        self._advance_ingest(new_rows, max_id, identity)
+        result.update(pages=pages, page_size=page_size, freelist=freelist, newest_ms=newest, oldest_ms=oldest)
         return self._with_state(result, "ok")
 
-    def _advance_ingest(self, values: dict, identity: tuple[int, int]) -> None:
+    def _advance_ingest(self, new_rows: list, max_id: int, identity: tuple[int, int]) -> None:
         with self.lock:
             if self.ingested is None:
                 return  # the background count sets the starting point
-            if identity != self.identity or values["max_id"] < self.cursor:
+            if identity != self.identity or max_id < self.cursor:
                 # Another file now sits at the path (a restore): keep the totals, count from its end.
                 self.identity = identity
-                self.cursor = values["max_id"]
+                self.cursor = max_id
                 return
-            for event_type, n, last_id in values["new_rows"]:
+            for event_type, n, last_id in new_rows:
                 label = self.labels(event_type)
                 self.ingested[label] = self.ingested.get(label, 0) + n
                 self.cursor = max(self.cursor, last_id)
 
-    def read_outbox(self) -> dict:
-        """Outbox counts from the background count, plus the oldest pending row (one index look-up)."""
-        st = self.scrape_reader.stat()
-        oldest = None
-        if st is not None:
+    def read_outbox(self, query: bool) -> dict:
+        """Outbox counts from the background count, and the oldest pending row: from this scrape's
+        database read, or (`query`, when the database collector is off) from one index look-up."""
+        oldest = self.oldest_pending_ms
+        if query and self.scrape_reader.stat() is not None:
             try:
-                row, _ = self.scrape_reader.read(st, lambda c: c.execute(
-                    "SELECT timestamp FROM events WHERE id = "
-                    "(SELECT min(id) FROM events WHERE sync_status = 'pending')").fetchone())
-                oldest = row[0] if row else None
-            except sqlite3.Error:
-                pass
+                oldest = self.scrape_reader.read(lambda c: c.execute(OLDEST_PENDING_SQL).fetchone()[0])
+            except (sqlite3.Error, TypeError):
+                oldest = None
         with self.lock:
             return {"counts": dict(self.counts.outbox), "refreshed": self.counts.timestamp,
                     "oldest_pending_ms": oldest}

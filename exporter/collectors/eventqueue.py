@@ -30,6 +30,8 @@ class EventQueueCollector:
     def __init__(self, config: Config, watcher: DatabaseWatcher, probe=None):
         self.watcher = watcher
         self.probe = probe
+        # The database collector's read already fetched the oldest pending row when it is on.
+        self.own_read = not config.collectors.database.enabled
         interval = config.collectors.database.counts_interval_seconds
         self.cached_help = f" Counted in the background at most every {interval:g}s, not per scrape."
 
@@ -40,7 +42,7 @@ class EventQueueCollector:
         self.watcher.stop()
 
     def collect(self):
-        outbox = self.watcher.read_outbox()
+        outbox = self.watcher.read_outbox(query=self.own_read)
         if outbox["refreshed"]:
             family = catalog.OUTBOX_EVENTS.family(extra_help=self.cached_help)
             for status in ("pending", "failed"):

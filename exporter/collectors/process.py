@@ -127,6 +127,8 @@ class ProcessCollector:
         self._matches: list[Target] = []
         self._port_listening = False
         self._process: psutil.Process | None = None
+        self._limit_owner: psutil.Process | None = None
+        self._limit: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -229,11 +231,7 @@ class ProcessCollector:
     def _read_fds(self, proc: psutil.Process) -> dict:
         """Open fds, sockets and database handles from one pass over the process's fd table."""
         fd_dir = f"/proc/{proc.pid}/fd"
-        result: dict = {}
-        try:
-            result["max_fds"] = proc.rlimit(psutil.RLIMIT_NOFILE)[0] if hasattr(psutil, "RLIMIT_NOFILE") else None
-        except psutil.Error:
-            pass
+        result: dict = {"max_fds": self._max_fds(proc)}
         try:
             fds = os.listdir(fd_dir)
         except OSError:
@@ -250,6 +248,17 @@ class ProcessCollector:
                 handles += 1
         result.update(open_fds=len(fds), sockets=sockets, db_handles=handles)
         return result
+
+    def _max_fds(self, proc: psutil.Process) -> int | None:
+        """The fd limit, read once per process: it is set at start and parsing /proc/PID/limits is slow."""
+        if self._limit_owner is not proc:
+            self._limit_owner, self._limit = proc, None
+            try:
+                if hasattr(psutil, "RLIMIT_NOFILE"):
+                    self._limit = proc.rlimit(psutil.RLIMIT_NOFILE)[0]
+            except psutil.Error:
+                pass
+        return self._limit
 
     def _read_fds_portably(self, proc: psutil.Process, result: dict) -> dict:
         try:
