@@ -22,9 +22,11 @@ bench: $(STAMP)
 
 rules: $(STAMP)
 	$(BIN)/python -m alerting.build
+	$(BIN)/python -m mixin.build
 
 dashboards: $(STAMP)
 	$(BIN)/python -m dashboards.build
+	$(BIN)/python -m mixin.build
 
 docs: $(STAMP)
 	$(BIN)/python -m exporter.catalog

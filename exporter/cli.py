@@ -13,6 +13,7 @@ from exporter.config import ConfigError, load
 COMMAND_MODULES = [
     "exporter.serve",
     "exporter.simulate",
+    "exporter.stack",
 ]
 
 COLLECTORS = ("process", "database", "eventqueue", "logs", "probe", "host")

@@ -1,0 +1,633 @@
+"""promtool unit tests for every alert, generated from the same settings as the rules.
+
+For each alert there is at least one fault case and one healthy case:
+- the fault case is silent before its condition first holds (when it holds
+  later than the first sample), still silent one evaluation before its `for`
+  has elapsed, and firing right after it with the exact labels and
+  annotations (the value in the description is worked out here, the way
+  Prometheus' template functions print it);
+- the healthy case stays silent at the same moments and at its last sample.
+
+Input samples and rule evaluations are one minute apart. Where a value
+depends on a range window, it is computed with Prometheus 2.x semantics (the
+Debian version): samples at both ends of the range are included, so a window
+of W minutes holds W increments and needs no extrapolation.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from alerting.rules import UP, AlertRule, active_alerts, number, recorded
+from alerting.settings import Alert, Settings, SettingsError, seconds
+from exporter import catalog
+
+INSTANCE = "devflow-host:9764"
+STEP_MINUTES = 1
+
+
+# --- how Prometheus' template functions print values ---------------------------------
+
+def humanize(value: float) -> str:
+    """Go's humanize: SI prefixes, 4 significant digits."""
+    if value == 0 or math.isnan(value) or math.isinf(value):
+        return f"{value:.4g}"
+    prefix = ""
+    if abs(value) >= 1:
+        for candidate in ("k", "M", "G", "T", "P", "E"):
+            if abs(value) < 1000:
+                break
+            prefix, value = candidate, value / 1000
+    else:
+        for candidate in ("m", "u", "n", "p", "f", "a"):
+            if abs(value) >= 1:
+                break
+            prefix, value = candidate, value * 1000
+    return f"{value:.4g}{prefix}"
+
+
+def humanize1024(value: float) -> str:
+    if abs(value) <= 1:
+        return f"{value:.4g}"
+    prefix = ""
+    for candidate in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"):
+        if abs(value) < 1024:
+            break
+        prefix, value = candidate, value / 1024
+    return f"{value:.4g}{prefix}"
+
+
+def humanize_percentage(value: float) -> str:
+    return f"{value * 100:.4g}%"
+
+
+def humanize_duration(value: float) -> str:
+    if value == 0:
+        return "0s"
+    if abs(value) >= 1:
+        sign = "-" if value < 0 else ""
+        total = int(abs(value))
+        days, hours, minutes, secs = total // 86400, total // 3600 % 24, total // 60 % 60, total % 60
+        if days:
+            return f"{sign}{days}d {hours}h {minutes}m {secs}s"
+        if hours:
+            return f"{sign}{hours}h {minutes}m {secs}s"
+        if minutes:
+            return f"{sign}{minutes}m {secs}s"
+        return f"{sign}{abs(value):.4g}s"
+    prefix = ""
+    for candidate in ("m", "u", "n", "p"):
+        if abs(value) >= 1:
+            break
+        prefix, value = candidate, value * 1000
+    return f"{value:.4g}{prefix}s"
+
+
+# --- input series notation -----------------------------------------------------------
+
+def steps(before: float, minute: int, after: float, end: int) -> str:
+    """`before` for samples 0..minute-1, then `after` up to `end`."""
+    return f"{number(before)}x{minute - 1} {number(after)}x{end - minute}"
+
+
+def rising(per_minute: float, end: int, start: float = 0) -> str:
+    """A counter or gauge growing (or shrinking) by `per_minute` from the first sample."""
+    sign = "-" if per_minute < 0 else "+"
+    return f"{number(start)}{sign}{number(abs(per_minute))}x{end}"
+
+
+def counter_from(minute: int, per_minute: float, end: int) -> str:
+    """0 up to minute-1, then one increment of `per_minute` per sample from `minute` on."""
+    return f"0x{minute - 1} {number(per_minute)}+{number(per_minute)}x{end - minute}"
+
+
+def counter_until(minute: int, per_minute: float, end: int) -> str:
+    """Increments from the first sample up to `minute`, flat afterwards."""
+    top = per_minute * minute
+    return f"0+{number(per_minute)}x{minute} {number(top)}x{end - minute - 1}"
+
+
+def constant(value: float, end: int) -> str:
+    return f"{number(value)}x{end}"
+
+
+# --- cases -----------------------------------------------------------------------------
+
+@dataclass
+class Case:
+    title: str
+    series: dict[str, str]
+    active_at: int | None = None  # minute the condition first holds; None for a healthy case
+    labels: dict[str, str] = field(default_factory=dict)  # labels of the alert besides severity
+    value: str = ""  # how the description prints $value when the alert fires
+
+
+@dataclass
+class Context:
+    settings: Settings
+    alert: Alert
+    end: int  # last input sample, in minutes
+    base: dict[str, str]  # job selector labels plus instance
+
+    @property
+    def window(self) -> int:
+        """The recording rules' rate window, in minutes."""
+        return max(1, seconds(self.settings.rate_window) // 60)
+
+    @property
+    def for_minutes(self) -> int:
+        return math.ceil(seconds(self.alert.for_) / 60)
+
+    def labels(self, **extra: str) -> dict[str, str]:
+        return {**self.base, **extra}
+
+    def series(self, name: str, **extra: str) -> str:
+        labels = self.labels(**extra)
+        return name + "{" + ",".join(f'{key}="{value}"' for key, value in labels.items()) + "}"
+
+
+SCENARIOS: dict[str, Callable[[Context], list[Case]]] = {}
+
+
+def scenario(name: str):
+    def register(function):
+        SCENARIOS[name] = function
+        return function
+    return register
+
+
+def _selector_labels(settings: Settings) -> dict[str, str]:
+    pairs = re.findall(r'\s*([a-zA-Z_]\w*)\s*=\s*"([^"]*)"\s*(?:,|$)', settings.selector)
+    rebuilt = ",".join(f'{key}="{value}"' for key, value in pairs)
+    if rebuilt != re.sub(r"\s", "", settings.selector):
+        raise SettingsError(f"rule tests need a selector of label=\"value\" pairs, got {settings.selector!r}")
+    return dict(pairs)
+
+
+# --- exporter -------------------------------------------------------------------------------
+
+@scenario("DevFlowExporterDown")
+def _exporter_down(c: Context) -> list[Case]:
+    return [Case("the scrape fails", {c.series(UP): steps(1, 5, 0, c.end)}, 5, c.labels()),
+            Case("scrapes succeed", {c.series(UP): constant(1, c.end)})]
+
+
+@scenario("DevFlowExporterAbsent")
+def _exporter_absent(c: Context) -> list[Case]:
+    other = UP + '{job="node",instance="' + INSTANCE + '"}'
+    return [Case("only other jobs are scraped", {other: constant(1, c.end)}, 0,
+                 _selector_labels(c.settings)),
+            Case("the exporter is scraped", {other: constant(1, c.end), c.series(UP): constant(1, c.end)})]
+
+
+@scenario("DevFlowCollectorFailing")
+def _collector_failing(c: Context) -> list[Case]:
+    ok = c.series(catalog.COLLECTOR_SUCCESS.name, collector="process")
+    failing = c.series(catalog.COLLECTOR_SUCCESS.name, collector="database")
+    return [Case("the database collector fails", {ok: constant(1, c.end), failing: steps(1, 5, 0, c.end)}, 5,
+                 c.labels(collector="database")),
+            Case("every collector succeeds", {ok: constant(1, c.end), failing: constant(1, c.end)})]
+
+
+# --- process ----------------------------------------------------------------------------------
+
+@scenario("DevFlowProcessDown")
+def _process_down(c: Context) -> list[Case]:
+    up = c.series(catalog.PROCESS_UP.name)
+    return [Case("the process exits", {up: steps(1, 5, 0, c.end)}, 5, c.labels()),
+            Case("the process runs", {up: constant(1, c.end)})]
+
+
+@scenario("DevFlowPortNotListening")
+def _port_not_listening(c: Context) -> list[Case]:
+    up = c.series(catalog.PROCESS_UP.name)
+    port = c.series(catalog.PROCESS_PORT_LISTENING.name, port="3000")
+    return [Case("the port closes while the process runs", {up: constant(1, c.end), port: steps(1, 5, 0, c.end)},
+                 5, c.labels(port="3000")),
+            Case("the port is listening", {up: constant(1, c.end), port: constant(1, c.end)}),
+            Case("the process is down (DevFlowProcessDown says so)",
+                 {up: constant(0, c.end), port: constant(0, c.end)})]
+
+
+@scenario("DevFlowHighCpuUsage")
+def _high_cpu(c: Context) -> list[Case]:
+    start, window = c.window + 5, c.window
+    # Strong enough to cross the threshold with one faulty minute in the window.
+    cores = c.alert.threshold * (window + 1)
+    after = start + c.for_minutes
+    value = cores * min(window, after - start + 1) / window
+    user = c.series(catalog.PROCESS_CPU.name, mode="user")
+    system = c.series(catalog.PROCESS_CPU.name, mode="system")
+    busy = {user: counter_from(start, cores * 60 / 2, c.end), system: counter_from(start, cores * 60 / 2, c.end)}
+    calm_cores = c.alert.threshold / 2
+    calm = {user: rising(calm_cores * 60 / 2, c.end), system: rising(calm_cores * 60 / 2, c.end)}
+    return [Case("user plus system CPU above the threshold", busy, start, c.labels(), humanize_percentage(value)),
+            Case("CPU at half the threshold", calm)]
+
+
+@scenario("DevFlowHighMemoryUsage")
+def _high_memory(c: Context) -> list[Case]:
+    total = 16 * 1024 ** 3
+    high = min(1.0, (c.alert.threshold + 1) / 2)
+    rss = c.series(catalog.PROCESS_RSS.name)
+    machine = c.series(catalog.HOST_MEMORY_TOTAL.name)
+    return [Case("RSS grows to most of the machine",
+                 {rss: steps(total * c.alert.threshold / 2, 5, total * high, c.end), machine: constant(total, c.end)},
+                 5, c.labels(), humanize_percentage(high)),
+            Case("RSS at half the threshold",
+                 {rss: constant(total * c.alert.threshold / 2, c.end), machine: constant(total, c.end)})]
+
+
+@scenario("DevFlowMemoryLeak")
+def _memory_leak(c: Context) -> list[Case]:
+    per_hour = 2 * c.alert.growth_bytes_per_hour
+    window = seconds(c.alert.window)
+    rss = c.series(catalog.PROCESS_RSS.name)
+    started = c.series(catalog.PROCESS_START_TIME.name)
+    old_process = constant(-2 * window, c.end)
+    young_process = constant(c.end * 60, c.end)  # started after the last sample: still warming up
+    growing = rising(per_hour / 60, c.end, start=100 * 1024 ** 2)
+    return [Case("RSS of a long-running process grows steadily", {rss: growing, started: old_process}, 1,
+                 c.labels(), humanize1024(per_hour)),
+            Case("RSS is flat", {rss: constant(100 * 1024 ** 2, c.end), started: old_process}),
+            Case("a process still warming up grows", {rss: growing, started: young_process})]
+
+
+# --- logs -------------------------------------------------------------------------------------
+
+def _log_lines(c: Context, file: str, level: str) -> str:
+    return c.series(catalog.LOG_LINES.name, file=file, level=level)
+
+
+@scenario("DevFlowHighErrorRate")
+def _high_error_rate(c: Context) -> list[Case]:
+    start = c.window + 5
+    ratio = min(2 * c.alert.threshold, (1 + c.alert.threshold) / 2)
+    log = "/var/log/devflow/server.log"
+    per_minute = 1000
+    fault = {
+        _log_lines(c, log, "info"): counter_from(start, per_minute * (1 - ratio), c.end),
+        _log_lines(c, log, "error"): counter_from(start, per_minute * ratio * 0.6, c.end),
+        _log_lines(c, log, "fatal"): counter_from(start, per_minute * ratio * 0.4, c.end),
+    }
+    low = c.alert.threshold / 5
+    healthy = {
+        _log_lines(c, log, "info"): rising(per_minute * (1 - low), c.end),
+        _log_lines(c, log, "error"): rising(per_minute * low, c.end),
+    }
+    return [Case("error and fatal records above the threshold", fault, start, c.labels(), humanize_percentage(ratio)),
+            Case("errors at a fifth of the threshold", healthy),
+            Case("no log records at all", {_log_lines(c, log, "info"): constant(0, c.end)})]
+
+
+@scenario("DevFlowErrorBurst")
+def _error_burst(c: Context) -> list[Case]:
+    burst = c.alert
+    window = max(1, seconds(burst.window) // 60)
+    start = window + 5
+    errors = burst.min_errors + 1  # per minute: enough on the first minute of the burst
+    others = errors * (1 / (2 * burst.min_ratio) - 1) if burst.min_ratio < 0.5 else 0
+    after = start + c.for_minutes
+    log = "/tmp/devflow-monitor.err"
+    fault = {_log_lines(c, log, "error"): counter_from(start, errors, c.end),
+             _log_lines(c, log, "info"): counter_from(start, others, c.end)}
+    # Many errors in absolute numbers, but a small share of a busy log: not "10 of the last 100 lines".
+    busy = {_log_lines(c, log, "error"): rising(2 * errors / window, c.end),
+            _log_lines(c, log, "info"): rising(2 * errors / window / (burst.min_ratio / 4), c.end)}
+    return [Case("a burst of error records", fault, start, c.labels(),
+                 humanize(errors * min(window, after - start + 1))),
+            Case("errors are a small share of a busy log", busy)]
+
+
+@scenario("DevFlowHttpErrorRate")
+def _http_error_rate(c: Context) -> list[Case]:
+    start = c.window + 5
+    ratio = min(2 * c.alert.threshold, (1 + c.alert.threshold) / 2)
+    ok = c.series(catalog.HTTP_REQUESTS.name, code="2xx")
+    failed = c.series(catalog.HTTP_REQUESTS.name, code="5xx")
+    fault = {ok: counter_from(start, 100 * (1 - ratio), c.end), failed: counter_from(start, 100 * ratio, c.end)}
+    low = c.alert.threshold / 5
+    healthy = {ok: rising(100 * (1 - low), c.end), failed: rising(100 * low, c.end)}
+    return [Case("5xx answers above the threshold", fault, start, c.labels(), humanize_percentage(ratio)),
+            Case("5xx at a fifth of the threshold", healthy),
+            Case("only 2xx answers", {ok: rising(100, c.end)})]
+
+
+@scenario("DevFlowLogNotRotated")
+def _log_not_rotated(c: Context) -> list[Case]:
+    log = "/var/log/devflow/server.log"
+    size = c.series(catalog.LOG_FILE_SIZE.name, file=log)
+    rotations = c.series(catalog.LOG_ROTATIONS.name, file=log, kind="rename")
+    big = 2 * c.alert.max_size_bytes
+    return [Case("a large log file is never rotated", {size: constant(big, c.end)}, 0, c.labels(file=log),
+                 humanize1024(big)),
+            Case("a large log file was rotated recently", {size: constant(big, c.end), rotations: f"0 1x{c.end - 1}"}),
+            Case("a small log file", {size: constant(c.alert.max_size_bytes / 2, c.end)})]
+
+
+# --- database and event flow ---------------------------------------------------------------------
+
+@scenario("DevFlowDatabaseUnavailable")
+def _database_unavailable(c: Context) -> list[Case]:
+    up = c.series(catalog.DB_UP.name)
+    ok = c.series(catalog.DB_STATE.name, state="ok")
+    missing = c.series(catalog.DB_STATE.name, state="missing")
+    return [Case("the database file disappears",
+                 {up: steps(1, 5, 0, c.end), ok: steps(1, 5, 0, c.end), missing: steps(0, 5, 1, c.end)},
+                 5, c.labels(state="missing")),
+            Case("the database cannot be read and no state is known", {up: steps(1, 5, 0, c.end)}, 5, c.labels()),
+            Case("the database is readable", {up: constant(1, c.end), ok: constant(1, c.end),
+                                               missing: constant(0, c.end)})]
+
+
+@scenario("DevFlowDatabaseIntegrityFailed")
+def _integrity_failed(c: Context) -> list[Case]:
+    ok = c.series(catalog.DB_INTEGRITY_OK.name)
+    return [Case("the integrity check fails", {ok: steps(1, 5, 0, c.end)}, 5, c.labels()),
+            Case("the integrity check passes", {ok: constant(1, c.end)})]
+
+
+@scenario("DevFlowEventsNotPersisted")
+def _events_not_persisted(c: Context) -> list[Case]:
+    stop = c.window + 5
+    up = c.series(catalog.PROCESS_UP.name)
+    db_up = c.series(catalog.DB_UP.name)
+    events = c.series(catalog.EVENTS_INGESTED.name, type="file:changed")
+    logs = _log_lines(c, "/tmp/devflow-monitor.err", "debug")
+    monitor = c.series(catalog.APP_MONITOR_STATE.name, monitor="file", state="active")
+    running = {up: constant(1, c.end), db_up: constant(1, c.end)}
+    return [
+        # The last increment is at `stop`; the rate window is empty of increments W minutes later.
+        Case("events stop while the server keeps logging",
+             {**running, events: counter_until(stop, 30, c.end), logs: rising(50, c.end)}, stop + c.window,
+             c.labels(), "0"),
+        Case("the public build: an empty database and an active file monitor",
+             {**running, monitor: constant(1, c.end)}, 0, c.labels(), "0"),
+        Case("events keep arriving", {**running, events: rising(30, c.end), logs: rising(50, c.end)}),
+        Case("an idle server writes neither events nor logs",
+             {**running, events: constant(100, c.end), logs: constant(100, c.end)}),
+    ]
+
+
+@scenario("DevFlowEventBacklogGrowing")
+def _backlog_growing(c: Context) -> list[Case]:
+    max_age = seconds(c.alert.max_pending_age)
+    pending = c.series(catalog.OUTBOX_EVENTS.name, status="pending")
+    oldest = c.series(catalog.OUTBOX_OLDEST_PENDING.name)
+    return [Case("pending events pile up and the oldest is stuck",
+                 {pending: rising(10, c.end), oldest: constant(-2 * max_age, c.end)}, 1,
+                 c.labels(status="pending"), humanize(600)),
+            Case("pending events grow but keep flowing", {pending: rising(10, c.end), oldest: rising(60, c.end, -60)})]
+
+
+@scenario("DevFlowDiskFillingUp")
+def _disk_filling_up(c: Context) -> list[Case]:
+    size = 100e9
+    free_start = size * c.alert.max_free_ratio / 2
+    horizon_minutes = seconds(c.alert.horizon) / 60
+    drop = free_start / (horizon_minutes / 2)  # empty in half the horizon
+    after = 1 + c.for_minutes
+    free = c.series(catalog.DB_FS_FREE.name)
+    total = c.series(catalog.DB_FS_SIZE.name)
+    return [Case("free space shrinks steadily", {free: rising(-drop, c.end, free_start), total: constant(size, c.end)},
+                 1, c.labels(), humanize_percentage((free_start - drop * after) / size)),
+            Case("free space is low but steady", {free: constant(free_start, c.end), total: constant(size, c.end)})]
+
+
+@scenario("DevFlowDiskSpaceLow")
+def _disk_space_low(c: Context) -> list[Case]:
+    size = 100e9
+    free = c.series(catalog.DB_FS_FREE.name)
+    total = c.series(catalog.DB_FS_SIZE.name)
+    low = c.alert.threshold / 2
+    return [Case("the disk fills up", {free: steps(size / 2, 5, size * low, c.end), total: constant(size, c.end)}, 5,
+                 c.labels(), humanize_percentage(low)),
+            Case("half the disk is free", {free: constant(size / 2, c.end), total: constant(size, c.end)})]
+
+
+@scenario("DevFlowRetentionNotApplied")
+def _retention(c: Context) -> list[Case]:
+    limit = seconds(c.alert.retention) + seconds(c.alert.margin)
+    oldest = c.series(catalog.EVENTS_OLDEST.name)
+    age = limit + 86400
+    after = c.for_minutes
+    return [Case("events older than the retention stay", {oldest: constant(-age, c.end)}, 0, c.labels(),
+                 humanize_duration(age + after * 60)),
+            Case("the oldest event is within the retention", {oldest: constant(-limit + c.end * 60 + 60, c.end)})]
+
+
+def _backup_series(c: Context) -> tuple[int, str, str]:
+    return seconds(c.alert.max_age), c.series(catalog.BACKUP_LAST_SUCCESS.name), c.series(catalog.EVENTS_OLDEST.name)
+
+
+@scenario("DevFlowBackupStale")
+def _backup_stale(c: Context) -> list[Case]:
+    max_age, backup, _ = _backup_series(c)
+    age = max_age + 3600
+    return [Case("the last backup is older than the limit", {backup: constant(-age, c.end)}, 0, c.labels(),
+                 humanize_duration(age + c.for_minutes * 60)),
+            Case("a recent backup", {backup: constant(-max_age + c.end * 60 + 60, c.end)})]
+
+
+@scenario("DevFlowBackupMissing")
+def _backup_missing(c: Context) -> list[Case]:
+    max_age, backup, oldest = _backup_series(c)
+    age = max_age + 3600
+    return [Case("old events and no backup ever", {oldest: constant(-age, c.end)}, 0, c.labels(),
+                 humanize_duration(age + c.for_minutes * 60)),
+            Case("old events and a backup", {oldest: constant(-age, c.end), backup: constant(0, c.end)}),
+            Case("a new database", {oldest: constant(-max_age + c.end * 60 + 60, c.end)}),
+            Case("an empty database (no oldest event)", {c.series(catalog.DB_UP.name): constant(1, c.end)})]
+
+
+@scenario("DevFlowDatabaseFragmented")
+def _fragmented(c: Context) -> list[Case]:
+    page_size = 4096
+    pages = math.ceil(4 * c.alert.min_size_bytes / page_size)
+    high = min(1.0, 2 * c.alert.max_free_ratio)
+    series = {c.series(catalog.DB_PAGES.name): constant(pages, c.end),
+              c.series(catalog.DB_PAGE_SIZE.name): constant(page_size, c.end)}
+    freelist = c.series(catalog.DB_FREELIST_PAGES.name)
+    small_pages = math.floor(c.alert.min_size_bytes / page_size / 2)
+    small = {c.series(catalog.DB_PAGES.name): constant(small_pages, c.end),
+             c.series(catalog.DB_PAGE_SIZE.name): constant(page_size, c.end),
+             freelist: constant(math.floor(small_pages * high), c.end)}
+    return [Case("a large file with many free pages", {**series, freelist: steps(pages // 100, 5, pages * high, c.end)},
+                 5, c.labels(), humanize_percentage(pages * high / pages)),
+            Case("few free pages", {**series, freelist: constant(pages // 100, c.end)}),
+            Case("a small file with many free pages", small)]
+
+
+# --- probe ---------------------------------------------------------------------------------------
+
+def _probe(c: Context, endpoint: str, state_from: str, state_to: str | None, minute: int) -> dict[str, str]:
+    states = {}
+    for state in ("ok", "no_listener", "timeout"):
+        before = 1 if state == state_from else 0
+        after = 1 if state == state_to else 0
+        states[c.series(catalog.PROBE_STATE.name, endpoint=endpoint, state=state)] = steps(before, minute, after, c.end)
+    success = steps(1 if state_from == "ok" else 0, minute, 1 if state_to == "ok" else 0, c.end)
+    return {c.series(catalog.PROBE_SUCCESS.name, endpoint=endpoint): success, **states}
+
+
+@scenario("DevFlowProbeFailing")
+def _probe_failing(c: Context) -> list[Case]:
+    cases = [Case("/health times out", _probe(c, "health", "ok", "timeout", 5), 5,
+                  c.labels(endpoint="health", state="timeout")),
+             Case("/health answers", _probe(c, "health", "ok", "ok", 5))]
+    no_listener = _probe(c, "health", "ok", "no_listener", 5)
+    if c.settings.app.expect_listener:
+        cases.append(Case("nothing listens", no_listener, 5, c.labels(endpoint="health", state="no_listener")))
+    else:
+        cases.append(Case("nothing listens, as in the public build", no_listener))
+    return cases
+
+
+@scenario("DevFlowProbeSlow")
+def _probe_slow(c: Context) -> list[Case]:
+    start = c.window + 5
+    limit = c.alert.threshold
+    bounds = (limit / 2, limit, 2 * limit, 4 * limit, math.inf)
+
+    def histogram(lower: float, begin: int | None) -> dict[str, str]:
+        """60 probes a minute, all slower than `lower` and within the next bucket."""
+        series = {}
+        for bound in bounds:
+            le = "+Inf" if math.isinf(bound) else number(bound)
+            name = c.series(catalog.PROBE_DURATION.bucket, endpoint="status", le=le)
+            counts = bound > lower
+            series[name] = (counter_from(begin, 60, c.end) if begin else rising(60, c.end)) if counts \
+                else constant(0, c.end)
+        return series
+
+    # All observations in (limit, 2*limit]: the 99th percentile interpolates to 1.99 * limit.
+    return [Case("/status slows down", histogram(limit, start), start, c.labels(endpoint="status"),
+                 humanize_duration(limit + limit * 0.99)),
+            Case("/status answers within half the limit to the limit", histogram(limit / 2, None))]
+
+
+# --- the test file -------------------------------------------------------------------------------
+
+def _describe(text: str, labels: dict[str, str], value: str) -> str:
+    """The description as Prometheus renders it for these labels and value."""
+    text = re.sub(r"\{\{ with \$labels\.(\w+) \}\}\{\{ \. \}\}\{\{ else \}\}(.*?)\{\{ end \}\}",
+                  lambda m: labels.get(m.group(1)) or m.group(2), text)
+    text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), text)
+    return re.sub(r"\{\{ \$value \| \w+ \}\}", value, text)
+
+
+def _minutes(value: int) -> str:
+    return f"{value}m"
+
+
+def _silent(name: str, minute: int) -> dict:
+    return {"eval_time": _minutes(minute), "alertname": name, "exp_alerts": []}
+
+
+def _alert_tests(settings: Settings, name: str, rule: AlertRule) -> list[dict]:
+    alert = settings.alerts[name]
+    scenario_of = SCENARIOS.get(name)
+    if scenario_of is None:
+        raise AssertionError(f"no rule test scenario for {name}")
+    for_minutes = math.ceil(seconds(alert.for_) / 60)
+    window = max(1, seconds(settings.rate_window) // 60)
+    end = for_minutes + 2 * window + 15
+    context = Context(settings, alert, end, {**_selector_labels(settings), "instance": INSTANCE})
+    cases = scenario_of(context)
+    faults = [case for case in cases if case.active_at is not None]
+    assert faults and len(faults) < len(cases), f"{name}: needs a fault case and a healthy case"
+    tests = []
+    for case in cases:
+        # A healthy case is checked at the moments its alert's first fault case is.
+        active_at = faults[0].active_at if case.active_at is None else case.active_at
+        after = active_at + for_minutes
+        assert after < end, f"{name}: {case.title} ends before its alert fires"
+        evaluations = []
+        if case.active_at:
+            evaluations.append(_silent(name, case.active_at - STEP_MINUTES))
+        evaluations.append(_silent(name, after - STEP_MINUTES))
+        if case.active_at is None:
+            evaluations += [_silent(name, after), _silent(name, end - STEP_MINUTES)]
+        else:
+            labels = {**case.labels, "severity": alert.severity}
+            annotations = {
+                "summary": rule.summary,
+                "description": _describe(rule.description, labels, case.value),
+                "runbook_url": settings.runbook(name),
+            }
+            evaluations.append({"eval_time": _minutes(after), "alertname": name,
+                                "exp_alerts": [{"exp_labels": labels, "exp_annotations": annotations}]})
+        kind = "fires after its for" if case.active_at is not None else "stays silent"
+        tests.append({
+            "name": f"{name} {kind}: {case.title}",
+            "interval": _minutes(STEP_MINUTES),
+            "input_series": [{"series": series, "values": values} for series, values in case.series.items()],
+            "alert_rule_test": evaluations,
+        })
+    return tests
+
+
+def _recording_tests(settings: Settings) -> list[dict]:
+    """The shared ratios, checked on their own: dashboards read them too."""
+    names = recorded(settings)
+    window = max(1, seconds(settings.rate_window) // 60)
+    end = 2 * window + 10
+    context = Context(settings, Alert(), end, {**_selector_labels(settings), "instance": INSTANCE})
+    labels = context.labels()
+    at = _minutes(window + 5)
+    log = "/var/log/devflow/server.log"
+    return [
+        {"name": "recorded CPU ratio adds user and system time",
+         "interval": _minutes(STEP_MINUTES),
+         "input_series": [
+             {"series": context.series(catalog.PROCESS_CPU.name, mode="user"), "values": rising(18, end)},
+             {"series": context.series(catalog.PROCESS_CPU.name, mode="system"), "values": rising(12, end)}],
+         "promql_expr_test": [{"expr": names.cpu_ratio, "eval_time": at,
+                               "exp_samples": [{"labels": _labels(names.cpu_ratio, labels), "value": 0.5}]}]},
+        {"name": "recorded error ratio is 0, not absent, while no error was logged",
+         "interval": _minutes(STEP_MINUTES),
+         "input_series": [{"series": _log_lines(context, log, "info"), "values": rising(60, end)}],
+         "promql_expr_test": [{"expr": names.log_error_ratio, "eval_time": at,
+                               "exp_samples": [{"labels": _labels(names.log_error_ratio, labels), "value": 0}]}]},
+        {"name": "recorded ingest rate is 0 for a readable database without events, absent for an unreadable one",
+         "interval": _minutes(STEP_MINUTES),
+         "input_series": [
+             {"series": context.series(catalog.DB_UP.name), "values": steps(1, window + 6, 0, end)}],
+         "promql_expr_test": [
+             {"expr": names.ingest_rate, "eval_time": at,
+              "exp_samples": [{"labels": _labels(names.ingest_rate, labels), "value": 0}]},
+             {"expr": names.ingest_rate, "eval_time": _minutes(window + 7), "exp_samples": []}]},
+        {"name": "recorded memory ratio divides RSS by the machine's memory",
+         "interval": _minutes(STEP_MINUTES),
+         "input_series": [
+             {"series": context.series(catalog.PROCESS_RSS.name), "values": constant(1024 ** 3, end)},
+             {"series": context.series(catalog.HOST_MEMORY_TOTAL.name), "values": constant(4 * 1024 ** 3, end)}],
+         "promql_expr_test": [{"expr": names.memory_ratio, "eval_time": at,
+                               "exp_samples": [{"labels": _labels(names.memory_ratio, labels), "value": 0.25}]}]},
+    ]
+
+
+def _labels(name: str, labels: dict[str, str]) -> str:
+    return name + "{" + ",".join(f'{key}="{value}"' for key, value in labels.items()) + "}"
+
+
+def test_file(settings: Settings, rule_files: list[str], groups: list[str]) -> dict:
+    """A promtool test file for `rule_files` (paths relative to the test file).
+
+    `groups` fixes the evaluation order: recording rules first, so that an alert
+    sees the ratio recorded at the same evaluation, not the one a minute older.
+    """
+    windows = {"rate_window": settings.rate_window}
+    windows.update({f"alerts.{name}.window": getattr(alert, "window") for name, alert in settings.alerts.items()
+                    if hasattr(alert, "window")})
+    short = [key for key, value in windows.items() if seconds(value) < 60 * STEP_MINUTES]
+    if short:
+        raise SettingsError(f"rule tests sample once a minute, so {', '.join(short)} must be at least 1m")
+    tests = _recording_tests(settings)
+    for name, rule in active_alerts(settings).items():
+        tests.extend(_alert_tests(settings, name, rule))
+    return {"rule_files": rule_files, "evaluation_interval": _minutes(STEP_MINUTES),
+            "group_eval_order": groups, "tests": tests}
