@@ -170,3 +170,43 @@ def test_sigterm_stops_the_exporter_promptly(tmp_path, start_exporter):
     exporter.proc.terminate()
     assert exporter.proc.wait(10) == 0
     assert time.monotonic() - started < 5
+
+
+class Awkward:
+    """Label values and help texts that need escaping, and special float values."""
+
+    name = "awkward"
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        gauge = GaugeMetricFamily("devflow_test_gauge", 'Help with "quotes", a \\ and\na newline.', labels=["v"])
+        for value, number in (('quote " here', 1.5), ("back\\slash", float("inf")), ("new\nline", float("-inf")),
+                              ("☃ unicode", 1795693182.961), ("", 0.0)):
+            gauge.add_metric([value], number)
+        yield gauge
+        counter = CounterMetricFamily("devflow_test", "A counter.", labels=["a"], created=1.5)
+        counter.add_metric(["x"], 3, created=1795693182.5)
+        yield counter
+        histogram = HistogramMetricFamily("devflow_test_seconds", "A histogram.")
+        histogram.add_metric([], [("0.1", 1), ("+Inf", 3)], 0.7)
+        yield histogram
+
+
+def test_fast_text_exposition_says_what_prometheus_client_says(tmp_path):
+    from exporter.exposition import render_text
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CollectorSet([Awkward(), Healthy()]))
+    ours, theirs = render_text(registry).decode(), generate_latest(registry).decode()
+
+    def comments(text):
+        return [line for line in text.splitlines() if line.startswith("#")]
+
+    def samples(text):
+        # Durations differ between two collections; everything else must match exactly.
+        return {key: value for key, value in parse_metrics(text).items() if key[0] != catalog.COLLECTOR_DURATION.name}
+
+    assert samples(ours) == samples(theirs)
+    assert comments(ours) == comments(theirs)
+    assert ('devflow_test_gauge{v="new\\nline"} -Inf' in ours) and ('v="quote \\" here"' in ours)
