@@ -14,6 +14,11 @@ COMMAND_MODULES = [
     "exporter.serve",
     "exporter.simulate",
     "exporter.stack",
+    "exporter.ops.doctor",
+    "exporter.ops.backup",
+    "exporter.ops.restore",
+    "exporter.ops.maintain",
+    "exporter.ops.dashboard",
 ]
 
 COLLECTORS = ("process", "database", "eventqueue", "logs", "probe", "host")

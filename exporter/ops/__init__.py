@@ -1,0 +1,10 @@
+"""Operator commands: the operations guide's sections 6-8 as commands that check their own work.
+
+- `doctor`    the guide's troubleshooting script, as checks with a verdict and a next step
+- `backup`    an online, verified copy through SQLite's backup API, plus config and logs
+- `restore`   a verified, atomic swap that keeps the database it replaces
+- `maintain`  retention in short batches, ANALYZE, VACUUM only with room for it, old log cleanup
+- `dashboard` the guide's CLI views over the exporter's /metrics or Prometheus
+
+Each module defines `register(subparsers)` for `exporter.cli`.
+"""

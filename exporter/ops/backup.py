@@ -1,0 +1,391 @@
+"""`devflow-monitor backup`: an online, verified copy of the DevFlow database, config and logs.
+
+The guide's script `cp`s the live database, which can copy a torn file (pages
+from two different moments, or without the -wal that holds recent commits).
+Here SQLite's backup API copies a single snapshot: a read-only connection opens
+a read transaction and the copy runs inside it, in steps, while DevFlow keeps
+writing (WAL readers never block the writer). Holding the snapshot is also what
+lets a stepped copy finish: without it, every commit by another process
+restarts the copy from page one.
+
+The copy is checked (`integrity_check`, row counts equal to the source's in
+the same snapshot) before it counts: the folder is built under a hidden name
+and renamed only when complete, so a half-made backup never looks like one.
+A manifest records sizes, SHA-256 checksums and versions; `restore` verifies
+against it. Retention removes only folders this tool created (they carry its
+manifest), by age, always keeping the newest few. The status file tells the
+exporter when the last backup succeeded and how big it was.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter.config import Config
+from exporter.ops import common, logfiles
+
+MANIFEST = "manifest.json"
+FORMAT = "devflow-monitor-backup/1"
+DB_FILE = "devflow.db"
+PREFIX = "devflow-backup-"
+
+
+def register(subparsers) -> None:
+    from exporter.cli import add_config_arguments
+
+    parser = subparsers.add_parser(
+        "backup", help="online, verified backup of the database, config files and logs",
+        description="Copy the DevFlow database with SQLite's online backup API while DevFlow keeps writing, "
+                    "verify the copy, add config files and compressed logs, write a manifest with checksums, "
+                    "apply retention and record the success for the exporter. Exit status 0 on success, "
+                    "1 on failure.")
+    add_config_arguments(parser)
+    parser.add_argument("--dir", metavar="DIR", help="backup directory (default: backup.directory from the config)")
+    parser.add_argument("--retention-days", type=int, metavar="DAYS",
+                        help="remove backups older than this (default: backup.retention_days, 30); 0 keeps all")
+    parser.add_argument("--keep-min", type=int, default=3, metavar="N",
+                        help="always keep the newest N backups, however old (default 3)")
+    parser.add_argument("--keep-max", type=int, default=0, metavar="N",
+                        help="keep at most N backups (default 0: no limit)")
+    parser.add_argument("--include", action="append", default=[], metavar="FILE",
+                        help="another config file to copy (repeatable)")
+    parser.add_argument("--no-logs", action="store_true", help="do not copy the log files")
+    parser.add_argument("--status-file", metavar="FILE",
+                        help="where to record the last success (default: backup.status_file)")
+    parser.add_argument("--step-pages", type=int, default=1024, metavar="N",
+                        help="database pages copied per backup step (default 1024)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run)
+
+
+@dataclass
+class Options:
+    directory: Path
+    include: list[Path]
+    logs: bool = True
+    step_pages: int = 1024
+    config_file: Path | None = None
+
+
+def options_from_args(config: Config, args) -> Options:
+    return Options(
+        directory=Path(args.dir or config.backup.directory).expanduser(),
+        include=[Path(p).expanduser() for p in args.include],
+        logs=not args.no_logs,
+        step_pages=args.step_pages,
+        config_file=Path(args.config_file).expanduser() if args.config_file else None)
+
+
+def run(args) -> int:
+    from exporter.cli import config_from_args
+
+    config = config_from_args(args)
+    if args.step_pages < 1 or args.keep_min < 1 or args.keep_max < 0:
+        return common.fail("backup", "--step-pages and --keep-min must be at least 1, --keep-max at least 0",
+                           as_json=args.json)
+    retention_days = config.backup.retention_days if args.retention_days is None else args.retention_days
+    status_file = Path(args.status_file or config.backup.status_file).expanduser()
+    options = options_from_args(config, args)
+    try:
+        result, removed = backup_and_record(config, options, status_file, retention_days,
+                                            args.keep_min, args.keep_max)
+    except common.OpsError as exc:
+        return common.fail("backup", str(exc), as_json=args.json)
+    except OSError as exc:
+        return common.fail("backup", common.os_error_text(exc), as_json=args.json)
+    if args.json:
+        common.print_json({"ok": True, "path": result["path"], "status_file": str(status_file),
+                           "removed": [str(p) for p in removed], "manifest": result["manifest"]})
+    else:
+        print_summary(result, removed, retention_days, args.keep_min, status_file)
+    return 0
+
+
+def backup_and_record(config: Config, options: Options, status_file: Path, retention_days: int,
+                      keep_min: int = 3, keep_max: int = 0) -> tuple[dict, list[Path]]:
+    """A backup as the `backup` command makes it: verified, recorded for the exporter, then retention."""
+    result = create_backup(config, options)
+    write_status(status_file, result)
+    removed = apply_retention(options.directory, retention_days, keep_min, keep_max, protect=Path(result["path"]))
+    return result, removed
+
+
+def create_backup(config: Config, options: Options) -> dict:
+    """Make one verified backup folder; returns {"path", "manifest", "size_bytes"}. Raises OpsError."""
+    started = time.time()
+    db = config.devflow.database_path
+    if not db.is_file():
+        raise common.OpsError(f"database not found: {db}")
+    source = _inspect_source(db)
+    needed = int(source["page_count"] * source["page_size"] * 1.1) + (1 << 20)
+    try:
+        options.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        free = common.free_bytes(options.directory)
+        _remove_stale_partials(options.directory)
+        name = _unique_name(options.directory, PREFIX + common.utc_stamp(started))
+        work = options.directory / f".{name}.partial"
+        work.mkdir(mode=0o700)
+    except OSError as exc:
+        raise common.OpsError(f"cannot use backup directory {options.directory}: {common.os_error_text(exc)}") \
+            from None
+    if free < needed:
+        work.rmdir()
+        raise common.OpsError(f"not enough free space in {options.directory}: the copy needs about "
+                              f"{common.human_bytes(needed)}, {common.human_bytes(free)} free")
+    try:
+        database = copy_database(db, work / DB_FILE, options.step_pages)
+        files, skipped = [], []
+        _copy_config_files(config, options, work, files, skipped)
+        if options.logs:
+            _copy_logs(config, work, files, skipped)
+        manifest = {
+            "format": FORMAT,
+            "tool": common.TOOL,
+            "versions": common.versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "created_timestamp": started,
+            "host": socket.gethostname(),
+            "source": {"database": str(db.resolve()), **source},
+            "database": database,
+            "files": files,
+            "skipped": skipped,
+            "duration_seconds": round(time.time() - started, 3),
+        }
+        common.write_json_atomic(work / MANIFEST, manifest)
+        final = options.directory / name
+        os.rename(work, final)
+        common.fsync_path(options.directory)
+    except OSError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        raise common.OpsError(f"backup failed, nothing kept: {common.os_error_text(exc)}") from None
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
+    return {"path": str(final), "manifest": manifest, "size_bytes": size}
+
+
+def copy_database(db: Path, dest: Path, step_pages: int) -> dict:
+    """Copy one snapshot of `db` into `dest` and verify it; returns the manifest's database entry."""
+    try:
+        src = common.connect_readonly(db, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise common.OpsError(f"cannot open {db} read-only: {exc}") from None
+    dst = sqlite3.connect(dest, isolation_level=None)
+    try:
+        try:
+            # Pin one snapshot for the whole copy: steps then never restart, and the counts below match it.
+            src.execute("BEGIN")
+            src.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            src.backup(dst, pages=step_pages)
+            source_counts = common.row_counts(src)
+            src.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise common.OpsError(f"copying {db} failed: {exc}") from None
+        # A backup is one self-contained file: no -wal beside it to lose.
+        dst.execute("PRAGMA journal_mode=DELETE")
+        errors = common.integrity_errors(dst)
+        if errors:
+            raise common.OpsError(f"the copy of {db} fails integrity_check: {errors[0]} (is the source damaged? "
+                                  f"run devflow-monitor doctor)")
+        copy_counts = common.row_counts(dst)
+        if copy_counts != source_counts:
+            raise common.OpsError(f"the copy's row counts {copy_counts} differ from the source's {source_counts}")
+    finally:
+        src.close()
+        dst.close()
+    with open(dest, "rb+") as handle:
+        os.fsync(handle.fileno())
+    return {"file": DB_FILE, "size_bytes": dest.stat().st_size, "sha256": common.sha256_file(dest),
+            "integrity_check": "ok", "row_counts": copy_counts}
+
+
+def write_status(path: Path, result: dict) -> None:
+    """The exporter's view of backups: when the last one succeeded and how big it was."""
+    try:
+        common.write_json_atomic(path, {"timestamp": time.time(), "size_bytes": result["size_bytes"],
+                                        "path": result["path"]})
+    except OSError as exc:
+        raise common.OpsError(f"backup made at {result['path']} but the status file {path} could not be "
+                              f"written: {exc.strerror or exc}") from None
+
+
+@dataclass
+class Existing:
+    path: Path
+    created: float
+    manifest: dict
+
+
+def list_backups(directory: Path) -> list[Existing]:
+    """Backups this tool made in `directory` (recognised by their manifest), newest first."""
+    found = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.name.startswith(PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        manifest = read_manifest(Path(entry.path))
+        if manifest is not None:
+            found.append(Existing(Path(entry.path), float(manifest["created_timestamp"]), manifest))
+    return sorted(found, key=lambda b: b.created, reverse=True)
+
+
+def read_manifest(folder: Path) -> dict | None:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("tool") != common.TOOL:
+        return None
+    if not isinstance(manifest.get("created_timestamp"), (int, float)):
+        return None
+    return manifest
+
+
+def apply_retention(directory: Path, days: int, keep_min: int, keep_max: int, *,
+                    protect: Path | None = None, now: float | None = None) -> list[Path]:
+    """Remove this tool's backups older than `days` or beyond `keep_max`, never the newest `keep_min`."""
+    now = time.time() if now is None else now
+    removed = []
+    for index, backup in enumerate(list_backups(directory)):
+        if index < keep_min or (protect is not None and backup.path == protect):
+            continue
+        too_old = days > 0 and backup.created < now - days * 86400
+        too_many = keep_max > 0 and index >= keep_max
+        if too_old or too_many:
+            try:
+                shutil.rmtree(backup.path)
+            except OSError as exc:
+                raise common.OpsError(f"retention could not remove {backup.path}: {exc.strerror or exc}") from None
+            removed.append(backup.path)
+    return removed
+
+
+def print_summary(result: dict, removed: list[Path], days: int, keep_min: int, status_file: Path) -> None:
+    manifest = result["manifest"]
+    database = manifest["database"]
+    counts = database["row_counts"]
+    configs = [f for f in manifest["files"] if f["role"] == "config"]
+    logs = [f for f in manifest["files"] if f["role"] == "log"]
+    print(f"Backup written: {result['path']}")
+    print(f"  database  {common.human_bytes(database['size_bytes'])}, integrity ok, "
+          f"{counts.get('events', 0)} events, row counts match the source; sha256 {database['sha256'][:16]}...")
+    print(f"  config    {len(configs)} file(s)" + (": " + ", ".join(f["source"] for f in configs) if configs else ""))
+    if logs:
+        raw = sum(f["source_bytes"] for f in logs)
+        packed = sum(f["size_bytes"] for f in logs)
+        print(f"  logs      {len(logs)} file(s), {common.human_bytes(raw)} compressed to {common.human_bytes(packed)}")
+    for skip in manifest["skipped"]:
+        print(f"  skipped   {skip['source']}: {skip['reason']}")
+    print(f"  took      {common.human_duration(manifest['duration_seconds'])}")
+    if removed:
+        print(f"Retention: removed {len(removed)} backup(s) older than {days} days "
+              f"(the newest {keep_min} are always kept): " + ", ".join(p.name for p in removed))
+    print(f"Status recorded in {status_file}")
+
+
+# --- helpers ------------------------------------------------------------------------
+
+def _inspect_source(db: Path) -> dict:
+    try:
+        conn = common.connect_readonly(db, timeout=10.0)
+        try:
+            return {"page_size": conn.execute("PRAGMA page_size").fetchone()[0],
+                    "page_count": conn.execute("PRAGMA page_count").fetchone()[0],
+                    "journal_mode": conn.execute("PRAGMA journal_mode").fetchone()[0]}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise common.OpsError(f"cannot read {db}: {exc} (run devflow-monitor doctor)") from None
+
+
+def _unique_name(directory: Path, name: str) -> str:
+    candidate, n = name, 1
+    while (directory / candidate).exists() or (directory / f".{candidate}.partial").exists():
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+def _remove_stale_partials(directory: Path) -> None:
+    """Folders a crashed run left half-made (a day old: never one another run is still writing)."""
+    for entry in os.scandir(directory):
+        if entry.name.startswith(f".{PREFIX}") and entry.name.endswith(".partial") and \
+                entry.is_dir(follow_symlinks=False) and entry.stat().st_mtime < time.time() - 86400:
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def config_candidates(config: Config, options: Options) -> list[Path]:
+    """Config files worth keeping: the guide's (.env, servers.json), the exporter's, and --include."""
+    db_dir = config.devflow.database_path.parent
+    candidates = [db_dir / ".env"]
+    if config.devflow.workdir:
+        candidates.append(Path(config.devflow.workdir).expanduser() / ".env")
+    candidates.append(Path("~/.config/mcp/servers.json").expanduser())
+    if options.config_file:
+        candidates.append(options.config_file)
+    candidates.extend(options.include)
+    unique = []
+    for path in candidates:
+        if path.resolve() not in [p.resolve() for p in unique]:
+            unique.append(path)
+    return unique
+
+
+def _copy_config_files(config: Config, options: Options, work: Path, files: list, skipped: list) -> None:
+    folder = work / "config"
+    for index, path in enumerate(config_candidates(config, options)):
+        if not path.is_file():
+            if path in options.include or path == options.config_file:
+                raise common.OpsError(f"config file to back up not found: {path}")
+            continue
+        folder.mkdir(exist_ok=True, mode=0o700)
+        dest = folder / f"{index:02d}-{path.name}"
+        try:
+            shutil.copy2(path, dest)
+        except OSError as exc:
+            skipped.append({"source": str(path), "reason": exc.strerror or str(exc)})
+            continue
+        files.append({"role": "config", "source": str(path.resolve()), "file": str(dest.relative_to(work)),
+                      "size_bytes": dest.stat().st_size, "sha256": common.sha256_file(dest)})
+
+
+def _copy_logs(config: Config, work: Path, files: list, skipped: list) -> None:
+    found, _ = logfiles.configured_files(config.devflow.log_files)
+    folder = work / "logs"
+    for index, path in enumerate(found):
+        folder.mkdir(exist_ok=True, mode=0o700)
+        dest = folder / f"{index:02d}-{path.name}.gz"
+        try:
+            copied = _gzip_prefix(path, dest)
+        except OSError as exc:
+            skipped.append({"source": str(path), "reason": exc.strerror or str(exc)})
+            dest.unlink(missing_ok=True)
+            continue
+        files.append({"role": "log", "source": str(path.resolve()), "file": str(dest.relative_to(work)),
+                      "source_bytes": copied, "size_bytes": dest.stat().st_size, "sha256": common.sha256_file(dest)})
+
+
+def _gzip_prefix(path: Path, dest: Path) -> int:
+    """Compress the bytes the log had when we opened it (it keeps growing while we read)."""
+    with open(path, "rb") as source:
+        remaining = size = os.fstat(source.fileno()).st_size
+        with gzip.open(dest, "wb", compresslevel=6) as target:
+            while remaining > 0:
+                chunk = source.read(min(1 << 20, remaining))
+                if not chunk:
+                    break  # truncated under us (copytruncate rotation): keep what was there
+                target.write(chunk)
+                remaining -= len(chunk)
+    return size - remaining

@@ -1,0 +1,202 @@
+"""Small pieces the operator commands share: errors, output, files, SQLite connections."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from exporter import __version__
+
+TOOL = "devflow-monitor"
+
+
+class OpsError(Exception):
+    """A problem that ends the command: printed as one line, exit status 1."""
+
+
+def fail(command: str, message: str, *, as_json: bool = False) -> int:
+    """Report a failed command: one line on stderr (and a JSON object on stdout for scripts)."""
+    print(f"{TOOL} {command}: error: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"ok": False, "command": command, "error": message}))
+    return 1
+
+
+def os_error_text(exc: OSError) -> str:
+    """`Permission denied: /path`, the way a person wants to read an OSError."""
+    what = exc.strerror or str(exc)
+    return f"{what}: {exc.filename}" if exc.filename else what
+
+
+def print_json(data) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+# --- terminal output --------------------------------------------------------------
+
+COLORS = {"ok": "32", "warn": "33", "fail": "31", "crit": "31", "dim": "2", "bold": "1"}
+
+
+def use_color(stream=None) -> bool:
+    stream = stream or sys.stdout
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def paint(text: str, style: str | None, color: bool) -> str:
+    if not color or not style or style not in COLORS:
+        return text
+    return f"\x1b[{COLORS[style]}m{text}\x1b[0m"
+
+
+def human_bytes(size: float | None) -> str:
+    if size is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = max(0.0, seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes = seconds / 60
+    if minutes < 120:
+        return f"{minutes:.0f} min"
+    hours = minutes / 60
+    if hours < 48:
+        return f"{hours:.1f} h"
+    return f"{hours / 24:.1f} d"
+
+
+def utc_stamp(when: float | None = None) -> str:
+    """A sortable UTC time for file names: 20250802T140001Z."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if when is None else when))
+
+
+# --- files ------------------------------------------------------------------------
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a directory's metadata to disk (a rename is durable only after this)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write JSON so that readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+
+
+def disk_usage(path: Path) -> tuple[int, int]:
+    """(free bytes for unprivileged users, total bytes) of the filesystem holding `path` or its nearest parent."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    stat = os.statvfs(probe)
+    return stat.f_bavail * stat.f_frsize, stat.f_blocks * stat.f_frsize
+
+
+def free_bytes(path: Path) -> int:
+    return disk_usage(path)[0]
+
+
+def database_files(db: Path) -> list[Path]:
+    """The database and the -wal / -shm files SQLite keeps beside it."""
+    return [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
+
+
+def on_disk_size(db: Path) -> int:
+    return sum(p.stat().st_size for p in database_files(db) if p.exists())
+
+
+# --- SQLite -----------------------------------------------------------------------
+
+def connect_readonly(path: Path, *, timeout: float = 5.0, immutable: bool = False) -> sqlite3.Connection:
+    """A read-only connection that cannot change the file (immutable: not even -wal/-shm beside it)."""
+    uri = f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
+    return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+
+
+def integrity_errors(conn: sqlite3.Connection, *, quick: bool = False, limit: int = 5) -> list[str]:
+    """Problems `PRAGMA integrity_check` (or quick_check) reports; empty when the database is sound."""
+    pragma = "quick_check" if quick else "integrity_check"
+    rows = [row[0] for row in conn.execute(f"PRAGMA {pragma}({int(limit)})")]
+    return [] if rows == ["ok"] else rows
+
+
+def table_names(conn: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+
+
+def row_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    return {name: conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in table_names(conn)}
+
+
+def versions() -> dict[str, str]:
+    return {"tool": f"{TOOL} {__version__}", "sqlite": sqlite3.sqlite_version,
+            "python": sys.version.split()[0]}
+
+
+# --- HTTP -------------------------------------------------------------------------
+
+def http_get(url: str, timeout: float) -> tuple[int, bytes]:
+    """GET `url`; returns (status, body) for any HTTP answer, raises OpsError when nothing answers."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        raise OpsError(getattr(reason, "strerror", None) or str(reason)) from None
+    except (TimeoutError, OSError) as exc:
+        raise OpsError(f"no answer within {timeout:g}s" if isinstance(exc, TimeoutError)
+                       else (exc.strerror or str(exc))) from None
+    except http.client.HTTPException as exc:
+        raise OpsError(f"not an HTTP answer ({type(exc).__name__})") from None
+    except ValueError as exc:
+        raise OpsError(f"invalid URL {url!r}: {exc}") from None
+
+
+def local_url(listen_address: str, path: str) -> str:
+    """The URL a client on this machine uses for a server listening on HOST:PORT."""
+    host, _, port = listen_address.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}{path}"

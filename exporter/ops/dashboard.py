@@ -1,0 +1,533 @@
+"""`devflow-monitor dashboard`: the guide's CLI dashboard views (section 5.1) in a terminal.
+
+Reads the exporter's /metrics (or Prometheus, with `--prometheus`), keeps a
+short history for rates and sparklines, and redraws in place. Without a
+terminal (a pipe, a log file) it prints plain frames one after another;
+`--once` prints one frame and exits (1 when the source cannot be read).
+
+Colours follow the guide: yellow is outside its real-time checklist, red is
+where one of its alerts fires.
+
+    CPU of the process    yellow >= 70%, red >= 80%       (checklist < 70%, alert > 80%)
+    memory used / total   yellow >= 80%                   (checklist < 80%)
+    RSS / machine memory  red >= 50%                      (shell check "memory above 50%")
+    response time         yellow >= 100 ms                (checklist < 100 ms)
+    error share           yellow >= 1%, red >= 5%         (checklist < 1%, alert > 5%)
+
+Every metric name comes from `exporter.catalog`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import catalog as c
+from exporter.ops import common
+
+VIEWS = ("overview", "performance", "errors", "activity")
+SPARK = "▁▂▃▄▅▆▇█"
+SPARK_ASCII = "_.-=+*#@"
+SPARK_WIDTH = 30
+HISTORY = 120
+
+
+def register(subparsers) -> None:
+    from exporter.cli import add_config_arguments
+
+    parser = subparsers.add_parser(
+        "dashboard", help="live terminal dashboard (overview, performance, errors, activity)",
+        description="A live view of DevFlow from the exporter's /metrics (or from Prometheus), refreshed in "
+                    "place with sparkline trends and the guide's thresholds as colours. Plain text when not "
+                    "on a terminal.")
+    add_config_arguments(parser)
+    parser.add_argument("--view", choices=VIEWS, default="overview", help="which view (default overview)")
+    parser.add_argument("--url", metavar="URL",
+                        help="exporter metrics URL (default: --web.listen-address and --web.telemetry-path, "
+                             "http://127.0.0.1:9764/metrics)")
+    parser.add_argument("--prometheus", metavar="URL",
+                        help="read from Prometheus at URL instead of the exporter (history comes from it too)")
+    parser.add_argument("--match", metavar="LABELS",
+                        help='with --prometheus: extra label matchers, e.g. \'job="devflow"\'')
+    parser.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                        help="refresh interval (default 2)")
+    parser.add_argument("--once", action="store_true",
+                        help="print one frame and exit (samples twice, --interval apart, to show rates)")
+    parser.add_argument("--frames", type=int, default=0, metavar="N", help="stop after N frames (default: run "
+                                                                          "until Ctrl-C)")
+    parser.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="HTTP timeout (default 3)")
+    parser.set_defaults(func=run)
+
+
+# --- sources ------------------------------------------------------------------------
+
+@dataclass
+class Snapshot:
+    """All devflow_* samples at one moment: sample name -> [(labels, value)]."""
+    time: float
+    samples: dict[str, list[tuple[dict, float]]]
+
+    def series(self, name: str, **match) -> list[tuple[dict, float]]:
+        return [(labels, value) for labels, value in self.samples.get(name, ())
+                if all(labels.get(k) == v for k, v in match.items())]
+
+    def value(self, name: str, **match) -> float | None:
+        """The sum of the matching series, None when there is none."""
+        found = self.series(name, **match)
+        return sum(v for _, v in found) if found else None
+
+    def label_where_one(self, name: str, label: str, **match) -> str | None:
+        """The value of `label` on the series that is 1 (state-set metrics: one series per state)."""
+        return next((labels.get(label) for labels, v in self.series(name, **match) if v == 1), None)
+
+
+class ExporterSource:
+    def __init__(self, url: str, timeout: float):
+        self.url, self.timeout = url, timeout
+
+    def sample(self) -> Snapshot:
+        status, body = common.http_get(self.url, self.timeout)
+        if status != 200:
+            raise common.OpsError(f"{self.url} answered HTTP {status}")
+        return parse_exposition(body.decode("utf-8", "replace"), time.time())
+
+    def backfill(self, points: int, step: float) -> list[Snapshot]:
+        return []  # the exporter has no history; it builds up while the dashboard runs
+
+
+class PrometheusSource:
+    def __init__(self, base: str, match: str | None, timeout: float):
+        self.base = base.rstrip("/")
+        self.url = self.base
+        self.selector = '{__name__=~"devflow_.+"' + (f",{match}" if match else "") + "}"
+        self.timeout = timeout
+
+    def _api(self, path: str, params: dict) -> list:
+        status, body = common.http_get(f"{self.base}{path}?{urlencode(params, quote_via=quote)}", self.timeout)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise common.OpsError(f"{self.base} answered HTTP {status} without JSON: is it Prometheus?") from None
+        if status != 200 or data.get("status") != "success":
+            raise common.OpsError(f"Prometheus query failed: {data.get('error', f'HTTP {status}')}")
+        return data["data"]["result"]
+
+    def sample(self) -> Snapshot:
+        now = time.time()
+        samples: dict[str, list] = {}
+        for item in self._api("/api/v1/query", {"query": self.selector, "time": f"{now:.3f}"}):
+            labels = dict(item["metric"])
+            samples.setdefault(labels.pop("__name__"), []).append((labels, float(item["value"][1])))
+        return Snapshot(now, samples)
+
+    def backfill(self, points: int, step: float) -> list[Snapshot]:
+        """The recent past from Prometheus itself, so trends and rates show at once."""
+        end = time.time()
+        start = end - points * step
+        result = self._api("/api/v1/query_range", {"query": self.selector, "start": f"{start:.3f}",
+                                                   "end": f"{end:.3f}", "step": f"{step:g}"})
+        frames: dict[float, dict] = {}
+        for item in result:
+            labels = dict(item["metric"])
+            name = labels.pop("__name__")
+            for ts, value in item["values"]:
+                frames.setdefault(float(ts), {}).setdefault(name, []).append((labels, float(value)))
+        return [Snapshot(ts, frames[ts]) for ts in sorted(frames)]
+
+
+def parse_exposition(text: str, when: float) -> Snapshot:
+    samples: dict[str, list] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name.startswith("devflow_"):
+                    samples.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+    except (ValueError, TypeError) as exc:
+        raise common.OpsError(f"not Prometheus metrics text: {exc}") from None
+    if not samples:
+        raise common.OpsError("no devflow_* metrics in the answer: is this the devflow-monitor exporter?")
+    return Snapshot(when, samples)
+
+
+# --- derived figures ------------------------------------------------------------------
+
+class History:
+    """The last snapshots; rates are computed between neighbours, per series (counter resets handled)."""
+
+    def __init__(self, size: int = HISTORY):
+        self.snapshots: deque[Snapshot] = deque(maxlen=size)
+
+    def add(self, snapshot: Snapshot) -> None:
+        if not self.snapshots or snapshot.time > self.snapshots[-1].time:
+            self.snapshots.append(snapshot)
+
+    @property
+    def last(self) -> Snapshot:
+        return self.snapshots[-1]
+
+    def gauge_trend(self, name: str, scale: float = 1.0, **match) -> list[float | None]:
+        return [None if (v := s.value(name, **match)) is None else v * scale for s in self.snapshots]
+
+    def rate_trend(self, name: str, **match) -> list[float | None]:
+        pairs = list(zip(self.snapshots, list(self.snapshots)[1:]))
+        return [_rate(a, b, name, match) for a, b in pairs]
+
+    def rate(self, name: str, **match) -> float | None:
+        if len(self.snapshots) < 2:
+            return None
+        return _rate(self.snapshots[-2], self.snapshots[-1], name, match)
+
+    def ratio_trend(self, num: tuple, den: tuple) -> list[float | None]:
+        """Trend of rate(num) / rate(den); each tuple is (name, {labels})."""
+        return [_div(n, d) for n, d in zip(self.rate_trend(num[0], **num[1]), self.rate_trend(den[0], **den[1]))]
+
+
+def _rate(a: Snapshot, b: Snapshot, name: str, match: dict) -> float | None:
+    before = {_key(labels): v for labels, v in a.series(name, **match)}
+    after = b.series(name, **match)
+    if not after or not before or b.time <= a.time:
+        return None
+    total = 0.0
+    for labels, value in after:
+        previous = before.get(_key(labels))
+        if previous is None:
+            continue  # a series born between the two samples: no rate yet
+        total += value - previous if value >= previous else value  # a reset restarts from zero
+    return total / (b.time - a.time)
+
+
+def _key(labels: dict) -> tuple:
+    return tuple(sorted(labels.items()))
+
+
+def _div(a, b):
+    return None if a is None or not b else a / b
+
+
+# --- rows -------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    label: str
+    value: str
+    level: str | None = None  # None, "ok", "warn" or "crit"
+    trend: list | None = None
+
+
+def level_for(value: float | None, warn: float | None, crit: float | None) -> str | None:
+    if value is None:
+        return None
+    if crit is not None and value >= crit:
+        return "crit"
+    if warn is not None and value >= warn:
+        return "warn"
+    return "ok"
+
+
+def _fmt(value: float | None, fmt: str = "{:.1f}", missing: str = "-") -> str:
+    return missing if value is None else fmt.format(value)
+
+
+def _age(snapshot: Snapshot, name: str) -> str:
+    stamp = snapshot.value(name)
+    if not stamp:
+        return "-"
+    return f"{common.human_duration(snapshot.time - stamp)} ago"
+
+
+def overview(h: History) -> list[Row]:
+    s = h.last
+    up = s.value(c.PROCESS_UP.name)
+    start = s.value(c.PROCESS_START_TIME.name)
+    db_state = s.label_where_one(c.DB_STATE.name, "state")
+    healthy = s.value(c.APP_HEALTHY.name)
+    monitors = {labels["monitor"]: labels["state"] for labels, v in s.series(c.APP_MONITOR_STATE.name) if v == 1}
+    version = next((labels.get("version") for labels, _ in s.series(c.APP_BUILD_INFO.name)), None)
+    if up == 0:
+        status, level = "down", "crit"
+    elif db_state not in (None, "ok") or healthy == 0:
+        status, level = "degraded", "warn"
+    else:
+        status, level = "healthy", "ok"
+    rows = [
+        Row("status", status, level),
+        Row("process", "up" + (f", uptime {common.human_duration(s.time - start)}" if start else "")
+            if up else "DOWN", "ok" if up else "crit"),
+        Row("version", version or "unknown (no /status)"),
+        Row("monitors", ", ".join(f"{k} {v}" for k, v in sorted(monitors.items())) or "unknown (no /status)"),
+        Row("database", f"{db_state or '-'}, {common.human_bytes(s.value(c.DB_FILE_SIZE.name))} with WAL",
+            None if db_state is None else ("ok" if db_state == "ok" else "crit")),
+    ]
+    rows.append(_memory_row(h))
+    ingest = h.rate(c.EVENTS_INGESTED.name)
+    rows += [
+        Row("events stored", _fmt(s.value(c.EVENTS_STORED.name), "{:.0f}")),
+        Row("events / s", _fmt(ingest, "{:.2f}"), None, h.rate_trend(c.EVENTS_INGESTED.name)),
+        Row("newest event", _age(s, c.EVENTS_NEWEST.name)),
+        Row("outbox pending", _fmt(s.value(c.OUTBOX_EVENTS.name, status="pending"), "{:.0f}")
+            + (f", oldest {_age(s, c.OUTBOX_OLDEST_PENDING.name)}" if s.value(c.OUTBOX_OLDEST_PENDING.name) else "")),
+        _backup_row(s),
+        _collectors_row(s),
+    ]
+    return rows
+
+
+def performance(h: History) -> list[Row]:
+    s = h.last
+    cpu_trend = [None if v is None else 100 * v for v in h.rate_trend(c.PROCESS_CPU.name)]
+    cpu = cpu_trend[-1] if cpu_trend else None
+    rss = s.value(c.PROCESS_RSS.name)
+    machine = s.value(c.HOST_MEMORY_TOTAL.name)
+    rss_share = _div(rss, machine)
+    latency = h.ratio_trend((c.HTTP_DURATION.sum, {}), (c.HTTP_DURATION.count, {}))
+    probe = h.ratio_trend((c.PROBE_DURATION.sum, {}), (c.PROBE_DURATION.count, {}))
+    rss_percent = None if rss_share is None else 100 * rss_share
+    wal = s.value(c.DB_FILE_SIZE.name, file="wal")
+    pages, free_pages = s.value(c.DB_PAGES.name), s.value(c.DB_FREELIST_PAGES.name)
+    return [
+        Row("CPU", _fmt(cpu, "{:.1f}%"), level_for(cpu, 70, 80), cpu_trend),
+        Row("memory (RSS)", common.human_bytes(rss) if rss is not None else "-", level_for(rss_percent, None, 50),
+            h.gauge_trend(c.PROCESS_RSS.name, 1 / (1024 * 1024))),
+        Row("RSS of machine", _fmt(rss_percent, "{:.1f}%"), level_for(rss_percent, None, 50)),
+        _memory_row(h),
+        Row("threads", _fmt(s.value(c.PROCESS_THREADS.name), "{:.0f}")),
+        Row("open fds", _fmt(s.value(c.PROCESS_OPEN_FDS.name), "{:.0f}")
+            + (f" of {s.value(c.PROCESS_MAX_FDS.name):.0f}" if s.value(c.PROCESS_MAX_FDS.name) else "")),
+        Row("TCP connections", _fmt(s.value(c.PROCESS_TCP_CONNECTIONS.name), "{:.0f}")),
+        Row("response (access log)", _ms(latency[-1] if latency else None),
+            level_for(_to_ms(latency[-1] if latency else None), 100, None), _trend_ms(latency)),
+        Row("health probe", _ms(probe[-1] if probe else None),
+            level_for(_to_ms(probe[-1] if probe else None), 100, None), _trend_ms(probe)),
+        Row("events / s", _fmt(h.rate(c.EVENTS_INGESTED.name), "{:.2f}"), None,
+            h.rate_trend(c.EVENTS_INGESTED.name)),
+        Row("database", common.human_bytes(s.value(c.DB_FILE_SIZE.name, file="db"))
+            + (f", WAL {common.human_bytes(wal)}" if wal is not None else "")
+            + (f", {100 * free_pages / pages:.0f}% free pages" if pages and free_pages is not None else "")),
+    ]
+
+
+def errors(h: History) -> list[Row]:
+    s = h.last
+    log_share = [None if v is None else 100 * v for v in h.ratio_trend(
+        (c.LOG_LINES.name, {"level": "error"}), (c.LOG_LINES.name, {}))]
+    http_share = [None if v is None else 100 * v for v in h.ratio_trend(
+        (c.HTTP_REQUESTS.name, {"code": "5xx"}), (c.HTTP_REQUESTS.name, {}))]
+    per_minute = [None if v is None else 60 * v for v in h.rate_trend(c.LOG_LINES.name, level="error")]
+    latest_log = log_share[-1] if log_share else None
+    latest_http = http_share[-1] if http_share else None
+    rows = [
+        Row("error share (logs)", _fmt(latest_log, "{:.2f}%"), level_for(latest_log, 1, 5), log_share),
+        Row("error lines / min", _fmt(per_minute[-1] if per_minute else None, "{:.1f}"), None, per_minute),
+        Row("HTTP 5xx share", _fmt(latest_http, "{:.2f}%"), level_for(latest_http, 1, 5), http_share),
+    ]
+    files = sorted({labels["file"] for labels, _ in s.series(c.LOG_LINES.name)})
+    for path in files:
+        rate = h.rate(c.LOG_LINES.name, file=path, level="error")
+        last = s.value(c.LOG_LAST_ERROR.name, file=path)
+        rows.append(Row(f"  {_tail(path, 20)}", f"{_fmt(None if rate is None else 60 * rate, '{:.1f}')} errors/min"
+                        + (f", last {common.human_duration(s.time - last)} ago" if last else ", none seen")))
+    for labels, value in s.series(c.PROBE_SUCCESS.name):
+        state = s.label_where_one(c.PROBE_STATE.name, "state", endpoint=labels.get("endpoint"))
+        rows.append(Row(f"probe /{labels.get('endpoint')}", state or ("ok" if value else "failing"),
+                        "ok" if value else "crit"))
+    integrity = s.value(c.DB_INTEGRITY_OK.name)
+    rows += [
+        Row("DB integrity", {None: "-", 1.0: "ok"}.get(integrity, "FAILED"),
+            None if integrity is None else ("ok" if integrity else "crit")),
+        Row("outbox failed", _fmt(s.value(c.OUTBOX_EVENTS.name, status="failed"), "{:.0f}")),
+        Row("log read errors", _fmt(s.value(c.LOG_READ_ERRORS.name), "{:.0f}")),
+        _collectors_row(s),
+    ]
+    return rows
+
+
+def activity(h: History) -> list[Row]:
+    s = h.last
+    rows = [Row("events / s", _fmt(h.rate(c.EVENTS_INGESTED.name), "{:.2f}"), None,
+                h.rate_trend(c.EVENTS_INGESTED.name))]
+    types = {labels["type"]: v for labels, v in s.series(c.EVENTS_INGESTED.name)}
+    busiest = sorted(types, key=lambda t: (-(h.rate(c.EVENTS_INGESTED.name, type=t) or 0), -types[t]))[:8]
+    for event_type in busiest:
+        rate = h.rate(c.EVENTS_INGESTED.name, type=event_type)
+        rows.append(Row(f"  {event_type}", f"{_fmt(rate, '{:.2f}')}/s, {types[event_type]:.0f} total", None,
+                        h.rate_trend(c.EVENTS_INGESTED.name, type=event_type)))
+    rows += [
+        Row("newest event", _age(s, c.EVENTS_NEWEST.name)),
+        Row("outbox pending", _fmt(s.value(c.OUTBOX_EVENTS.name, status="pending"), "{:.0f}"), None,
+            h.gauge_trend(c.OUTBOX_EVENTS.name, status="pending")),
+        Row("log records / s", _fmt(h.rate(c.LOG_LINES.name), "{:.1f}"), None, h.rate_trend(c.LOG_LINES.name)),
+        Row("HTTP requests / s", _fmt(h.rate(c.HTTP_REQUESTS.name), "{:.1f}"), None,
+            h.rate_trend(c.HTTP_REQUESTS.name)),
+    ]
+    return rows
+
+
+VIEW_ROWS = {"overview": overview, "performance": performance, "errors": errors, "activity": activity}
+
+
+def _memory_row(h: History) -> Row:
+    s = h.last
+    used, total = s.value(c.APP_MEMORY_USED.name), s.value(c.APP_MEMORY_TOTAL.name)
+    share = _div(used, total)
+    if share is None:
+        return Row("memory (app)", "unknown (no /status)")
+    return Row("memory (app)", f"{common.human_bytes(used)} of {common.human_bytes(total)} ({100 * share:.0f}%)",
+               level_for(100 * share, 80, None), [_div(u, t) for u, t in zip(
+                   h.gauge_trend(c.APP_MEMORY_USED.name), h.gauge_trend(c.APP_MEMORY_TOTAL.name))])
+
+
+def _backup_row(s: Snapshot) -> Row:
+    last = s.value(c.BACKUP_LAST_SUCCESS.name)
+    if not last:
+        return Row("last backup", "none recorded", "warn")
+    age = s.time - last
+    size = s.value(c.BACKUP_LAST_SIZE.name)
+    # Daily backups per the guide's checklist: a day and a half without one is a missed run.
+    return Row("last backup", f"{common.human_duration(age)} ago, {common.human_bytes(size)}",
+               "warn" if age > 1.5 * 86400 else "ok")
+
+
+def _collectors_row(s: Snapshot) -> Row:
+    results = {labels.get("collector"): v for labels, v in s.series(c.COLLECTOR_SUCCESS.name)}
+    failing = sorted(name for name, v in results.items() if v == 0)
+    if failing:
+        return Row("exporter collectors", "failing: " + ", ".join(failing), "crit")
+    return Row("exporter collectors", f"{len(results)} ok" if results else "-", "ok" if results else None)
+
+
+def _to_ms(seconds):
+    return None if seconds is None else 1000 * seconds
+
+
+def _ms(seconds) -> str:
+    return _fmt(_to_ms(seconds), "{:.0f} ms")
+
+
+def _trend_ms(trend):
+    return [_to_ms(v) for v in trend]
+
+
+def _tail(text: str, width: int) -> str:
+    return text if len(text) <= width else "..." + text[-(width - 3):]
+
+
+# --- drawing ------------------------------------------------------------------------
+
+def sparkline(values: list | None, width: int = SPARK_WIDTH, ascii_only: bool = False) -> str:
+    if not values:
+        return ""
+    values = values[-width:]
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    glyphs = SPARK_ASCII if ascii_only else SPARK
+    low, high = min(known), max(known)
+    span = high - low
+    out = []
+    for v in values:
+        if v is None:
+            out.append(" ")
+        else:
+            out.append(glyphs[0] if span == 0 else glyphs[min(len(glyphs) - 1, int((v - low) / span * len(glyphs)))])
+    return "".join(out)
+
+
+def render(view: str, history: History, source_label: str, interval: float, *, color: bool, ascii_only: bool,
+           problem: str | None = None, live: bool = False) -> list[str]:
+    stamp = time.strftime("%H:%M:%S")
+    header = f"DevFlow {view} | {source_label} | {stamp}"
+    if live:
+        header += f" | every {interval:g}s, Ctrl-C quits"
+    lines = [common.paint(header, "bold", color), ""]
+    if problem:
+        lines.append(common.paint(f"  source unreachable: {problem}", "crit", color))
+        if not history.snapshots:
+            return lines
+        lines += [f"  (showing the last data, {common.human_duration(time.time() - history.last.time)} old)", ""]
+    rows = VIEW_ROWS[view](history)
+    width = max(len(r.label) for r in rows)
+    value_width = min(40, max(len(r.value) for r in rows))
+    for row in rows:
+        value = common.paint(f"{row.value:<{value_width}}", row.level, color)
+        trend = sparkline(row.trend, ascii_only=ascii_only)
+        lines.append(f"  {row.label:<{width}}  {value}  {trend}".rstrip())
+    return lines
+
+
+def run(args) -> int:
+    from exporter.cli import config_from_args
+
+    config = config_from_args(args)
+    if args.interval <= 0 or args.timeout <= 0 or args.frames < 0:
+        return common.fail("dashboard", "--interval and --timeout must be positive, --frames at least 0")
+    if args.prometheus:
+        source = PrometheusSource(args.prometheus, args.match, args.timeout)
+    else:
+        source = ExporterSource(args.url or common.local_url(config.web.listen_address, config.web.telemetry_path),
+                                args.timeout)
+    live = sys.stdout.isatty() and not args.once
+    color = common.use_color()
+    ascii_only = not _can_encode(SPARK)
+    history = History()
+    try:
+        for snapshot in source.backfill(SPARK_WIDTH, args.interval):
+            history.add(snapshot)
+    except common.OpsError as exc:
+        if args.once:
+            return common.fail("dashboard", f"cannot read {source.url}: {exc}")
+    if args.once:
+        return _once(args, source, history, color, ascii_only)
+    frames = 0
+    if live:
+        sys.stdout.write("\x1b[?25l")  # hide the cursor while redrawing
+    try:
+        while True:
+            problem = None
+            try:
+                history.add(source.sample())
+            except common.OpsError as exc:
+                problem = str(exc)
+            lines = render(args.view, history, source.url, args.interval, color=color, ascii_only=ascii_only,
+                           problem=problem, live=live)
+            if live:
+                # Home, redraw each line clearing its rest, clear below: no flicker, no scrolling.
+                sys.stdout.write("\x1b[H" + "".join(f"{line}\x1b[K\n" for line in lines) + "\x1b[J")
+            else:
+                sys.stdout.write("\n".join(lines) + "\n\n")
+            sys.stdout.flush()
+            frames += 1
+            if args.frames and frames >= args.frames:
+                return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if live:
+            sys.stdout.write("\x1b[?25h")
+            sys.stdout.flush()
+
+
+def _once(args, source, history: History, color: bool, ascii_only: bool) -> int:
+    try:
+        history.add(source.sample())
+        if len(history.snapshots) < 2:
+            time.sleep(args.interval)
+            history.add(source.sample())
+    except common.OpsError as exc:
+        return common.fail("dashboard", f"cannot read {source.url}: {exc}")
+    print("\n".join(render(args.view, history, source.url, args.interval, color=color, ascii_only=ascii_only)))
+    return 0
+
+
+def _can_encode(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False

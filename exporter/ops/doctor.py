@@ -1,0 +1,407 @@
+"""`devflow-monitor doctor`: the guide's troubleshooting script (section 6.1) as checks with verdicts.
+
+Each check ends ok, warn or fail and, when not ok, says what to do next. The
+exit status is what scripts need: 0 all ok, 1 warnings only, 2 any failure.
+Unlike the guide's script it never matches itself (`pgrep -f devflow`), checks
+the database it is configured for, counts errors by the level field, and also
+checks the parts that watch DevFlow (exporter, Prometheus, Alertmanager).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import sqlite3
+import textwrap
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+from exporter import catalog
+from exporter.config import Config
+from exporter.ops import common, logfiles, target
+
+CHECKS = ("process", "port", "database", "wal", "disk", "logs", "exporter", "prometheus", "alertmanager")
+STATUS_ORDER = {"ok": 0, "skip": 0, "warn": 1, "fail": 2}
+MIB = 1024 * 1024
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok, warn, fail or skip
+    summary: str
+    action: str = ""
+    details: dict = field(default_factory=dict)
+
+
+def register(subparsers) -> None:
+    from exporter.cli import add_config_arguments
+
+    parser = subparsers.add_parser(
+        "doctor", help="check DevFlow and its monitoring, with recommended actions",
+        description="Check the DevFlow process, its port, database (integrity, WAL), disk space and recent "
+                    "log errors, and whether the exporter, Prometheus and Alertmanager answer. "
+                    "Exit status: 0 all ok, 1 warnings, 2 failures.")
+    add_config_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    parser.add_argument("--quick", action="store_true",
+                        help="PRAGMA quick_check instead of the full integrity_check (much faster on large DBs)")
+    parser.add_argument("--skip", action="append", default=[], choices=CHECKS, metavar="CHECK",
+                        help=f"skip a check (repeatable): {', '.join(CHECKS)}")
+    parser.add_argument("--exporter-url", metavar="URL",
+                        help="exporter health URL (default: /health on --web.listen-address, "
+                             "http://127.0.0.1:9764/health)")
+    parser.add_argument("--prometheus", metavar="URL", help="Prometheus base URL to check (e.g. http://127.0.0.1:9090)")
+    parser.add_argument("--alertmanager", metavar="URL", help="Alertmanager base URL to check")
+    parser.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="HTTP timeout (default 3)")
+    parser.add_argument("--log-lines", type=int, default=100, metavar="N",
+                        help="how many of each log file's last lines to scan for errors (default 100)")
+    parser.add_argument("--log-errors-fail", type=int, default=10, metavar="N",
+                        help="fail when one file has more error lines than this in its last lines (default 10)")
+    parser.add_argument("--min-free-mb", type=float, default=1024, metavar="MB",
+                        help="fail when the database's filesystem has less free space (default 1024)")
+    parser.add_argument("--disk-warn-percent", type=float, default=10, metavar="PCT",
+                        help="warn when less than this share of the filesystem is free (default 10)")
+    parser.add_argument("--wal-warn-mb", type=float, default=64, metavar="MB",
+                        help="warn when the -wal file is larger (default 64)")
+    parser.add_argument("--memory-warn-percent", type=float, default=50, metavar="PCT",
+                        help="warn when DevFlow's RSS exceeds this share of the machine's memory (default 50)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from exporter.cli import config_from_args
+
+    config = config_from_args(args)
+    if args.log_lines < 1 or args.timeout <= 0:
+        return common.fail("doctor", "--log-lines and --timeout must be positive")
+    checks = diagnose(config, args)
+    worst = max((STATUS_ORDER[c.status] for c in checks), default=0)
+    if args.json:
+        common.print_json({"database": str(config.devflow.database_path), "exit_code": worst,
+                           "checks": [asdict(c) for c in checks]})
+    else:
+        print_report(config, checks)
+    return worst
+
+
+def diagnose(config: Config, args) -> list[Check]:
+    db = config.devflow.database_path
+    runners = {
+        "process": lambda: check_process(config, args.memory_warn_percent),
+        "port": lambda: check_port(config.devflow.port),
+        "database": lambda: check_database(db, args.quick),
+        "wal": lambda: check_wal(db, args.wal_warn_mb * MIB),
+        "disk": lambda: check_disk(db, args.min_free_mb * MIB, args.disk_warn_percent),
+        "logs": lambda: check_logs(config.devflow.log_files, args.log_lines, args.log_errors_fail),
+        "exporter": lambda: check_exporter(
+            args.exporter_url or common.local_url(config.web.listen_address, "/health"), args.timeout),
+        "prometheus": lambda: check_prometheus(args.prometheus, args.timeout),
+        "alertmanager": lambda: check_alertmanager(args.alertmanager, args.timeout),
+    }
+    checks = []
+    for name, runner in runners.items():
+        if name in args.skip:
+            checks.append(Check(name, "skip", "skipped (--skip)"))
+            continue
+        try:
+            checks.append(runner())
+        except Exception as exc:  # a broken check is reported, never a traceback instead of a report
+            checks.append(Check(name, "fail", f"check could not run: {type(exc).__name__}: {exc}",
+                                "report this as a bug in devflow-monitor doctor"))
+    return checks
+
+
+# --- the checks -----------------------------------------------------------------------
+
+def check_process(config: Config, memory_warn_percent: float) -> Check:
+    found = target.find_devflow(config)
+    criteria = _criteria(config)
+    if not found:
+        stale = target.stale_pidfile(config)
+        summary = f"no DevFlow process found ({criteria})"
+        if stale is not None:
+            summary = f"pidfile {config.devflow.pidfile} names PID {stale}, which is not running"
+        return Check("process", "fail", summary,
+                     "start DevFlow: `launchctl load ~/Library/LaunchAgents/com.devflow.monitor.plist` (macOS), "
+                     "`systemctl start devflow-monitor` (Linux) or restart Claude Desktop; then "
+                     "check its log for why it stopped", {"criteria": criteria, "stale_pid": stale})
+    main = found[0]
+    try:
+        with main.process.oneshot():
+            rss = main.process.memory_info().rss
+            uptime = time.time() - main.process.create_time()
+            threads = main.process.num_threads()
+    except psutil.Error as exc:
+        return Check("process", "warn", f"{main.describe()}; cannot read its details: {exc}",
+                     "run doctor as the user DevFlow runs as")
+    share = 100.0 * rss / psutil.virtual_memory().total
+    details = {"pid": main.pid, "found_by": main.how, "rss_bytes": rss, "uptime_seconds": round(uptime),
+               "threads": threads, "memory_percent": round(share, 2), "matches": [f.pid for f in found]}
+    summary = (f"PID {main.pid} (by {main.how}), up {common.human_duration(uptime)}, "
+               f"RSS {common.human_bytes(rss)} ({share:.1f}% of memory), {threads} threads")
+    if share > memory_warn_percent:
+        return Check("process", "warn", summary + f": above {memory_warn_percent:g}% of the machine",
+                     "watch devflow_process_resident_memory_bytes for growth (a leak); restart DevFlow "
+                     "during a quiet moment", details)
+    if len(found) > 1:
+        others = ", ".join(str(f.pid) for f in found[1:])
+        return Check("process", "warn", summary + f"; {len(found) - 1} more match (PID {others})",
+                     "more than one DevFlow server writes the same database: stop the extra ones, "
+                     "or narrow --devflow.process-pattern / set --devflow.pidfile", details)
+    return Check("process", "ok", summary, details=details)
+
+
+def check_port(port: int) -> Check:
+    details = {"port": port}
+    if _accepts(("127.0.0.1", port)) or _listening(port):
+        return Check("port", "ok", f"port {port} is listening", details=details)
+    return Check("port", "fail", f"nothing listens on port {port}",
+                 "if DevFlow should serve HTTP, check its startup log for the listen error; the public build "
+                 "serves no HTTP at all: there use --skip port (and set the probe off)", details)
+
+
+def check_database(db: Path, quick: bool) -> Check:
+    pragma = "quick_check" if quick else "integrity_check"
+    details: dict = {"path": str(db), "check": pragma}
+    if not db.exists():
+        return Check("database", "fail", f"database not found: {db}",
+                     "check --devflow.database / --devflow.workdir (the public build uses $CWD/data/devflow.db); "
+                     "restore the latest backup: devflow-monitor restore BACKUP_DIR", details)
+    started = time.perf_counter()
+    try:
+        conn = common.connect_readonly(db, timeout=2.0)
+        try:
+            errors = common.integrity_errors(conn, quick=quick)
+            tables = common.table_names(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        message = str(exc)
+        if "locked" in message or "busy" in message:
+            return Check("database", "warn", f"database is locked ({message}); the check could not run",
+                         "run doctor again; if it stays locked, look for a stuck writer (lsof on the file)",
+                         details)
+        if "not a database" in message:
+            return Check("database", "fail", f"{db} is not a SQLite database ({message})",
+                         "the file was overwritten or truncated: restore the latest backup with "
+                         "devflow-monitor restore BACKUP_DIR", details)
+        return Check("database", "fail", f"database unreadable: {message}",
+                     "stop DevFlow and restore the latest backup: devflow-monitor restore BACKUP_DIR", details)
+    elapsed = time.perf_counter() - started
+    size = common.on_disk_size(db)
+    details.update(size_bytes=size, duration_seconds=round(elapsed, 3), errors=errors)
+    if errors:
+        return Check("database", "fail", f"{pragma} found problems: {errors[0]}",
+                     "stop DevFlow, keep the damaged file for analysis and restore the latest backup "
+                     "(devflow-monitor restore BACKUP_DIR)", details)
+    if "events" not in tables:
+        return Check("database", "warn", f"{pragma} ok but there is no events table in {db}",
+                     "is this DevFlow's database? check --devflow.database / --devflow.workdir", details)
+    return Check("database", "ok",
+                 f"{pragma} ok, {common.human_bytes(size)} on disk ({common.human_duration(elapsed)})",
+                 details=details)
+
+
+def check_wal(db: Path, warn_bytes: float) -> Check:
+    wal = Path(f"{db}-wal")
+    if not wal.exists():
+        return Check("wal", "ok", "no -wal file (clean shutdown or not in WAL mode)")
+    size = wal.stat().st_size
+    details = {"path": str(wal), "size_bytes": size}
+    if size > warn_bytes:
+        return Check("wal", "warn", f"-wal file is {common.human_bytes(size)} "
+                                    f"(over {common.human_bytes(warn_bytes)})",
+                     "a long-running reader holds back checkpoints, or DevFlow exited without checkpointing; "
+                     f"with DevFlow stopped run: sqlite3 {db} 'PRAGMA wal_checkpoint(TRUNCATE)'", details)
+    return Check("wal", "ok", f"-wal file is {common.human_bytes(size)}", details=details)
+
+
+def check_disk(db: Path, min_free: float, warn_percent: float) -> Check:
+    free, total = common.disk_usage(db)
+    db_size = common.on_disk_size(db) if db.exists() else 0
+    percent = 100.0 * free / total if total else 0.0
+    details = {"free_bytes": free, "total_bytes": total, "database_bytes": db_size}
+    summary = f"{common.human_bytes(free)} free of {common.human_bytes(total)} ({percent:.0f}%)"
+    if free < min_free:
+        return Check("disk", "fail", summary + f": below the {common.human_bytes(min_free)} minimum",
+                     "free space now (old backups, rotated logs: devflow-monitor maintain), or move the data; "
+                     "SQLite fails writes when the disk is full", details)
+    if percent < warn_percent or free < 2 * db_size:
+        return Check("disk", "warn", summary + ("; less than twice the database, VACUUM cannot run"
+                                                if free < 2 * db_size else f"; under {warn_percent:g}% free"),
+                     "plan space: devflow-monitor maintain deletes old events and rotated logs", details)
+    return Check("disk", "ok", summary, details=details)
+
+
+def check_logs(patterns: list[str], lines: int, fail_above: int) -> Check:
+    files, missing = logfiles.configured_files(patterns)
+    if not files:
+        return Check("logs", "warn", f"none of the configured log files exist ({', '.join(patterns)})",
+                     "point --devflow.log-files at DevFlow's logs (launchd: /tmp/devflow-monitor.err; "
+                     "systemd: `journalctl -u devflow-monitor`, no files)", {"missing": missing})
+    per_file, unreadable, last_error = {}, [], None
+    for path in files:
+        try:
+            tail = logfiles.tail_lines(path, lines)
+        except OSError as exc:
+            unreadable.append(f"{path}: {exc.strerror or exc}")
+            continue
+        errors = logfiles.error_records(tail)
+        per_file[str(path)] = len(errors)
+        if errors:
+            last_error = (str(path), errors[-1])
+    details = {"errors_per_file": per_file, "lines_scanned_per_file": lines, "missing": missing,
+               "unreadable": unreadable, "last_error": last_error}
+    total = sum(per_file.values())
+    summary = f"{total} error lines in the last {lines} lines of {len(per_file)} file(s)"
+    worst_file = max(per_file, key=per_file.get) if per_file else None
+    if worst_file and per_file[worst_file] > fail_above:
+        return Check("logs", "fail", f"{summary}; {per_file[worst_file]} in {worst_file}",
+                     f"read them: grep -E '\\[?(ERROR|FATAL)' {worst_file} | tail -20; latest: "
+                     f"{_shorten(last_error[1])}", details)
+    if total or unreadable:
+        reason = f"; latest: {_shorten(last_error[1])}" if last_error else ""
+        if unreadable:
+            reason += f"; cannot read {len(unreadable)} file(s): {unreadable[0]}"
+        return Check("logs", "warn", summary + reason,
+                     f"look at the context: tail -50 {last_error[0]}" if last_error
+                     else "run doctor as a user that can read the logs", details)
+    return Check("logs", "ok", summary, details=details)
+
+
+def check_exporter(url: str, timeout: float) -> Check:
+    details = {"url": url}
+    try:
+        status, body = common.http_get(url, timeout)
+    except common.OpsError as exc:
+        return Check("exporter", "fail", f"exporter not reachable at {url}: {exc}",
+                     "start it: `systemctl start devflow-monitor-exporter`, "
+                     "`launchctl load ~/Library/LaunchAgents/com.devflow.monitor.exporter.plist` or "
+                     "`devflow-monitor serve`; without it no alert can fire", details)
+    details["http_status"] = status
+    if status == 401:
+        return Check("exporter", "ok", f"exporter answers at {url} (basic auth required)", details=details)
+    if status != 200:
+        return Check("exporter", "warn", f"exporter at {url} answered HTTP {status}",
+                     "check --exporter-url (default is /health on --web.listen-address)", details)
+    try:
+        health = json.loads(body)
+        failing = sorted(name for name, ok in health.get("collectors", {}).items() if ok is False)
+    except (ValueError, AttributeError):
+        return Check("exporter", "warn", f"{url} answered 200 but not with the exporter's health JSON",
+                     "is --exporter-url pointing at devflow-monitor's /health?", details)
+    details["failing_collectors"] = failing
+    if failing:
+        return Check("exporter", "warn", f"exporter up at {url}; collectors failing: {', '.join(failing)}",
+                     "see the exporter's log (journalctl -u devflow-monitor-exporter) for the collector error",
+                     details)
+    return Check("exporter", "ok", f"exporter up at {url}, version {health.get('version', '?')}", details=details)
+
+
+def check_prometheus(url: str | None, timeout: float) -> Check:
+    if not url:
+        return Check("prometheus", "skip", "not configured (--prometheus URL)")
+    base = url.rstrip("/")
+    details = {"url": base}
+    problem = _readiness(base, timeout)
+    if problem:
+        return Check("prometheus", "fail", f"Prometheus at {base}: {problem}",
+                     "start it (`make up`, or `systemctl start prometheus`) and check its log", details)
+    query = f"count({catalog.EXPORTER_BUILD_INFO.name})"
+    try:
+        _, body = common.http_get(f"{base}/api/v1/query?query={_quote(query)}", timeout)
+        result = json.loads(body)["data"]["result"]
+    except (common.OpsError, ValueError, KeyError, TypeError) as exc:
+        return Check("prometheus", "warn", f"Prometheus ready but the query API failed: {exc}",
+                     "check the Prometheus log", details)
+    if not result:
+        return Check("prometheus", "warn", f"Prometheus ready at {base} but has no "
+                                           f"{catalog.EXPORTER_BUILD_INFO.name}: it is not scraping the exporter",
+                     "add the exporter to prometheus.yml's scrape_configs (see the repo's prometheus.yml) "
+                     "and check Status > Targets", details)
+    return Check("prometheus", "ok", f"Prometheus ready at {base} and scraping the exporter", details=details)
+
+
+def check_alertmanager(url: str | None, timeout: float) -> Check:
+    if not url:
+        return Check("alertmanager", "skip", "not configured (--alertmanager URL)")
+    base = url.rstrip("/")
+    problem = _readiness(base, timeout)
+    if problem:
+        return Check("alertmanager", "fail", f"Alertmanager at {base}: {problem}",
+                     "start it (`make up`, or `systemctl start prometheus-alertmanager`); "
+                     "until then alerts fire but nobody is notified", {"url": base})
+    return Check("alertmanager", "ok", f"Alertmanager ready at {base}", details={"url": base})
+
+
+# --- output -------------------------------------------------------------------------
+
+LABELS = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
+
+
+def print_report(config: Config, checks: list[Check]) -> None:
+    color = common.use_color()
+    columns = shutil.get_terminal_size((100, 24)).columns
+    width = max(len(c.name) for c in checks)
+    print(f"DevFlow doctor: {config.devflow.database_path}")
+    print()
+    for check in checks:
+        label = common.paint(f"{LABELS[check.status]:<4}", check.status if check.status != "skip" else "dim", color)
+        print(f"  {label}  {check.name:<{width}}  {check.summary}")
+        if check.action and check.status in ("warn", "fail"):
+            indent = " " * (10 + width)
+            print(textwrap.fill(check.action, width=max(60, columns), initial_indent=indent + "-> ",
+                                subsequent_indent=indent + "   ", break_on_hyphens=False, break_long_words=False))
+    counts = {s: sum(1 for c in checks if c.status == s) for s in ("fail", "warn", "ok")}
+    print()
+    warnings = "warning" if counts["warn"] == 1 else "warnings"
+    print(f"{counts['fail']} failed, {counts['warn']} {warnings}, {counts['ok']} ok.")
+
+
+# --- helpers ------------------------------------------------------------------------
+
+def _criteria(config: Config) -> str:
+    if config.devflow.pidfile:
+        return f"pidfile {config.devflow.pidfile}"
+    return f"command line /{config.devflow.process_pattern}/ or port {config.devflow.port}"
+
+
+def _accepts(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _listening(port: int) -> bool:
+    """A listener on another interface than loopback (needs the kernel's socket table)."""
+    try:
+        return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                   for c in psutil.net_connections(kind="tcp"))
+    except psutil.Error:
+        return False
+
+
+def _readiness(base: str, timeout: float) -> str | None:
+    try:
+        status, _ = common.http_get(f"{base}/-/ready", timeout)
+    except common.OpsError as exc:
+        return f"not reachable ({exc})"
+    return None if status == 200 else f"not ready (HTTP {status} from /-/ready)"
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+def _shorten(line: str, width: int = 100) -> str:
+    line = line.strip()
+    return line if len(line) <= width else line[:width - 3] + "..."

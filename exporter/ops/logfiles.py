@@ -1,0 +1,78 @@
+"""DevFlow's log files as the operator commands need them: which exist, their last lines, their
+rotated copies.
+
+Error records are recognised by `exporter.logformat`, the classifier the logs
+collector counts with, so doctor and the exporter agree: by the record's own
+level field in every format of FACTS.md, never by grepping for "ERROR" anywhere
+(which counts "0 errors" and misses `"severity":"error"`), and a multi-line dump
+counts once.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from pathlib import Path
+
+from exporter.logformat import ERROR_LEVELS, LevelCounter
+
+# What logrotate (numbered or dateext) and similar tools leave beside `name`.
+ROTATED_SUFFIX = re.compile(r"^[.-](\d{1,4}|\d{8}(\d{2})?|\d{4}-\d\d-\d\d[\w.-]*?)(\.(gz|bz2|xz|zst))?$")
+
+
+def configured_files(patterns: list[str]) -> tuple[list[Path], list[str]]:
+    """The log files the configuration names that exist, and the patterns that matched nothing."""
+    found, missing = [], []
+    for pattern in patterns:
+        expanded = os.path.expanduser(pattern)
+        matches = sorted(glob.glob(expanded)) if glob.has_magic(expanded) else (
+            [expanded] if os.path.isfile(expanded) else [])
+        matches = [m for m in matches if os.path.isfile(m)]
+        if matches:
+            found.extend(Path(m) for m in matches if Path(m) not in found)
+        else:
+            missing.append(pattern)
+    return found, missing
+
+
+def error_records(lines: list[str]) -> list[str]:
+    """The lines that start an error or fatal record."""
+    counter = LevelCounter()
+    errors = []
+    for line in lines:
+        data = b"\n" + line.encode("utf-8", "replace") + b"\n"
+        if any(level in ERROR_LEVELS for level in counter.count(data, 0, len(data))):
+            errors.append(line)
+    return errors
+
+
+def tail_lines(path: Path, count: int, max_bytes: int = 4 << 20) -> list[str]:
+    """The last `count` lines of a file, reading backwards (never more than `max_bytes`)."""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        end = position = handle.tell()
+        data = b""
+        while position > 0 and data.count(b"\n") <= count and end - position < max_bytes:
+            step = min(65536, position)
+            position -= step
+            handle.seek(position)
+            data = handle.read(step) + data
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if position > 0 and lines:
+        lines = lines[1:]  # the first line read may be cut in the middle
+    return lines[-count:] if count else []
+
+
+def rotated_copies(path: Path) -> list[Path]:
+    """Rotated copies of a log file beside it (server.log.1, server.log.2.gz, server.log-20250802.gz)."""
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return []
+    copies = []
+    for entry in entries:
+        if entry.name.startswith(path.name) and entry.name != path.name and entry.is_file(follow_symlinks=False):
+            if ROTATED_SUFFIX.match(entry.name[len(path.name):]):
+                copies.append(Path(entry.path))
+    return sorted(copies)

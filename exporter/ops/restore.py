@@ -1,0 +1,320 @@
+"""`devflow-monitor restore BACKUP`: put a verified backup in place of the DevFlow database.
+
+Compared with the guide's script (`cp` over the live file while the service
+may still run): the backup is checked first (checksum from its manifest,
+SQLite header, `integrity_check`, an events table), so a damaged or foreign
+file never replaces a working database; a running DevFlow is refused unless
+`--stop` is given (SIGTERM by PID, then wait); the old database is kept beside
+the new one with its -wal and -shm (moved, never left where SQLite would
+replay the old WAL into the restored file); the new file is copied to a
+temporary name in the same directory, synced and renamed over the old one in
+one step; and the commands that undo the swap are printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from exporter.config import Config
+from exporter.ops import backup, common, target
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def register(subparsers) -> None:
+    from exporter.cli import add_config_arguments
+
+    parser = subparsers.add_parser(
+        "restore", help="verify a backup and swap it in for the DevFlow database",
+        description="Verify BACKUP (checksum, integrity), refuse while DevFlow runs unless --stop, keep the "
+                    "replaced database (and its -wal/-shm) beside it, swap atomically and print how to undo. "
+                    "Exit status 0 when restored, 1 when refused or failed (the database is then unchanged).")
+    add_config_arguments(parser)
+    parser.add_argument("backup", metavar="BACKUP",
+                        help="a backup folder made by `devflow-monitor backup`, or a database file")
+    parser.add_argument("--stop", action="store_true",
+                        help="stop a running DevFlow first (SIGTERM by PID, then wait)")
+    parser.add_argument("--stop-timeout", type=float, default=15.0, metavar="SECONDS",
+                        help="how long to wait for DevFlow to exit after SIGTERM (default 15)")
+    parser.add_argument("--restart-command", metavar="CMD",
+                        help="shell command that starts DevFlow again after the swap "
+                             "(e.g. 'systemctl start devflow-monitor')")
+    parser.add_argument("--config-files", action="store_true",
+                        help="also put the backup's config files back where they came from")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from exporter.cli import config_from_args
+
+    config = config_from_args(args)
+    try:
+        result = restore(config, Path(args.backup).expanduser().absolute(), stop=args.stop,
+                         stop_timeout=args.stop_timeout,
+                         restart_command=args.restart_command, config_files=args.config_files)
+    except common.OpsError as exc:
+        return common.fail("restore", str(exc), as_json=args.json)
+    except OSError as exc:
+        return common.fail("restore", common.os_error_text(exc), as_json=args.json)
+    if args.json:
+        common.print_json({"ok": True, **result})
+    else:
+        print_summary(result)
+    return 1 if result.get("restart_error") else 0
+
+
+def restore(config: Config, source: Path, *, stop: bool, stop_timeout: float, restart_command: str | None,
+            config_files: bool) -> dict:
+    """Verify, stop if asked, swap, restart if asked. Raises OpsError with nothing changed on refusal."""
+    db_file, manifest = locate(source)
+    verified = verify(db_file, manifest)
+    db = config.devflow.database_path
+    if db.exists() and db.resolve() == db_file.resolve():
+        raise common.OpsError(f"{db_file} is the live database itself")
+
+    running = target.find_devflow(config)
+    stopped = []
+    if running and not stop:
+        raise common.OpsError(f"DevFlow is running: {running[0].describe()}; stop it first or pass --stop")
+    if running:
+        relaunch = [_how_it_ran(item) for item in running]
+        still = target.stop(running, stop_timeout)
+        stopped = [{"pid": item.pid, "ran_as": how} for item, how in zip(running, relaunch) if item not in still]
+        if still:
+            raise _with_restart(f"PID {still[0].pid} did not exit within {stop_timeout:g}s of SIGTERM; "
+                                "the database was not changed", stopped, restart_command)
+    try:
+        kept, undo = swap_database(db_file, db, verified["sha256"])
+        restored_configs = restore_config_files(source, manifest) if config_files and manifest else []
+    except common.OpsError as exc:
+        raise _with_restart(str(exc), stopped, restart_command) from None
+    result = {"database": str(db), "backup": str(db_file), "verified": verified, "kept": [str(p) for p in kept],
+              "undo": undo, "stopped": stopped, "config_files": restored_configs}
+    if restart_command:
+        result["restart_command"] = restart_command
+        result["restart_error"] = restart(restart_command)
+    return result
+
+
+def locate(source: Path) -> tuple[Path, dict | None]:
+    """The database file to restore and the manifest that vouches for it (None for a bare file)."""
+    if not source.exists():
+        raise common.OpsError(f"backup not found: {source}")
+    if source.is_dir():
+        manifest = backup.read_manifest(source)
+        if manifest is None:
+            raise common.OpsError(f"{source} has no valid {backup.MANIFEST}: not a devflow-monitor backup "
+                                  "(pass the database file itself to restore it without a checksum)")
+        return source / manifest["database"]["file"], manifest
+    manifest = backup.read_manifest(source.parent)
+    if manifest is not None and manifest["database"]["file"] == source.name:
+        return source, manifest
+    return source, None
+
+
+def verify(db_file: Path, manifest: dict | None) -> dict:
+    """Checksum, header, integrity and schema of the backup; returns what was verified."""
+    if not db_file.is_file():
+        raise common.OpsError(f"backup database missing: {db_file}")
+    size = db_file.stat().st_size
+    sha = common.sha256_file(db_file)
+    if manifest is not None:
+        expected = manifest["database"]
+        if size != expected.get("size_bytes") or sha != expected.get("sha256"):
+            raise common.OpsError(f"checksum mismatch: {db_file} is {size} bytes with sha256 {sha[:16]}..., the "
+                                  f"manifest says {expected.get('size_bytes')} bytes, "
+                                  f"{str(expected.get('sha256'))[:16]}...: the backup is damaged")
+    with open(db_file, "rb") as handle:
+        if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            raise common.OpsError(f"{db_file} is not a SQLite database")
+    try:
+        conn = common.connect_readonly(db_file, immutable=True)
+        try:
+            errors = common.integrity_errors(conn)
+            tables = common.table_names(conn) if not errors else []
+            events = conn.execute("SELECT count(*) FROM events").fetchone()[0] if "events" in tables else None
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise common.OpsError(f"{db_file} fails integrity_check: {exc}") from None
+    if errors:
+        raise common.OpsError(f"{db_file} fails integrity_check: {errors[0]}")
+    if events is None:
+        raise common.OpsError(f"{db_file} has no events table: not a DevFlow database")
+    return {"sha256": sha, "size_bytes": size, "checksum": "manifest" if manifest else "none (bare file)",
+            "integrity_check": "ok", "events": events}
+
+
+def swap_database(backup_db: Path, db: Path, sha: str) -> tuple[list[Path], list[str]]:
+    """Atomically replace `db` with a copy of `backup_db`; returns the kept files and the undo commands."""
+    directory = db.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    size = backup_db.stat().st_size
+    if common.free_bytes(directory) < size + (1 << 20):
+        raise common.OpsError(f"not enough free space in {directory} for a {common.human_bytes(size)} copy")
+    tmp = directory / f".{db.name}.restore-{os.getpid()}.tmp"
+    try:
+        shutil.copyfile(backup_db, tmp)
+        _match_owner(tmp, db)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        if common.sha256_file(tmp) != sha:
+            raise common.OpsError(f"the copy in {directory} does not match the backup's checksum (disk problem?)")
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise common.OpsError(f"cannot copy the backup into {directory}: {exc.strerror or exc}") from None
+    except common.OpsError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+    kept_db = directory / f"{db.name}.before-restore-{common.utc_stamp()}"
+    kept, moved = [], []
+    try:
+        if db.exists():
+            _keep(db, kept_db)
+            kept.append(kept_db)
+        # The old -wal must never sit beside the restored file: SQLite would replay it into it.
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{db}{suffix}")
+            if side.exists():
+                os.rename(side, f"{kept_db}{suffix}")
+                moved.append((side, Path(f"{kept_db}{suffix}")))
+                kept.append(Path(f"{kept_db}{suffix}"))
+        os.replace(tmp, db)
+        common.fsync_path(directory)
+    except OSError as exc:
+        for original, renamed in reversed(moved):
+            os.rename(renamed, original)
+        if kept and kept[0] == kept_db:
+            kept_db.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+        raise common.OpsError(f"swap failed, database unchanged: {exc.strerror or exc}") from None
+    return kept, undo_commands(db, kept_db, kept)
+
+
+def undo_commands(db: Path, kept_db: Path, kept: list[Path]) -> list[str]:
+    q = shlex.quote
+    commands = [f"rm -f {q(str(db))}-wal {q(str(db))}-shm"]
+    if kept_db in kept:
+        commands.append(f"mv {q(str(kept_db))} {q(str(db))}")
+    else:
+        commands.append(f"rm -f {q(str(db))}")
+    for suffix in ("-wal", "-shm"):
+        if Path(f"{kept_db}{suffix}") in kept:
+            commands.append(f"mv {q(str(kept_db) + suffix)} {q(str(db) + suffix)}")
+    return commands
+
+
+def restore_config_files(folder: Path, manifest: dict) -> list[dict]:
+    """Put the backup's config files back, keeping each replaced one beside it."""
+    restored = []
+    stamp = common.utc_stamp()
+    for entry in manifest.get("files", []):
+        if entry.get("role") != "config":
+            continue
+        copy = folder / entry["file"]
+        destination = Path(entry["source"])
+        if not copy.is_file() or common.sha256_file(copy) != entry["sha256"]:
+            raise common.OpsError(f"database restored, but config file {copy} is missing or fails its checksum; "
+                                  "config files left as they were")
+        kept = None
+        if destination.exists():
+            kept = destination.with_name(f"{destination.name}.before-restore-{stamp}")
+            shutil.copy2(destination, kept)
+        tmp = destination.with_name(f".{destination.name}.restore-{os.getpid()}.tmp")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(copy, tmp)
+        os.replace(tmp, destination)
+        restored.append({"file": str(destination), "kept": str(kept) if kept else None})
+    return restored
+
+
+def _with_restart(problem: str, stopped: list[dict], command: str | None) -> common.OpsError:
+    """The error to report once DevFlow was stopped for nothing: restarted if we can, else said so."""
+    if not stopped:
+        return common.OpsError(problem)
+    if not command:
+        return common.OpsError(f"{problem}; DevFlow was stopped and is not running: start it again")
+    failure = restart(command)
+    return common.OpsError(f"{problem}; " + (f"restarting DevFlow failed too: {failure}" if failure
+                                             else "DevFlow was restarted"))
+
+
+def restart(command: str) -> str | None:
+    """Start DevFlow again in its own session; returns a problem if the command fails at once."""
+    try:
+        proc = subprocess.Popen(command, shell=True, start_new_session=True, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as exc:
+        return f"cannot run the restart command: {exc.strerror or exc}"
+    try:
+        code = proc.wait(timeout=2.0)
+    except subprocess.TimeoutExpired:
+        return None  # still running after 2 s: a foreground server, started
+    if code != 0:
+        message = (proc.stderr.read() or b"").decode(errors="replace").strip().splitlines()
+        return f"restart command exited with {code}" + (f": {message[-1]}" if message else "")
+    return None
+
+
+def print_summary(result: dict) -> None:
+    verified = result["verified"]
+    for item in result["stopped"]:
+        print(f"Stopped DevFlow PID {item['pid']} (it ran as: {item['ran_as']})")
+    print(f"Restored {result['database']}")
+    print(f"  from      {result['backup']}")
+    print(f"  verified  checksum: {verified['checksum']}; integrity_check ok; {verified['events']} events; "
+          f"{common.human_bytes(verified['size_bytes'])}")
+    if result["kept"]:
+        print("  kept      " + "\n            ".join(result["kept"]))
+    for item in result["config_files"]:
+        print(f"  config    {item['file']}" + (f" (previous kept as {item['kept']})" if item["kept"] else ""))
+    print("To undo, with DevFlow stopped (this discards what it wrote since the restore):")
+    for command in result["undo"]:
+        print(f"  {command}")
+    if "restart_command" in result:
+        if result["restart_error"]:
+            print(f"Restart FAILED: {result['restart_error']}; start DevFlow by hand")
+        else:
+            print(f"Restarted DevFlow with: {result['restart_command']}")
+    elif result["stopped"]:
+        print("DevFlow was stopped and not restarted: start it again (e.g. as it ran above), "
+              "or pass --restart-command next time.")
+
+
+# --- helpers ------------------------------------------------------------------------
+
+def _keep(db: Path, kept_db: Path) -> None:
+    """Keep the current database under a new name without a moment where `db` is missing."""
+    try:
+        os.link(db, kept_db)
+    except OSError:
+        shutil.copy2(db, kept_db)
+
+
+def _match_owner(new: Path, old: Path) -> None:
+    """The restored file gets the old one's mode and owner, so DevFlow can still write it."""
+    try:
+        stat = old.stat()
+    except OSError:
+        return
+    os.chmod(new, stat.st_mode & 0o7777)
+    try:
+        os.chown(new, stat.st_uid, stat.st_gid)
+    except PermissionError:
+        pass
+
+
+def _how_it_ran(item: target.Found) -> str:
+    try:
+        cwd = item.process.cwd()
+        return f"cd {shlex.quote(cwd)} && {shlex.join(item.process.cmdline())}"
+    except Exception:  # psutil.Error, or a process that vanished: only a hint is lost
+        return "?"
+

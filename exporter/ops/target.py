@@ -1,0 +1,104 @@
+"""The DevFlow server process, as the operator commands see it: find it, describe it, stop it.
+
+Finding is the process collector's `ProcessFinder` (pidfile, command-line
+pattern, listening port; never this command, its ancestors or its children),
+so `doctor`, `restore` and the exporter always agree on which process is DevFlow.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+
+import psutil
+
+from exporter.collectors.process import ProcessFinder, read_pidfile
+from exporter.config import Config
+
+
+@dataclass
+class Found:
+    process: psutil.Process
+    how: str  # "pidfile FILE", "pattern" or "port N": what identified it
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def describe(self) -> str:
+        try:
+            cmdline = " ".join(self.process.cmdline()) or self.process.name()
+        except psutil.Error:
+            cmdline = "?"
+        if len(cmdline) > 80:
+            cmdline = cmdline[:77] + "..."
+        return f"PID {self.pid} (by {self.how}): {cmdline}"
+
+
+def finder(config: Config) -> ProcessFinder:
+    devflow = config.devflow
+    return ProcessFinder(devflow.pidfile, devflow.process_pattern, devflow.port)
+
+
+def find_devflow(config: Config) -> list[Found]:
+    """Every running DevFlow server process, oldest first."""
+    search = finder(config)
+    if search.pidfile:
+        how = f"pidfile {search.pidfile}"
+    else:
+        how = "pattern"
+    found = []
+    for target in search.scan():
+        try:
+            proc = psutil.Process(target.pid)
+            if proc.create_time() != target.create_time or not running(proc):
+                continue
+        except psutil.Error:
+            continue
+        by = how
+        if how == "pattern" and not search.pattern.search(" ".join(_cmdline(proc))):
+            by = f"port {config.devflow.port}"
+        found.append(Found(proc, by))
+    return found
+
+
+def stale_pidfile(config: Config) -> int | None:
+    """The PID a configured pidfile names when no such process runs (a crash left it behind)."""
+    if not config.devflow.pidfile:
+        return None
+    search = finder(config)
+    pid = read_pidfile(search.pidfile)
+    if pid is None or psutil.pid_exists(pid):
+        return None
+    return pid
+
+
+def stop(found: list[Found], timeout: float) -> list[Found]:
+    """SIGTERM each process and wait for it to exit; returns those still running after `timeout`."""
+    for item in found:
+        try:
+            item.process.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    deadline = time.monotonic() + timeout
+    alive = [f for f in found if running(f.process)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [f for f in alive if running(f.process)]
+    return alive
+
+
+def running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie (an exited process its parent has not reaped yet counts as stopped)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []

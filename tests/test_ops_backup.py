@@ -1,0 +1,168 @@
+"""`devflow-monitor backup` on real databases while a separate writer process keeps inserting."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from conftest import cli
+from test_ops_support import Writer, one_line, sha256
+
+from exporter.devflow_db import create_database, insert_event
+
+
+def rows_digest(conn: sqlite3.Connection, max_id: int) -> list:
+    return conn.execute("SELECT id, type, timestamp, data FROM events WHERE id <= ? ORDER BY id",
+                        (max_id,)).fetchall()
+
+
+def test_backup_under_concurrent_writes_is_a_verified_gapless_prefix(spawn, tmp_path):
+    db = tmp_path / "data" / "devflow.db"
+    seed = create_database(db)
+    seed.execute("BEGIN")
+    for i in range(20000):  # ~6 MB, so the copy takes many small steps while the writer commits
+        insert_event(seed, "file:changed", seq=i)
+    seed.execute("COMMIT")
+    seed.close()
+    writer = Writer(spawn, db, tmp_path, pause=0)
+    writer.wait_for_rows(200)
+    before = writer.progress()["count"]
+    started = time.time()
+    result = cli("backup", "--devflow.database", str(db), "--dir", str(tmp_path / "backups"),
+                 "--status-file", str(tmp_path / "status.json"), "--step-pages", "4", "--no-logs", "--json")
+    after = writer.progress()["count"]
+    report = writer.stop()
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    folder = Path(out["path"])
+    copy = folder / "devflow.db"
+
+    assert after > before, "the writer must have kept inserting while the backup ran"
+    backup_conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+    assert backup_conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    count, low, high = backup_conn.execute("SELECT count(*), min(id), max(id) FROM events").fetchone()
+    assert low == 1 and count == high, "ids in the copy have gaps"
+    assert 20000 < high < report["last_id"], "the copy is a snapshot taken while the writer wrote"
+    live = sqlite3.connect(db)
+    assert rows_digest(backup_conn, high) == rows_digest(live, high), "the copy is a prefix of the live rows"
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["database"]["sha256"] == sha256(copy)
+    assert manifest["database"]["size_bytes"] == copy.stat().st_size
+    assert manifest["database"]["row_counts"]["events"] == count
+    assert manifest["versions"]["sqlite"] == sqlite3.sqlite_version
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert set(status) == {"timestamp", "size_bytes", "path"}
+    assert started <= status["timestamp"] <= time.time()
+    assert status["path"] == str(folder)
+    assert status["size_bytes"] == sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert not list(folder.glob("*-wal")), "a backup is one self-contained file"
+
+
+def test_backup_keeps_config_files_and_compressed_logs_with_checksums(tmp_path):
+    db = tmp_path / "devflow.db"
+    create_database(db).close()
+    env_file = tmp_path / ".env"
+    env_file.write_text("DEVFLOW_TOKEN=secret\n")
+    extra = tmp_path / "servers.json"
+    extra.write_text('{"mcpServers": {}}\n')
+    log = tmp_path / "server.log"
+    log.write_text("".join(f"[INFO] line {i}\n" for i in range(5000)))
+    result = cli("backup", "--devflow.database", str(db), "--dir", str(tmp_path / "b"), "--include", str(extra),
+                 "--devflow.log-files", str(log), str(tmp_path / "absent.log"),
+                 "--status-file", str(tmp_path / "s.json"), "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    folder = Path(out["path"])
+    files = {Path(f["source"]).name: f for f in out["manifest"]["files"]}
+    assert set(files) == {".env", "servers.json", "server.log"}
+    for entry in files.values():
+        assert sha256(folder / entry["file"]) == entry["sha256"]
+    assert (folder / files[".env"]["file"]).read_text() == "DEVFLOW_TOKEN=secret\n"
+    with gzip.open(folder / files["server.log"]["file"], "rt") as handle:
+        assert handle.read() == log.read_text()
+    assert files["server.log"]["size_bytes"] < files["server.log"]["source_bytes"]
+    assert oct(folder.stat().st_mode & 0o777) == "0o700", "backups hold secrets (.env): owner only"
+
+
+def test_retention_removes_only_old_backups_this_tool_made(tmp_path):
+    db = tmp_path / "devflow.db"
+    create_database(db).close()
+    backups = tmp_path / "backups"
+
+    def backup(*extra):
+        result = cli("backup", "--devflow.database", str(db), "--dir", str(backups), "--no-logs",
+                     "--status-file", str(tmp_path / "s.json"), "--json", *extra)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    made = [Path(backup()["path"]) for _ in range(4)]
+    for age_days, folder in zip((50, 40, 35, 1), made):  # age them the way the tool reads age: its manifest
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["created_timestamp"] = time.time() - age_days * 86400
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    foreign = backups / "devflow-backup-20000101T000000Z"  # looks like ours, has no manifest of ours
+    foreign.mkdir()
+    (foreign / "manifest.json").write_text('{"tool": "something-else"}')
+    unrelated = backups / "photos"
+    unrelated.mkdir()
+
+    out = backup("--retention-days", "30", "--keep-min", "2")
+    removed = {Path(p) for p in out["removed"]}
+    # Newest two kept whatever their age (the fresh one and the 1-day one); the 35/40/50-day ones go.
+    assert removed == {made[0], made[1], made[2]}
+    assert made[3].exists() and Path(out["path"]).exists()
+    assert foreign.exists() and unrelated.exists()
+
+    out = backup("--retention-days", "0", "--keep-min", "1", "--keep-max", "2")
+    assert {Path(p) for p in out["removed"]} == {made[3]}
+
+
+def test_keep_min_protects_the_last_backups_when_backups_stopped_for_months(tmp_path):
+    db = tmp_path / "devflow.db"
+    create_database(db).close()
+    backups = tmp_path / "backups"
+    args = ("backup", "--devflow.database", str(db), "--dir", str(backups), "--no-logs",
+            "--status-file", str(tmp_path / "s.json"), "--json")
+    made = [Path(json.loads(cli(*args).stdout)["path"]) for _ in range(3)]
+    for folder in made:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["created_timestamp"] -= 200 * 86400
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    out = json.loads(cli(*args, "--keep-min", "3").stdout)
+    # The fresh backup plus the two newest old ones survive; the guide's `find -mtime +30 -exec rm`
+    # would have removed all three old ones.
+    assert [Path(p) for p in out["removed"]] == [made[0]]
+
+
+def test_backup_failures_are_one_line_leave_no_folder_and_no_status(tmp_path):
+    backups = tmp_path / "backups"
+    status = tmp_path / "status.json"
+    missing = cli("backup", "--devflow.database", str(tmp_path / "nope.db"), "--dir", str(backups),
+                  "--status-file", str(status))
+    assert missing.returncode == 1
+    assert "database not found" in one_line(missing.stderr)
+
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not sqlite" * 1000)
+    corrupt = cli("backup", "--devflow.database", str(garbage), "--dir", str(backups), "--status-file", str(status))
+    assert corrupt.returncode == 1
+    assert "not a database" in one_line(corrupt.stderr)
+
+    missing_include = cli("backup", "--devflow.database", str(_small_db(tmp_path)), "--dir", str(backups),
+                          "--status-file", str(status), "--include", str(tmp_path / "no.env"))
+    assert missing_include.returncode == 1
+    assert "no.env" in one_line(missing_include.stderr)
+    assert not status.exists()
+    assert not backups.exists() or not any(backups.iterdir()), "no half-made backup is left behind"
+
+
+def _small_db(tmp_path: Path) -> Path:
+    db = tmp_path / "small.db"
+    conn = create_database(db)
+    insert_event(conn, "git:commit")
+    conn.close()
+    return db

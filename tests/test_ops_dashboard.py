@@ -1,0 +1,258 @@
+"""`devflow-monitor dashboard` against the real exporter watching the simulator, on a real pseudo-terminal
+and through a pipe; and Prometheus as the source (slow: real prometheus and alertmanager binaries)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from conftest import ROOT, cli, free_port, http_get, stop_process, wait_for_http, wait_until
+from test_ops_support import one_line
+
+from exporter import catalog
+from exporter.ops import dashboard
+
+ANSI = re.compile(r"\x1b\[")
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """The simulator with an error burst (errors in every log, 5xx in the access log) and the real exporter."""
+    tmp = tmp_path_factory.mktemp("live")
+    app_port, exporter_port = free_port(), free_port()
+    config = tmp / "devflow-monitor.yml"
+    config.write_text(json.dumps({
+        "devflow": {"database": str(tmp / "devflow.db"), "pidfile": str(tmp / "pid"), "port": app_port,
+                    "url": f"http://127.0.0.1:{app_port}",
+                    "log_files": [str(tmp / "logs" / "server.log"), str(tmp / "logs" / "devflow-monitor.err")],
+                    "access_log": str(tmp / "logs" / "access.log")},
+        "collectors": {"logs": {"state_file": str(tmp / "offsets.json")}, "probe": {"interval_seconds": 1}},
+        "backup": {"status_file": str(tmp / "status.json")}}))  # JSON is YAML
+    started = [
+        subprocess.Popen([sys.executable, "-m", "exporter.cli", "simulate", "--database", str(tmp / "devflow.db"),
+                          "--listen", f"127.0.0.1:{app_port}", "--log-dir", str(tmp / "logs"), "--rate", "30",
+                          "--pidfile", str(tmp / "pid"), "--fault", "error_burst"], cwd=ROOT),
+        subprocess.Popen([sys.executable, "-m", "exporter.cli", "serve", "--config.file", str(config),
+                          "--web.listen-address", f"127.0.0.1:{exporter_port}"], cwd=ROOT,
+                         stderr=subprocess.DEVNULL)]
+    url = f"http://127.0.0.1:{exporter_port}"
+    try:
+        wait_for_http(url + "/health")
+        wait_until(lambda: "devflow_events_ingested_total{" in http_get(url + "/metrics")[1],
+                   message="events to show")
+        yield {"url": url, "metrics": url + "/metrics", "config": config}
+    finally:
+        for proc in reversed(started):
+            stop_process(proc)
+
+
+@pytest.mark.parametrize("view, labels", [
+    ("overview", ["status", "process", "monitors", "database", "events / s", "outbox pending", "last backup"]),
+    ("performance", ["CPU", "memory (RSS)", "threads", "open fds", "response (access log)", "events / s"]),
+    ("errors", ["error share (logs)", "HTTP 5xx share", "probe /health", "DB integrity"]),
+    ("activity", ["events / s", "newest event", "log records / s", "HTTP requests / s"]),
+])
+def test_each_view_prints_a_plain_frame_from_the_real_exporter(live, view, labels):
+    result = cli("dashboard", "--url", live["metrics"], "--view", view, "--once", "--interval", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert not ANSI.search(result.stdout), "no escape codes when stdout is not a terminal"
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"DevFlow {view} | {live['metrics']}")
+    for label in labels:
+        assert any(line.strip().startswith(label) for line in lines), (label, result.stdout)
+    if view == "overview":
+        assert re.search(r"process\s+up, uptime", result.stdout)
+        assert re.search(r"monitors\s+file active, git active", result.stdout)
+    if view == "activity":
+        assert re.search(r"events / s\s+\d+\.\d\d", result.stdout), "a rate needs the second sample --once takes"
+
+
+def test_terminal_redraws_in_place_and_colours_the_error_share_red(live):
+    output = run_on_terminal(["dashboard", "--url", live["metrics"], "--view", "errors", "--frames", "3",
+                              "--interval", "0.5"])
+    assert output.count("\x1b[H") == 3, "each frame starts at the top left instead of scrolling"
+    assert output.count("\x1b[J") == 3 and "\x1b[K" in output
+    assert output.startswith("\x1b[?25l") and output.rstrip().endswith("\x1b[?25h"), "cursor hidden, then back"
+    last_frame = output.split("\x1b[H")[-1]
+    share_line = next(line for line in last_frame.splitlines() if "error share (logs)" in line)
+    assert "\x1b[31m" in share_line, "an error share above the guide's 5% is red"
+    assert any(ch in share_line for ch in dashboard.SPARK), "a sparkline trend"
+
+
+def test_unreachable_source_is_one_line_with_once_and_a_visible_state_when_live():
+    url = f"http://127.0.0.1:{free_port()}/metrics"
+    once = cli("dashboard", "--url", url, "--once")
+    assert once.returncode == 1 and "Connection refused" in one_line(once.stderr)
+    live = cli("dashboard", "--url", url, "--frames", "2", "--interval", "0.1")
+    assert live.returncode == 0
+    assert live.stdout.count("source unreachable") == 2, "it keeps trying and says why"
+
+
+def test_an_answer_that_is_not_metrics_is_refused(live):
+    result = cli("dashboard", "--url", live["url"] + "/health", "--once")
+    assert result.returncode == 1
+    assert "metrics" in one_line(result.stderr)
+
+
+def _text(values: dict) -> str:
+    """Real exposition text for catalog metrics: {metric: [(labels, value)]} (histograms: (labels, buckets, sum))."""
+    class Fixed:
+        def collect(self):
+            for metric, samples in values.items():
+                family = metric.family()
+                for sample in samples:
+                    if metric.kind == "histogram":
+                        family.add_metric(sample[0], buckets=sample[1], sum_value=sample[2])
+                    else:
+                        family.add_metric(*sample)
+                yield family
+
+    registry = CollectorRegistry()
+    registry.register(Fixed())
+    return generate_latest(registry).decode()
+
+
+def _history(before: dict, after: dict, seconds: float = 10.0) -> dashboard.History:
+    history = dashboard.History()
+    history.add(dashboard.parse_exposition(_text(before), 1000.0))
+    history.add(dashboard.parse_exposition(_text(after), 1000.0 + seconds))
+    return history
+
+
+def _performance(cpu_seconds: float, rss_share: float, app_share: float, latency_s: float) -> dict:
+    gib = 1 << 30
+    common = {catalog.HOST_MEMORY_TOTAL: [([], 16 * gib)], catalog.PROCESS_RSS: [([], rss_share * 16 * gib)],
+              catalog.APP_MEMORY_USED: [([], app_share * gib)], catalog.APP_MEMORY_TOTAL: [([], gib)]}
+    before = {**common, catalog.PROCESS_CPU: [(["user"], 100.0), (["system"], 20.0)],
+              catalog.HTTP_DURATION: [([], [("+Inf", 100)], 5.0)]}
+    after = {**common, catalog.PROCESS_CPU: [(["user"], 100.0 + cpu_seconds), (["system"], 20.0)],
+             catalog.HTTP_DURATION: [([], [("+Inf", 200)], 5.0 + 100 * latency_s)]}
+    return {row.label: row for row in dashboard.performance(_history(before, after))}
+
+
+def test_performance_colours_follow_the_guides_checklist_and_alerts():
+    calm = _performance(cpu_seconds=5.0, rss_share=0.1, app_share=0.5, latency_s=0.05)
+    assert (calm["CPU"].value, calm["CPU"].level) == ("50.0%", "ok")
+    assert calm["memory (app)"].level == "ok" and calm["response (access log)"].value == "50 ms"
+    assert calm["response (access log)"].level == "ok"
+
+    busy = _performance(cpu_seconds=7.5, rss_share=0.1, app_share=0.85, latency_s=0.15)
+    assert busy["CPU"].level == "warn", "70-80%: outside the checklist, below the alert"
+    assert busy["memory (app)"].level == "warn" and busy["response (access log)"].level == "warn"
+
+    alarm = _performance(cpu_seconds=8.5, rss_share=0.6, app_share=0.5, latency_s=0.05)
+    assert alarm["CPU"].level == "crit" and alarm["RSS of machine"].level == "crit"
+
+
+def test_error_share_is_yellow_from_1_percent_and_red_from_5():
+    def share(errors: int) -> dashboard.Row:
+        before = {catalog.LOG_LINES: [(["server.log", "info"], 0.0), (["server.log", "error"], 0.0)],
+                  catalog.HTTP_REQUESTS: [(["2xx"], 0.0), (["5xx"], 0.0)]}
+        after = {catalog.LOG_LINES: [(["server.log", "info"], 1000.0 - errors), (["server.log", "error"], errors)],
+                 catalog.HTTP_REQUESTS: [(["2xx"], 1000.0 - errors), (["5xx"], errors)]}
+        rows = {row.label: row for row in dashboard.errors(_history(before, after))}
+        assert rows["HTTP 5xx share"].level == rows["error share (logs)"].level
+        return rows["error share (logs)"]
+
+    assert share(5).level == "ok" and share(5).value == "0.50%"
+    assert share(20).level == "warn"
+    assert share(60).level == "crit"
+
+
+def test_rates_survive_a_counter_reset():
+    before = {catalog.EVENTS_INGESTED: [(["git:commit"], 500.0)]}
+    after = {catalog.EVENTS_INGESTED: [(["git:commit"], 30.0)]}  # the exporter restarted
+    assert _history(before, after).rate(catalog.EVENTS_INGESTED.name) == pytest.approx(3.0)
+
+
+def test_sparkline_scales_between_the_lowest_and_highest_value():
+    assert dashboard.sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == dashboard.SPARK
+    assert dashboard.sparkline([3, None, 3]) == dashboard.SPARK[0] + " " + dashboard.SPARK[0]
+    assert dashboard.sparkline([1, 2], ascii_only=True) == "_@"
+    assert dashboard.sparkline([None, None]) == ""
+
+
+def test_metric_names_in_the_dashboard_come_from_the_catalog():
+    source = Path(dashboard.__file__).read_text()
+    literal_names = set(re.findall(r"devflow_[a-z_]+[a-z]", source))
+    assert not literal_names, f"spell metric names through exporter.catalog: {literal_names}"
+
+
+@pytest.mark.slow
+def test_prometheus_source_and_the_stack_checks_of_doctor(live, tmp_path):
+    prometheus_port, alertmanager_port = free_port(), free_port()
+    exporter = live["url"].removeprefix("http://")
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"scrape_configs: [{{job_name: devflow, static_configs: [{{targets: ['{exporter}']}}]}}]\n")
+    (tmp_path / "alertmanager.yml").write_text("route: {receiver: nobody}\nreceivers: [{name: nobody}]\n")
+    started = [
+        subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+                          f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                          f"--web.listen-address=127.0.0.1:{prometheus_port}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(["prometheus-alertmanager", f"--config.file={tmp_path / 'alertmanager.yml'}",
+                          f"--storage.path={tmp_path / 'am'}", f"--web.listen-address=127.0.0.1:{alertmanager_port}",
+                          "--cluster.listen-address="], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    prometheus = f"http://127.0.0.1:{prometheus_port}"
+    alertmanager = f"http://127.0.0.1:{alertmanager_port}"
+    try:
+        wait_for_http(prometheus + "/-/ready", timeout=30)
+        wait_for_http(alertmanager + "/-/ready", timeout=30)
+        query = prometheus + "/api/v1/query?query=devflow_exporter_build_info"
+        wait_until(lambda: json.loads(http_get(query)[1])["data"]["result"], timeout=30,
+                   message="the first scrape")
+        time.sleep(2.5)  # a few scrapes, so rates exist
+
+        result = cli("dashboard", "--prometheus", prometheus, "--match", 'job="devflow"', "--view", "activity",
+                     "--once", "--interval", "1")
+        assert result.returncode == 0, result.stderr
+        assert re.search(r"events / s\s+\d+\.\d\d", result.stdout), result.stdout
+
+        doctor = cli("doctor", "--config.file", str(live["config"]), "--prometheus", prometheus,
+                     "--alertmanager", alertmanager, "--exporter-url", live["url"] + "/health", "--json")
+        checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+        assert checks["prometheus"]["status"] == "ok", checks["prometheus"]
+        assert "scraping the exporter" in checks["prometheus"]["summary"]
+        assert checks["alertmanager"]["status"] == "ok", checks["alertmanager"]
+
+        empty = cli("dashboard", "--prometheus", alertmanager, "--once")  # answers, but is not Prometheus
+        assert empty.returncode == 1 and "cannot read" in one_line(empty.stderr)
+    finally:
+        for proc in reversed(started):
+            stop_process(proc)
+
+
+def run_on_terminal(args: list[str], timeout: float = 30.0) -> str:
+    """Run the CLI with a real pseudo-terminal as stdout and return everything it wrote."""
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "exporter.cli", *args], cwd=ROOT, stdin=slave, stdout=slave,
+                            stderr=slave, env=env)
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=5)
+    finally:
+        os.close(master)
+        stop_process(proc)
+    assert proc.returncode == 0, b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks).decode("utf-8", errors="replace")

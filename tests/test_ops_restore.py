@@ -1,0 +1,219 @@
+"""`devflow-monitor restore`: damaged backups refused with the database untouched, good ones swapped in
+atomically with the old database kept, and a running DevFlow (a real process) respected."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import cli, wait_until
+from test_ops_support import one_line, sha256, start_fake_server
+
+from exporter.devflow_db import create_database, insert_event
+
+
+def make_backup(tmp_path: Path, rows: int) -> Path:
+    """A real backup folder of a database with `rows` events, made by the backup command."""
+    source = tmp_path / "source.db"
+    conn = create_database(source)
+    for i in range(rows):
+        insert_event(conn, "file:created", seq=i)
+    conn.close()
+    result = cli("backup", "--devflow.database", str(source), "--dir", str(tmp_path / "backups"), "--no-logs",
+                 "--status-file", str(tmp_path / "status.json"), "--json")
+    assert result.returncode == 0, result.stderr
+    return Path(json.loads(result.stdout)["path"])
+
+
+@pytest.fixture(scope="module")
+def pristine_backup(tmp_path_factory) -> Path:
+    return make_backup(tmp_path_factory.mktemp("pristine"), rows=3000)
+
+
+def live_database(spawn, tmp_path: Path, rows: int) -> Path:
+    """DevFlow's database as the server leaves it after SIGTERM: recent rows only in the -wal."""
+    db = tmp_path / "app" / "data" / "devflow.db"
+    server = start_fake_server(spawn, tmp_path, database=db, rows=rows)
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=10)
+    assert Path(f"{db}-wal").stat().st_size > 0
+    return db
+
+
+def snapshot(directory: Path) -> dict:
+    return {p.name: sha256(p) for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def restore(db: Path, backup, *extra) -> subprocess.CompletedProcess:
+    # A pattern no process has: these tests must never find (or stop) anyone else's process.
+    return cli("restore", str(backup), "--devflow.database", str(db), "--devflow.process-pattern",
+               "no-such-process-c0ffee", "--devflow.port", "1", *extra)
+
+
+def corrupt_middle(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4096] = os.urandom(4096)
+    path.write_bytes(bytes(data))
+
+
+def rehash(folder: Path) -> None:
+    """Make the manifest agree with a damaged file, so only the integrity check can catch it."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["database"]["sha256"] = sha256(folder / "devflow.db")
+    manifest["database"]["size_bytes"] = (folder / "devflow.db").stat().st_size
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("corrupt", "checksum mismatch"),
+    ("corrupt-rehashed", "fails integrity_check"),
+    ("truncated", "checksum mismatch"),
+    ("truncated-bare", "fails integrity_check"),
+    ("not-a-database", "not a SQLite database"),
+    ("no-events-table", "no events table"),
+])
+def test_restore_refuses_a_damaged_backup_and_leaves_the_database_untouched(spawn, tmp_path, pristine_backup,
+                                                                           damage, expected):
+    folder = tmp_path / pristine_backup.name
+    shutil.copytree(pristine_backup, folder)
+    copy = folder / "devflow.db"
+    target = folder
+    if damage.startswith("corrupt"):
+        corrupt_middle(copy)
+        if damage == "corrupt-rehashed":
+            rehash(folder)
+    elif damage.startswith("truncated"):
+        with open(copy, "r+b") as handle:
+            handle.truncate(copy.stat().st_size // 2)
+        if damage == "truncated-bare":
+            (folder / "manifest.json").unlink()
+            target = copy
+    elif damage == "not-a-database":
+        target = tmp_path / "notes.txt"
+        target.write_text("not a database\n" * 100)
+    elif damage == "no-events-table":
+        target = tmp_path / "other.db"
+        sqlite3.connect(target).execute("CREATE TABLE t(x)").connection.close()
+    db = live_database(spawn, tmp_path, rows=40)
+    before = snapshot(db.parent)
+
+    result = restore(db, target)
+    assert result.returncode == 1
+    assert expected in one_line(result.stderr)
+    assert snapshot(db.parent) == before, "the live database and its -wal must be untouched"
+
+
+def test_restore_swaps_in_the_backup_keeps_the_previous_database_and_can_be_undone(spawn, tmp_path):
+    folder = make_backup(tmp_path, rows=120)
+    db = live_database(spawn, tmp_path, rows=55)
+    wal_before = Path(f"{db}-wal").read_bytes()
+
+    result = restore(db, folder, "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert sha256(db) == sha256(folder / "devflow.db"), "the app's database is now exactly the backup"
+    assert not Path(f"{db}-wal").exists(), "the old WAL must not sit beside the restored file"
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM events").fetchone()[0] == 120
+
+    kept = [Path(p) for p in out["kept"]]
+    assert [p.name.split(".before-restore-")[1][16:] for p in kept] == ["", "-wal", "-shm"]
+    assert kept[1].read_bytes() == wal_before
+    # The kept database opened with its kept WAL holds every row the server had written.
+    assert sqlite3.connect(kept[0]).execute("SELECT count(*) FROM events").fetchone()[0] == 55
+
+    subprocess.run(" && ".join(out["undo"]), shell=True, check=True)
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM events").fetchone()[0] == 55
+
+
+def test_restore_text_output_says_how_to_undo(spawn, tmp_path):
+    folder = make_backup(tmp_path, rows=10)
+    db = live_database(spawn, tmp_path, rows=5)
+    result = restore(db, folder)
+    assert result.returncode == 0, result.stderr
+    assert "To undo" in result.stdout
+    assert f"mv {db}.before-restore-" in result.stdout
+
+
+def test_restore_refuses_while_devflow_runs_and_stops_it_by_pid_with_stop(spawn, tmp_path):
+    folder = make_backup(tmp_path, rows=30)
+    db = tmp_path / "app" / "data" / "devflow.db"
+    pidfile = tmp_path / "devflow.pid"
+    server = start_fake_server(spawn, tmp_path, database=db, rows=7, pidfile=pidfile)
+    before = snapshot(db.parent)
+    pid_args = ("--devflow.pidfile", str(pidfile))
+
+    refused = restore(db, folder, *pid_args)
+    assert refused.returncode == 1
+    assert f"DevFlow is running: PID {server.pid}" in one_line(refused.stderr)
+    assert server.poll() is None and snapshot(db.parent) == before
+
+    restarted_pidfile = tmp_path / "restarted.pid"
+    program = f"import os, time; open({str(restarted_pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    restart = shlex.join([sys.executable, "-c", program])
+    try:
+        done = restore(db, folder, *pid_args, "--stop", "--restart-command", restart)
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: server.poll() is not None, message="the server to exit after SIGTERM")
+        assert server.returncode == -signal.SIGTERM
+        assert sha256(db) == sha256(folder / "devflow.db")
+        assert f"Stopped DevFlow PID {server.pid}" in done.stdout
+        wait_until(restarted_pidfile.exists, message="the restart command to run")
+    finally:
+        if restarted_pidfile.exists():
+            psutil.Process(int(restarted_pidfile.read_text())).kill()
+
+
+def test_restore_refuses_when_devflow_ignores_sigterm(spawn, tmp_path):
+    folder = make_backup(tmp_path, rows=5)
+    db = tmp_path / "devflow.db"
+    create_database(db).close()
+    pidfile = tmp_path / "stubborn.pid"
+    stubborn = spawn([sys.executable, "-c", "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+                      f"open('{pidfile}', 'w').write(str(os.getpid())); time.sleep(60)"])
+    wait_until(pidfile.exists, message="the stubborn process to start")
+    before = sha256(db)
+    result = restore(db, folder, "--devflow.pidfile", str(pidfile), "--stop", "--stop-timeout", "0.5")
+    assert result.returncode == 1
+    assert "did not exit" in one_line(result.stderr)
+    assert sha256(db) == before and stubborn.poll() is None
+    stubborn.kill()  # it ignores the SIGTERM the spawn fixture would send
+
+
+def test_restore_of_a_missing_backup_or_the_live_file_itself_is_refused(tmp_path):
+    db = tmp_path / "devflow.db"
+    create_database(db).close()
+    missing = restore(db, tmp_path / "nowhere")
+    assert missing.returncode == 1 and "backup not found" in one_line(missing.stderr)
+    itself = restore(db, db)
+    assert itself.returncode == 1 and "live database itself" in one_line(itself.stderr)
+
+
+def test_restore_with_config_files_puts_them_back_and_keeps_the_replaced_ones(tmp_path):
+    source = tmp_path / "source.db"
+    create_database(source).close()
+    settings = tmp_path / "settings.env"
+    settings.write_text("LEVEL=info\n")
+    made = cli("backup", "--devflow.database", str(source), "--dir", str(tmp_path / "backups"), "--no-logs",
+               "--include", str(settings), "--status-file", str(tmp_path / "s.json"), "--json")
+    folder = Path(json.loads(made.stdout)["path"])
+    settings.write_text("LEVEL=debug\n")
+    db = tmp_path / "app" / "devflow.db"
+    create_database(db).close()
+
+    result = restore(db, folder, "--config-files", "--json")
+    assert result.returncode == 0, result.stderr
+    restored = json.loads(result.stdout)["config_files"]
+    assert [Path(item["file"]) for item in restored] == [settings]
+    assert settings.read_text() == "LEVEL=info\n"
+    assert Path(restored[0]["kept"]).read_text() == "LEVEL=debug\n"
