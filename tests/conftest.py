@@ -137,7 +137,7 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
-def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1, message: str = "condition"):
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, message: str = "condition"):
     """Poll `predicate` until it returns a truthy value; returns that value."""
     deadline = time.monotonic() + timeout
     while True:

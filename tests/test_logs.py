@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, http_get, wait_for_http
+from conftest import free_port, http_get, wait_for_http, wait_until
 from exporter import catalog, config
 from exporter.collectors import logs as logs_module
 from exporter.collectors.logs import LogsCollector
@@ -142,17 +142,6 @@ def value(collector, metric, **labels) -> float | None:
     return samples(collector).get((metric, tuple(sorted((k, str(v)) for k, v in labels.items()))))
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def append(path: Path, recs) -> dict[str, int]:
     recs = list(recs)
     with open(path, "ab") as handle:
@@ -236,7 +225,7 @@ def test_writer_process_rotating_both_ways_loses_and_doubles_no_record(tmp_path,
     truth = json.loads(truth_file.read_text())
     assert sum(truth.values()) >= WRITER_RECORDS
     try:
-        wait_for(lambda: levels_of(collector, log) == truth, timeout=20, what="exact level counts")
+        wait_until(lambda: levels_of(collector, log) == truth, timeout=20, message="exact level counts")
     finally:
         print("counted", levels_of(collector, log), "written", truth)
     rotations = {kind: value(collector, catalog.LOG_ROTATIONS.name, file=log, kind=kind)
@@ -282,7 +271,7 @@ def test_restarted_collector_continues_totals_exactly_also_after_rotations_while
     log = tmp_path / "server.log"
     first = running(make_collector(tmp_path, [log]))
     part1 = append(log, records(3000, seed=1))
-    wait_for(lambda: levels_of(first, log) == part1, what="first run to catch up")
+    wait_until(lambda: levels_of(first, log) == part1, message="first run to catch up")
     part2 = append(log, records(3000, seed=2, start=3000))
     first.stop()  # mid-file: part2 may be read partly, not at all, or fully
     part3 = append(log, records(1000, seed=3, start=6000))
@@ -291,7 +280,7 @@ def test_restarted_collector_continues_totals_exactly_also_after_rotations_while
 
     second = running(make_collector(tmp_path, [log]))
     total = add(part1, part2, part3, part4)
-    wait_for(lambda: levels_of(second, log) == total, what="totals to continue")
+    wait_until(lambda: levels_of(second, log) == total, message="totals to continue")
     second.stop()
     part5 = append(log, records(500, seed=5, start=8000))  # not read before the copytruncate below
     shutil.copyfile(log, tmp_path / "server.log.2")
@@ -300,7 +289,7 @@ def test_restarted_collector_continues_totals_exactly_also_after_rotations_while
 
     third = running(make_collector(tmp_path, [log]))
     total = add(total, part5, part6)
-    wait_for(lambda: levels_of(third, log) == total, what="totals after copytruncate while down")
+    wait_until(lambda: levels_of(third, log) == total, message="totals after copytruncate while down")
     # Every byte read exactly once across the three runs and both rotations.
     written = sum(p.stat().st_size for p in tmp_path.glob("server.log*"))
     assert value(third, catalog.LOG_BYTES.name, file=log) == written
@@ -335,7 +324,7 @@ def test_exporter_killed_mid_file_restarts_with_exact_totals(tmp_path, spawn, ru
     child.wait(10)
     truths.append(append(log, records(2000, seed=99, start=50_000)))
     collector = running(make_collector(tmp_path, [log]))
-    wait_for(lambda: levels_of(collector, log) == add(*truths), what="totals after kill -9")
+    wait_until(lambda: levels_of(collector, log) == add(*truths), message="totals after kill -9")
     assert value(collector, catalog.LOG_BYTES.name, file=log) == log.stat().st_size
 
 
@@ -364,18 +353,18 @@ def test_files_created_later_are_picked_up_also_in_directories_created_later(tmp
     globbed.parent.mkdir()
     audit = tmp_path / "audit" / "audit-2025-08-02.log"
     audit.write_bytes(b'{"timestamp": "t", "eventType": "x", "severity": "warning", "category": "c"}\n')
-    wait_for(lambda: levels_of(collector, later)["error"] == 1, what="late file")
-    wait_for(lambda: levels_of(collector, audit)["warn"] == 1, what="late globbed file")
+    wait_until(lambda: levels_of(collector, later)["error"] == 1, message="late file")
+    wait_until(lambda: levels_of(collector, audit)["warn"] == 1, message="late globbed file")
 
 
 def test_file_events_wake_the_reader_long_before_the_poll_interval(tmp_path, running):
     log = tmp_path / "app.log"
     log.write_bytes(b"[INFO] before start\n")
     collector = running(make_collector(tmp_path, [log], poll=60))
-    wait_for(lambda: levels_of(collector, log)["info"] == 1, timeout=5, what="first pass")
+    wait_until(lambda: levels_of(collector, log)["info"] == 1, timeout=5, message="first pass")
     with open(log, "ab") as handle:
         handle.write(b"[ERROR] after start\n")
-    wait_for(lambda: levels_of(collector, log)["error"] == 1, timeout=5, what="watchdog wake-up")
+    wait_until(lambda: levels_of(collector, log)["error"] == 1, timeout=5, message="watchdog wake-up")
 
 
 def test_compressed_and_rotated_files_are_never_read_even_when_a_glob_matches(tmp_path):
@@ -427,16 +416,16 @@ def test_file_replaced_by_a_directory_is_one_read_error_and_reading_resumes(tmp_
     log = tmp_path / "app.log"
     log.write_bytes(b"[INFO] one\n")
     collector = running(make_collector(tmp_path, [log]))
-    wait_for(lambda: levels_of(collector, log)["info"] == 1)
+    wait_until(lambda: levels_of(collector, log)["info"] == 1)
     log.unlink()
     log.mkdir()
     error = (catalog.LOG_READ_ERRORS.name, (("file", str(log)), ("reason", "not_a_file")))
-    wait_for(lambda: samples(collector)[error] == 1, what="not_a_file")
+    wait_until(lambda: samples(collector)[error] == 1, message="not_a_file")
     time.sleep(0.3)  # several passes: a lasting condition is counted once
     assert samples(collector)[error] == 1
     log.rmdir()
     log.write_bytes(b"[ERROR] back\n")
-    wait_for(lambda: levels_of(collector, log)["error"] == 1, what="reading to resume")
+    wait_until(lambda: levels_of(collector, log)["error"] == 1, message="reading to resume")
     assert collector._thread.is_alive()
 
 
@@ -551,7 +540,7 @@ def test_serve_publishes_log_counts_on_metrics(tmp_path, spawn):
     def errors_counted():
         _, body = http_get(f"http://127.0.0.1:{port}/metrics")
         return f'{catalog.LOG_LINES.name}{{file="{log}",level="error"}} {float(truth["error"])}' in body
-    wait_for(errors_counted, what="log counts on /metrics")
+    wait_until(errors_counted, message="log counts on /metrics")
 
 
 if __name__ == "__main__":

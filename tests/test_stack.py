@@ -22,7 +22,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import ROOT, cli, free_port, http_get
+from conftest import ROOT, cli, free_port, http_get, wait_until
 from exporter import stack
 
 COMPOSE = shutil.which("docker-compose")
@@ -474,17 +474,6 @@ def query(prometheus: str, promql: str) -> list:
     return json.loads(http_get(url)[1])["data"]["result"]
 
 
-def wait_until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {timeout:.0f} s")
-        time.sleep(0.5)
-
-
 def assert_everything_stopped(state: Path, started: list[dict], ports: dict[str, int]) -> None:
     assert started
     assert not any(alive(record) for record in started)
@@ -508,7 +497,7 @@ def test_native_up_then_down_leaves_no_process_and_no_port_behind(native_stack):
 
     # The pieces are wired together: Prometheus scrapes the exporter, loaded the rules, knows Alertmanager.
     prometheus = f"http://127.0.0.1:{ports['prometheus']}"
-    wait_until(lambda: query(prometheus, 'up{job="devflow"} == 1'), 60, "the exporter scraped")
+    wait_until(lambda: query(prometheus, 'up{job="devflow"} == 1'), 60, interval=0.5, message="the exporter scraped")
     rules = json.loads(http_get(f"{prometheus}/api/v1/rules")[1])["data"]["groups"]
     assert rules and all(g["file"].startswith(str(ROOT / "alerting" / "rules")) for g in rules)
     managers = json.loads(http_get(f"{prometheus}/api/v1/alertmanagers")[1])["data"]["activeAlertmanagers"]

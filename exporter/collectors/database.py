@@ -138,13 +138,15 @@ class Reader:
 
 
 class DatabaseWatcher:
-    """State shared by the database and event-queue collectors: connections, cursors, caches."""
+    """State shared by the database and event-queue collectors: the ingest cursor and the background counts."""
 
     def __init__(self, config: Config):
         settings = config.collectors.database
         self.path = config.devflow.database_path
         self.backup_status_file = Path(config.backup.status_file).expanduser()
         self.counts_interval = settings.counts_interval_seconds
+        # Appended to the HELP of every metric that comes from the background count.
+        self.cached_help = f" Counted in the background at most every {self.counts_interval:g}s, not per scrape."
         self.integrity_interval = settings.integrity_interval_seconds
         self.integrity_pragma = "quick_check" if settings.integrity_check == "quick" else "integrity_check"
         self.labels = TypeLabels(settings.max_event_types)
@@ -252,7 +254,7 @@ class DatabaseWatcher:
 
     # --- per-scrape reads --------------------------------------------------------------------
     def read_scrape(self) -> dict:
-        """Everything cheap about the database, in one read transaction."""
+        """Everything cheap about the database: one statement for the figures, one for the new rows."""
         st = self.scrape_reader.stat()
         result: dict = {"files": self._file_sizes(), "filesystem": self._filesystem()}
         if st is None:
@@ -278,14 +280,16 @@ class DatabaseWatcher:
             if self.counts.timestamp and identity != self.counted_identity:
                 self._recount.set()  # a new file at the path: count it now, not at the next interval
                 self._wake.set()
-        self._advance_ingest(new_rows, max_id, identity)
+        self._advance_ingest(new_rows, cursor, max_id, identity)
         result.update(pages=pages, page_size=page_size, freelist=freelist, newest_ms=newest, oldest_ms=oldest)
         return self._with_state(result, "ok")
 
-    def _advance_ingest(self, new_rows: list, max_id: int, identity: tuple[int, int]) -> None:
+    def _advance_ingest(self, new_rows: list, read_from: int, max_id: int, identity: tuple[int, int]) -> None:
         with self.lock:
-            if self.ingested is None:
-                return  # the background count sets the starting point
+            if self.ingested is None or read_from != self.cursor:
+                # No starting point yet, or the background count set a new one while we read:
+                # these rows may be in it already, so the next scrape reads on from there.
+                return
             if identity != self.identity or max_id < self.cursor:
                 # Another file now sits at the path (a restore): keep the totals, count from its end.
                 self.identity = identity
@@ -348,8 +352,6 @@ class DatabaseCollector:
 
     def __init__(self, config: Config, watcher: DatabaseWatcher | None = None):
         self.watcher = watcher or DatabaseWatcher(config)
-        interval = config.collectors.database.counts_interval_seconds
-        self.cached_help = f" Counted in the background at most every {interval:g}s, not per scrape."
 
     def start(self) -> None:
         self.watcher.start()
@@ -388,11 +390,11 @@ class DatabaseCollector:
             yield ingested
         counts: Counts = data["counts"]
         if counts.timestamp:
-            stored = catalog.EVENTS_STORED.family(extra_help=self.cached_help)
+            stored = catalog.EVENTS_STORED.family(extra_help=self.watcher.cached_help)
             for label, n in sorted(counts.types.items()):
                 stored.add_metric([label], n)
             yield stored
-            tables = catalog.DB_TABLE_ROWS.family(extra_help=self.cached_help)
+            tables = catalog.DB_TABLE_ROWS.family(extra_help=self.watcher.cached_help)
             for table, n in sorted(counts.tables.items()):
                 tables.add_metric([table], n)
             yield tables

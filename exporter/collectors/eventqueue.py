@@ -32,8 +32,6 @@ class EventQueueCollector:
         self.probe = probe
         # The database collector's read already fetched the oldest pending row when it is on.
         self.own_read = not config.collectors.database.enabled
-        interval = config.collectors.database.counts_interval_seconds
-        self.cached_help = f" Counted in the background at most every {interval:g}s, not per scrape."
 
     def start(self) -> None:
         self.watcher.start()
@@ -44,7 +42,7 @@ class EventQueueCollector:
     def collect(self):
         outbox = self.watcher.read_outbox(query=self.own_read)
         if outbox["refreshed"]:
-            family = catalog.OUTBOX_EVENTS.family(extra_help=self.cached_help)
+            family = catalog.OUTBOX_EVENTS.family(extra_help=self.watcher.cached_help)
             for status in ("pending", "failed"):
                 family.add_metric([status], outbox["counts"].get(status, 0))
             yield family

@@ -428,21 +428,9 @@ class LogsCollector:
     def _read_from_copy(self, tailed: _TailedFile, reader: _Reader) -> bool:
         """Find the uncompressed copy (same bytes before our offset) and count its lines after the offset."""
         directory, base = os.path.split(tailed.path)
-        candidates = []
-        try:
-            names = os.listdir(directory or ".")
-        except OSError:
-            return False
-        for name in names:
-            if name == base or not name.startswith(base) or _is_compressed(name):
-                continue
-            path = os.path.join(directory, name)
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) and st.st_ino != reader.ino and st.st_size >= reader.consumed:
-                candidates.append((st.st_mtime, path))
+        candidates = [(st.st_mtime, path) for name, path, st in _uncompressed_files(directory)
+                      if name != base and name.startswith(base)
+                      and st.st_ino != reader.ino and st.st_size >= reader.consumed]
         for _, path in sorted(candidates, reverse=True):
             try:
                 fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -749,11 +737,12 @@ def _static_dir(pattern: str) -> tuple[str, bool]:
     return str(Path(*static)) if static else ".", False
 
 
-def _find_by_inode(directory: str, dev, ino) -> str | None:
+def _uncompressed_files(directory: str):
+    """(name, path, stat) of the regular, uncompressed files in a directory; nothing if unreadable."""
     try:
         names = os.listdir(directory or ".")
     except OSError:
-        return None
+        return
     for name in names:
         if _is_compressed(name):
             continue
@@ -762,6 +751,10 @@ def _find_by_inode(directory: str, dev, ino) -> str | None:
             st = os.stat(path)
         except OSError:
             continue
-        if (st.st_dev, st.st_ino) == (dev, ino) and stat.S_ISREG(st.st_mode):
-            return path
-    return None
+        if stat.S_ISREG(st.st_mode):
+            yield name, path, st
+
+
+def _find_by_inode(directory: str, dev, ino) -> str | None:
+    return next((path for _, path, st in _uncompressed_files(directory) if (st.st_dev, st.st_ino) == (dev, ino)),
+                None)
