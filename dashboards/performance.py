@@ -47,7 +47,7 @@ dashboard = G.dashboard(
         G.timeseries("Open file descriptors", "Files and sockets the process holds open.",
                      target(series(catalog.PROCESS_OPEN_FDS), "{{instance}}"), unit="short", min=0, w=5),
         G.timeseries("Connections", "Sockets held by the process and handles it holds on its database file.",
-                     target(series(catalog.PROCESS_TCP_CONNECTIONS), "sockets {{instance}}"),
+                     target(series(catalog.PROCESS_SOCKETS), "sockets {{instance}}"),
                      target(series(catalog.DB_CONNECTIONS), "database handles {{instance}}"),
                      unit="short", min=0, w=5),
         G.stat("File descriptors used", "Open file descriptors as a share of the process's limit.",

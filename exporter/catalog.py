@@ -80,9 +80,10 @@ PROCESS_OPEN_FDS = _gauge("devflow_process_open_fds", "Open file descriptors of 
 PROCESS_MAX_FDS = _gauge("devflow_process_max_fds", "File descriptor limit of the DevFlow process.")
 PROCESS_START_TIME = _gauge(
     "devflow_process_start_time_seconds", "Start time of the DevFlow process since the epoch.")
-PROCESS_TCP_CONNECTIONS = _gauge(
-    "devflow_process_tcp_connections",
-    "Sockets the DevFlow process holds open (counted from its fds, not from /proc/net/tcp).")
+PROCESS_SOCKETS = _gauge(
+    "devflow_process_open_sockets",
+    "Sockets (TCP, UDP and Unix) the DevFlow process holds open, counted from its fds: reading "
+    "/proc/net/tcp instead would cost milliseconds per scrape.")
 PROCESS_PORT_LISTENING = _gauge(
     "devflow_process_port_listening",
     "1 if something listens on the DevFlow port (checked by a background scan).", "port")
@@ -109,8 +110,8 @@ DB_COUNTS_DURATION = _gauge(
 EVENTS_STORED = _gauge("devflow_events_stored", "Rows in the events table, by event type.", "type")
 EVENTS_INGESTED = _counter(
     "devflow_events_ingested_total",
-    "Events written to the events table, by type: rows present when the exporter started plus "
-    "rows added since, read incrementally by id. Deletions never decrease it.", "type")
+    "Events written to the events table since the exporter first saw the file, by type, read "
+    "incrementally by id. Deletions never decrease it.", "type")
 EVENTS_NEWEST = _gauge(
     "devflow_events_newest_timestamp_seconds", "Timestamp of the newest stored event.")
 EVENTS_OLDEST = _gauge(

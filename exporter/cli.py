@@ -49,6 +49,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, dest=_dest(dotted), metavar=metavar, help=help_text)
     group.add_argument("--devflow.log-files", dest="devflow__log_files", metavar="GLOB", nargs="+",
                        help="log files or globs to tail")
+    group.add_argument("--devflow.match-port", dest="devflow__match_port", action="store_true", default=None,
+                       help="also take the process listening on --devflow.port for the server")
     for name in COLLECTORS:
         group.add_argument(f"--collector.{name}", dest=f"collector_{name}", action="store_true", default=None,
                            help=argparse.SUPPRESS)
@@ -65,6 +67,8 @@ def config_from_args(args: argparse.Namespace):
             overrides[dotted] = value
     if getattr(args, "devflow__log_files", None):
         overrides["devflow.log_files"] = list(args.devflow__log_files)
+    if getattr(args, "devflow__match_port", None):
+        overrides["devflow.match_port"] = True
     for name in COLLECTORS:
         enabled = getattr(args, f"collector_{name}", None)
         if enabled is not None:

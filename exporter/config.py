@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -49,6 +50,7 @@ class DevflowConfig:
     pidfile: str | None = None
     process_pattern: str = DEFAULT_PROCESS_PATTERN
     port: int = 3000
+    match_port: bool = False  # also take the process listening on `port` for the server
     url: str = "http://127.0.0.1:3000"
     log_files: list[str] = field(default_factory=lambda: [
         "/var/log/devflow/server.log", "/var/log/devflow/error.log",
@@ -133,18 +135,16 @@ def load(path: str | os.PathLike | None = None, *, env: typing.Mapping[str, str]
          overrides: typing.Mapping[str, object] | None = None) -> Config:
     """Build a Config from defaults, the YAML file, the environment and flag overrides."""
     config = Config()
-    source = "defaults"
     if path is not None:
-        source = str(path)
-        _apply_mapping(config, _read_yaml(path), source)
+        _apply_mapping(config, _read_yaml(path), str(path))
     env = os.environ if env is None else env
     for key, raw in sorted(env.items()):
         if key.startswith(ENV_PREFIX):
             dotted = _env_key_to_path(config, key)
             _set(config, dotted, raw, f"environment variable {key}", from_text=True)
     for dotted, value in (overrides or {}).items():
-        _set(config, dotted, value, f"flag --{dotted.replace('_', '-')}", from_text=isinstance(value, str))
-    _validate(config, source)
+        _set(config, dotted, value, f"command-line flag for '{dotted}'", from_text=isinstance(value, str))
+    _validate(config)
     return config
 
 
@@ -216,16 +216,18 @@ def _convert(value, hint, source: str, from_text: bool):
             return False
         raise ConfigError(f"{source}: expected true or false, got {_describe(value)}")
     if hint in (int, float):
+        expected = "an integer" if hint is int else "a number"
         if isinstance(value, bool) or not (isinstance(value, (int, float)) or from_text):
-            raise ConfigError(f"{source}: expected a number, got {_describe(value)}")
+            raise ConfigError(f"{source}: expected {expected}, got {_describe(value)}")
         try:
-            number = hint(value)
+            number = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{source}: expected {'an integer' if hint is int else 'a number'}, "
-                              f"got {_describe(value)}") from None
+            raise ConfigError(f"{source}: expected {expected}, got {_describe(value)}") from None
+        if not math.isfinite(number) or (hint is int and not number.is_integer()):
+            raise ConfigError(f"{source}: expected {expected}, got {_describe(value)}")
         if number < 0:
-            raise ConfigError(f"{source}: must not be negative, got {number}")
-        return number
+            raise ConfigError(f"{source}: must not be negative, got {value}")
+        return hint(number)
     if hint is str:
         if not isinstance(value, str) or (not from_text and value == ""):
             raise ConfigError(f"{source}: expected text, got {_describe(value)}")
@@ -258,21 +260,25 @@ def _env_key_to_path(config: Config, key: str) -> str:
         obj = value
 
 
-def _validate(config: Config, source: str) -> None:
+def _validate(config: Config) -> None:
+    """Checks across settings; each message names the setting, whichever layer set it."""
     def fail(message):
-        raise ConfigError(f"{source}: {message}")
+        raise ConfigError(f"invalid configuration: {message}")
 
     if config.log_level not in LOG_LEVELS:
         fail(f"log_level must be one of {', '.join(LOG_LEVELS)}, got '{config.log_level}'")
-    parse_listen_address(config.web.listen_address, source)
+    parse_listen_address(config.web.listen_address, "web.listen_address")
     if not config.web.telemetry_path.startswith("/") or config.web.telemetry_path in ("/", "/health", "/status"):
         fail(f"web.telemetry_path must be a path like /metrics, got '{config.web.telemetry_path}'")
     if config.web.config_file and not Path(config.web.config_file).expanduser().is_file():
         fail(f"web.config_file '{config.web.config_file}' does not exist")
     for name, pattern in (("devflow.process_pattern", config.devflow.process_pattern),
                           ("collectors.logs.access_log_pattern", config.collectors.logs.access_log_pattern)):
+        if not pattern:
+            fail(f"{name} must not be empty (it would match everything)")
         try:
             re.compile(pattern)
+            re.compile(pattern.encode())  # log lines are matched as bytes
         except re.error as exc:
             fail(f"{name} is not a valid regular expression: {exc}")
     if "status" not in re.compile(config.collectors.logs.access_log_pattern).groupindex:
@@ -291,11 +297,15 @@ def _validate(config: Config, source: str) -> None:
         fail(f"collectors.database.integrity_check must be quick or full, got '{database.integrity_check}'")
     if database.max_event_types < 1:
         fail("collectors.database.max_event_types must be at least 1")
-    if config.collectors.probe.timeout_seconds <= 0:
-        fail("collectors.probe.timeout_seconds must be positive")
+    for name, value in (("collectors.process.scan_interval_seconds", config.collectors.process.scan_interval_seconds),
+                        ("collectors.database.counts_interval_seconds", database.counts_interval_seconds),
+                        ("collectors.logs.poll_interval_seconds", config.collectors.logs.poll_interval_seconds),
+                        ("collectors.probe.timeout_seconds", config.collectors.probe.timeout_seconds)):
+        if value <= 0:
+            fail(f"{name} must be positive, got {value:g}")
 
 
-def parse_listen_address(address: str, source: str = "config") -> tuple[str, int]:
+def parse_listen_address(address: str, source: str = "listen address") -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     host = host.strip("[]")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:

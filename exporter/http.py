@@ -29,8 +29,11 @@ from exporter.config import Config, ConfigError
 log = logging.getLogger(__name__)
 
 WEB_CONFIG_KEYS = {"tls_server_config", "basic_auth_users", "http_server_config"}
-TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version",
-            "cipher_suites", "curve_preferences", "prefer_server_cipher_suites"}
+# exporter-toolkit's keys that Python's ssl module can honour; the others are refused, not ignored.
+TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
+# RequestClientCert and RequireAnyClientCert (accept unverified certificates) have no ssl equivalent.
+CLIENT_AUTH_TYPES = {"NoClientCert": ssl.CERT_NONE, "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+                     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 
@@ -46,16 +49,27 @@ def load_web_config(path: str) -> dict:
     unknown = set(data) - WEB_CONFIG_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown web config key '{sorted(unknown)[0]}'")
+    if "http_server_config" in data:
+        raise ConfigError(f"{path}: http_server_config is not supported by this exporter")
     tls = data.get("tls_server_config") or {}
+    if not isinstance(tls, dict):
+        raise ConfigError(f"{path}: tls_server_config must be a mapping")
     if tls:
-        if set(tls) - TLS_KEYS:
-            raise ConfigError(f"{path}: unknown tls_server_config key '{sorted(set(tls) - TLS_KEYS)[0]}'")
+        unknown = set(tls) - TLS_KEYS
+        if unknown:
+            raise ConfigError(f"{path}: unsupported tls_server_config key '{sorted(unknown)[0]}'")
         for key in ("cert_file", "key_file"):
-            if not tls.get(key):
-                raise ConfigError(f"{path}: tls_server_config needs {key}")
+            if not isinstance(tls.get(key), str) or not tls[key]:
+                raise ConfigError(f"{path}: tls_server_config needs {key} (a file name)")
         for key in ("min_version", "max_version"):
             if key in tls and tls[key] not in TLS_VERSIONS:
                 raise ConfigError(f"{path}: tls_server_config.{key} must be one of {', '.join(TLS_VERSIONS)}")
+        auth = tls.get("client_auth_type", "NoClientCert")
+        if auth not in CLIENT_AUTH_TYPES:
+            raise ConfigError(f"{path}: tls_server_config.client_auth_type must be one of "
+                              f"{', '.join(CLIENT_AUTH_TYPES)}, got {auth!r}")
+        if CLIENT_AUTH_TYPES[auth] != ssl.CERT_NONE and not isinstance(tls.get("client_ca_file"), str):
+            raise ConfigError(f"{path}: client_auth_type {auth} needs client_ca_file")
         try:
             _ssl_context(tls, Path(path).expanduser().parent)
         except (OSError, ssl.SSLError) as exc:
@@ -69,7 +83,7 @@ def load_web_config(path: str) -> dict:
 
 def _ssl_context(tls: dict, base_dir: Path) -> ssl.SSLContext:
     def resolve(name):
-        return str((base_dir / tls[name]).expanduser())
+        return str(base_dir / Path(tls[name]).expanduser())
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[tls.get("min_version", "TLS12")]
@@ -78,10 +92,7 @@ def _ssl_context(tls: dict, base_dir: Path) -> ssl.SSLContext:
     context.load_cert_chain(resolve("cert_file"), resolve("key_file"))
     if tls.get("client_ca_file"):
         context.load_verify_locations(resolve("client_ca_file"))
-    if tls.get("client_auth_type") in ("RequireAndVerifyClientCert", "RequireAnyClientCert"):
-        context.verify_mode = ssl.CERT_REQUIRED
-    elif tls.get("client_auth_type") in ("VerifyClientCertIfGiven", "RequestClientCert"):
-        context.verify_mode = ssl.CERT_OPTIONAL
+    context.verify_mode = CLIENT_AUTH_TYPES[tls.get("client_auth_type", "NoClientCert")]
     return context
 
 
@@ -90,6 +101,7 @@ class BasicAuth:
 
     def __init__(self, users: dict[str, str]):
         self.users = users
+        self._decoy = next(iter(users.values()), "")
         self._verified: set[bytes] = set()
         self._lock = threading.Lock()
 
@@ -106,10 +118,11 @@ class BasicAuth:
         with self._lock:
             if digest in self._verified:
                 return True
-        hashed = self.users.get(user)
         import bcrypt  # only needed when basic auth is configured
 
-        if hashed and bcrypt.checkpw(password.encode(), hashed.encode()):
+        # Unknown users cost a bcrypt check too, so timing does not tell which names exist.
+        hashed = self.users.get(user, self._decoy)
+        if bcrypt.checkpw(password.encode(), hashed.encode()) and user in self.users:
             with self._lock:
                 self._verified.add(digest)
             return True
@@ -125,15 +138,20 @@ class ExporterServer(ThreadingHTTPServer):
         self.collector_set = collector_set
         self.auth = auth
         self.started = time.time()
-        # Scrapes run one at a time: collectors share connections and caches.
+        # Scrapes run one at a time: collectors keep cursors and caches between scrapes.
         self.scrape_lock = threading.Lock()
         self.last_scrape: dict = {}
         super().__init__(address, Handler)
+
+    def handle_error(self, request, client_address):
+        # A client that hangs up or speaks plain HTTP to the TLS port is its problem, not a traceback.
+        log.debug("request from %s failed", client_address, exc_info=True)
 
 
 class Handler(BaseHTTPRequestHandler):
     server: ExporterServer
     server_version = f"devflow-monitor/{__version__}"
+    timeout = 30  # a client that connects and says nothing must not hold its thread forever
 
     def do_GET(self):
         if not self.server.auth.allows(self.headers.get("Authorization")):
@@ -175,7 +193,9 @@ class Handler(BaseHTTPRequestHandler):
     def _status(self):
         from exporter.status import guide_status
 
-        self._send_json(200, guide_status(self.server.collector_set))
+        with self.server.scrape_lock:
+            body = guide_status(self.server.collector_set)
+        self._send_json(200, body)
 
     def _landing(self):
         path = html.escape(self.server.config.web.telemetry_path)
@@ -202,15 +222,16 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def make_server(host: str, port: int, config: Config, registry, collector_set, web_config: dict | None):
+    """Bind the server; raises OSError when the address is taken (TLS files were checked at load)."""
     web_config = web_config or {}
+    tls = web_config.get("tls_server_config")
+    context = _ssl_context(tls, Path(web_config["_base_dir"])) if tls else None
     server_class = ExporterServer
     if ":" in host:
         server_class = type("ExporterServer6", (ExporterServer,), {"address_family": socket.AF_INET6})
     server = server_class((host, port), config, registry, collector_set,
                           BasicAuth(web_config.get("basic_auth_users") or {}))
-    tls = web_config.get("tls_server_config")
-    if tls:
-        context = _ssl_context(tls, Path(web_config["_base_dir"]))
+    if context:
         # The handshake then happens in the request's thread, so a slow client cannot stall accept().
         server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     return server

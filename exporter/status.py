@@ -19,8 +19,9 @@ MB = 1024 * 1024
 
 
 def guide_status(collector_set) -> dict:
+    """Call with the server's scrape lock held: it reads the database like a scrape does."""
     process = collector_set.get("process")
-    database = collector_set.get("database") or collector_set.get("eventqueue")
+    database = collector_set.get("database")
     probe = collector_set.get("probe")
     app = getattr(probe, "last_status", None) or {}
 
@@ -32,12 +33,12 @@ def guide_status(collector_set) -> dict:
             memory_used = round(proc.memory_info().rss / MB)
         except psutil.Error:
             proc = None
-    db_state = database.watcher.state if database else None
+    db_state = database.watcher.read_scrape()["state"] if database else None
     monitors = app.get("monitors") if isinstance(app.get("monitors"), dict) else {}
 
     if proc is None and process is not None:
         status = "down"
-    elif db_state not in (None, "ok") or app.get("status") not in (None, "healthy"):
+    elif db_state not in (None, "ok") or app.get("status") not in (None, "healthy", "ok"):
         status = "degraded"
     else:
         status = "healthy"
@@ -47,6 +48,14 @@ def guide_status(collector_set) -> dict:
         "version": app.get("version"),
         "monitors": {name: monitors.get(name, "unknown") for name in ("file", "git", "test")},
         "database": DATABASE_WORDS.get(db_state, "unknown"),
-        "memory": {"used": memory_used, "total": round(psutil.virtual_memory().total / MB)},
+        "memory": {"used": memory_used, "total": _app_memory_total(app)},
         "observed_by": "devflow-monitor exporter",
     }
+
+
+def _app_memory_total(app: dict):
+    """The app's own figure when its /status gives one, else the machine's memory (the most it can have)."""
+    memory = app.get("memory")
+    if isinstance(memory, dict) and isinstance(memory.get("total"), (int, float)):
+        return memory["total"]
+    return round(psutil.virtual_memory().total / MB)

@@ -37,7 +37,7 @@ BAD_CONFIGS = {
     "not a mapping": ("- a\n- b\n", "top level must be a mapping"),
     "unknown key": ("colectors: {}\n", "unknown key 'colectors' (did you mean 'collectors'?)"),
     "unknown nested key": ("collectors:\n  database:\n    busy_timeout: 5\n", "unknown key 'collectors.database.busy_timeout'"),
-    "wrong type": ("devflow:\n  port: three thousand\n", "expected a number"),
+    "wrong type": ("devflow:\n  port: three thousand\n", "expected an integer"),
     "section not a mapping": ("web: 8080\n", "'web' must be a mapping"),
     "bad listen address": ("web:\n  listen_address: localhost\n", "HOST:PORT"),
     "bad regex": ("devflow:\n  process_pattern: '(unclosed'\n", "not a valid regular expression"),
@@ -47,6 +47,11 @@ BAD_CONFIGS = {
     "database is a directory": ("devflow:\n  database: /tmp\n", "is a directory"),
     "bad url": ("devflow:\n  url: localhost:3000\n", "http(s) URL"),
     "negative interval": ("collectors:\n  process:\n    scan_interval_seconds: -1\n", "must not be negative"),
+    "zero interval": ("collectors:\n  process:\n    scan_interval_seconds: 0\n", "must be positive"),
+    "infinite interval": ("collectors:\n  database:\n    counts_interval_seconds: .inf\n", "expected a number"),
+    "fractional port": ("devflow:\n  port: 3000.9\n", "expected an integer"),
+    "empty pattern": ("devflow:\n  process_pattern: ''\n", "expected text"),
+    "pattern only valid as text": ("collectors:\n  logs:\n    access_log_pattern: '(?P<status>\\u0020)'\n", "not a valid regular expression"),
     "bad log level": ("log_level: loud\n", "log_level must be one of"),
 }
 
@@ -83,3 +88,8 @@ def test_check_config_prints_the_effective_settings():
 def test_config_error_type_is_raised_not_printed():
     with pytest.raises(ConfigError, match="expected true or false"):
         load(env={"DEVFLOW_MONITOR_COLLECTORS_HOST_ENABLED": "maybe"})
+
+
+def test_empty_pattern_from_the_environment_is_refused():
+    with pytest.raises(ConfigError, match="must not be empty"):
+        load(env={"DEVFLOW_MONITOR_DEVFLOW_PROCESS_PATTERN": ""})

@@ -161,6 +161,9 @@ def test_process_found_by_pattern_never_matches_doctor_itself(setup):
     assert checks["process"]["status"] == "ok", checks["process"]
     assert checks["process"]["details"]["matches"] == [setup.server.pid]
     code, checks = setup.doctor(devflow_pidfile=None, devflow_process_pattern="no-such-process-c0ffee")
+    assert checks["process"]["status"] == "fail", "the port's owner is not DevFlow unless asked"
+    code, checks = setup.doctor("--devflow.match-port", devflow_pidfile=None,
+                                devflow_process_pattern="no-such-process-c0ffee")
     assert checks["process"]["status"] == "ok"
     assert checks["process"]["details"]["found_by"] == f"port {setup.port}"
 

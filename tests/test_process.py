@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -84,7 +85,7 @@ def test_pidfile_follows_restarts_and_reads_database_handles_and_sockets(tmp_pat
         lambda: (lambda s: s if s[(catalog.PROCESS_PORT_LISTENING.name, (("port", str(port)),))] == 1 else None)(
             exporter.scrape()), message="port seen listening")
     assert samples[(catalog.DB_CONNECTIONS.name, ())] == 1
-    assert samples[(catalog.PROCESS_TCP_CONNECTIONS.name, ())] >= 1
+    assert samples[(catalog.PROCESS_SOCKETS.name, ())] >= 1
     assert samples[(catalog.PROCESS_OPEN_FDS.name, ())] >= 3
 
     replacement = spawn(FAKE_SERVER)
@@ -116,16 +117,40 @@ def test_never_matches_itself_its_parent_shell_or_its_children(tmp_path, spawn):
         exporter_proc.wait(10)
 
 
-def test_port_owner_is_found_when_no_command_line_matches(tmp_path, start_exporter, spawn):
+def test_port_owner_is_taken_for_the_server_only_when_asked(tmp_path, start_exporter, spawn):
     port = free_port()
     listener = spawn([sys.executable, "-c",
                       "import socket, time\n"
                       f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen()\n"
                       "print('ready', flush=True); time.sleep(120)\n"], stdout=subprocess.PIPE, text=True)
     assert listener.stdout.readline().strip() == "ready"
-    exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"), "--devflow.port", str(port),
-                              "--devflow.process-pattern", "no-such-command-line-anywhere")
-    wait_until(lambda: up(exporter) == 1, message="port owner found")
-    assert exporter.value(catalog.PROCESS_START_TIME.name) == psutil.Process(listener.pid).create_time()
+    flags = ("--devflow.database", str(tmp_path / "devflow.db"), "--devflow.port", str(port),
+             "--devflow.process-pattern", "^no process has this command line$")
+    # By default another program on the port (a dev server on :3000) is not DevFlow.
+    default = start_exporter(*flags)
+    wait_until(lambda: default.value(catalog.PROCESS_PORT_LISTENING.name, port=str(port)) == 1,
+               message="port seen listening")
+    assert up(default) == 0
+    asked = start_exporter(*flags, settings={"devflow": {"match_port": True}})
+    wait_until(lambda: up(asked) == 1, message="port owner found")
+    assert asked.value(catalog.PROCESS_START_TIME.name) == psutil.Process(listener.pid).create_time()
     with socket.create_connection(("127.0.0.1", port)):
         pass
+
+
+def test_zombies_and_reused_pids_are_not_the_server(tmp_path, start_exporter, spawn):
+    pidfile = tmp_path / "devflow.pid"
+    exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"), "--devflow.pidfile", str(pidfile))
+    # A server that crashed and that its parent (this test) has not reaped yet.
+    crashed = spawn([sys.executable, "-c", "pass"])
+    wait_until(lambda: psutil.Process(crashed.pid).status() == psutil.STATUS_ZOMBIE, message="zombie")
+    pidfile.write_text(str(crashed.pid))
+    assert up(exporter) == 0
+    # A live process whose PID a stale pidfile happens to name: it started after the file was written.
+    stranger = spawn(FAKE_SERVER)
+    pidfile.write_text(str(stranger.pid))
+    written = psutil.Process(stranger.pid).create_time() - 60
+    os.utime(pidfile, (written, written))
+    assert up(exporter) == 0
+    pidfile.write_text(str(stranger.pid))
+    assert up(exporter) == 1

@@ -148,11 +148,25 @@ def _answers(get, password):
         return None
 
 
+BAD_WEB_CONFIGS = {
+    "basic_auth_users:\n  admin: plaintext\n": "bcrypt hashes",
+    "tls_server_config: [cert_file]\n": "must be a mapping",
+    "tls_server_config:\n  cert_file: 1\n  key_file: k.pem\n": "needs cert_file",
+    "tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n  client_auth_type: RequireAndVerifyClientCertt\n":
+        "client_auth_type must be one of",
+    "tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\n":
+        "unsupported tls_server_config key 'cipher_suites'",
+    "tls_server_config:\n  cert_file: missing.pem\n  key_file: missing.pem\n": "cannot load TLS certificate",
+}
+
+
 def test_bad_web_config_and_busy_port_are_one_line_errors(tmp_path):
     web = tmp_path / "web.yml"
-    web.write_text("basic_auth_users:\n  admin: plaintext\n")
-    result = cli("check-config", "--web.config.file", str(web))
-    assert result.returncode == 2 and "bcrypt hashes" in result.stderr and result.stderr.count("\n") == 1
+    for text, expected in BAD_WEB_CONFIGS.items():
+        web.write_text(text)
+        result = cli("check-config", "--web.config.file", str(web))
+        assert result.returncode == 2 and expected in result.stderr and result.stderr.count("\n") == 1, \
+            (text, result.stderr)
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -10,15 +10,16 @@ Sample output:
     devflow_events_newest_timestamp_seconds 1.795693182961e+09
 
 How it stays cheap and harmless at 10M rows:
-- connections are read-only (`mode=ro`) with a short busy timeout, and every
-  read is one short transaction, so the writer never waits and WAL
-  checkpoints are never held back for long;
-- a scrape runs only index look-ups (page counts, newest/oldest timestamp,
-  oldest pending row) and walks the rowid range of rows added since the last
-  scrape (`GROUP BY +type` keeps SQLite off the type index);
+- connections are read-only (`mode=ro`) with a short busy timeout, opened for
+  each read and closed after it, so the exporter holds no lock between reads;
+- a scrape is one short read transaction of index look-ups (page counts,
+  newest/oldest timestamp, oldest pending row) plus the rowid range of rows
+  added since the last scrape (`GROUP BY +type` keeps SQLite off the type index);
 - full counts (rows per table, events per type, outbox) and the integrity
   check run in a background thread on their own schedule; their metrics say
-  so in HELP and carry the time of their last refresh.
+  so in HELP and carry the time of their last refresh. They hold one read
+  snapshot while they run (seconds at 10M rows, a minute for a full check),
+  during which a checkpoint cannot reset the WAL.
 """
 
 from __future__ import annotations
@@ -154,16 +155,13 @@ class DatabaseWatcher:
         # Full counts stream through the table once: a big page cache would only raise the exporter's RSS.
         self.background_reader = Reader(self.path, settings.busy_timeout_ms, cache_kib=256)
         self.lock = threading.Lock()
-        self.state = "missing"
         self.counts = Counts()
         self.integrity: Integrity | None = None
-        # Ingest counter: totals by type label and the last id folded into them.
-        self.ingested: dict[str, int] | None = None
+        # Ingest counter: totals since the exporter first saw the file, and the last id folded into them.
+        self.ingested: dict[str, int] = {}
         self.cursor = 0
         self.identity: tuple[int, int] | None = None  # the file the ingest cursor belongs to
-        self.counted_identity: tuple[int, int] | None = None  # the file the full counts describe
         self.oldest_pending_ms = None  # from the last scrape read, for the event-queue collector
-        self._recount = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -185,27 +183,37 @@ class DatabaseWatcher:
 
     def _background(self) -> None:
         next_counts = next_integrity = 0.0
+        seen = None  # (device, inode) of the file last looked at
         while not self._stop.is_set():
-            now = time.monotonic()
-            st = self.background_reader.stat()
-            if st is not None:
-                if now >= next_counts or self.ingested is None or self._recount.is_set():
-                    self._recount.clear()
-                    duration = self._refresh_counts(st)
-                    # Never spend more than a tenth of the time counting, however big the table grows.
-                    next_counts = time.monotonic() + max(self.counts_interval, 10 * duration)
-                if self.integrity_interval and now >= next_integrity and not self._stop.is_set():
-                    self._check_integrity(st)
-                    next_integrity = time.monotonic() + self.integrity_interval
+            try:
+                st = self.background_reader.stat()
+                if st is not None:
+                    now = time.monotonic()
+                    if (st.st_dev, st.st_ino) != seen:
+                        # A new file at the path (first sight, or a restore): count and check it now,
+                        # and publish nothing about the old file meanwhile.
+                        seen = (st.st_dev, st.st_ino)
+                        next_counts = next_integrity = now
+                        with self.lock:
+                            self.counts, self.integrity = Counts(), None
+                    if now >= next_counts:
+                        ok, duration = self._refresh_counts()
+                        # At most a tenth of the time goes to counting, however big the table grows;
+                        # a failed count (locked, corrupt) is retried after a pause, not every second.
+                        next_counts = time.monotonic() + max(self.counts_interval if ok else 5.0, 10 * duration)
+                    if self.integrity_interval and now >= next_integrity and not self._stop.is_set():
+                        self._check_integrity()
+                        next_integrity = time.monotonic() + self.integrity_interval
+            except Exception:  # the thread must outlive any surprise; the next round tries again
+                log.exception("background database work failed")
             self._wake.wait(1.0)
             self._wake.clear()
 
-    def _refresh_counts(self, st: os.stat_result) -> float:
+    def _refresh_counts(self) -> tuple[bool, float]:
         started = time.perf_counter()
 
         def count(conn):
-            conn.execute("BEGIN")  # one snapshot for the cursor and the counts
-            max_id = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+            conn.execute("BEGIN")  # one snapshot for all the counts
             types = conn.execute("SELECT type, count(*) FROM events GROUP BY type").fetchall()
             outbox = conn.execute("SELECT sync_status, count(*) FROM events GROUP BY sync_status").fetchall()
             tables = {}
@@ -213,13 +221,13 @@ class DatabaseWatcher:
             for table in TABLES:
                 if table in present and table != "events":
                     tables[table] = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
-            return max_id, types, outbox, tables
+            return types, outbox, tables
 
         try:
-            max_id, types, outbox, tables = self.background_reader.read(count)
+            types, outbox, tables = self.background_reader.read(count)
         except sqlite3.Error as exc:
             log.debug("background count failed: %s", exc)
-            return time.perf_counter() - started
+            return False, time.perf_counter() - started
         duration = time.perf_counter() - started
         with self.lock:
             by_label: dict[str, int] = {}
@@ -229,15 +237,9 @@ class DatabaseWatcher:
             tables["events"] = sum(by_label.values())
             self.counts = Counts(time.time(), duration, tables, by_label,
                                  {status: n for status, n in outbox if status in ("pending", "failed", "synced")})
-            self.counted_identity = (st.st_dev, st.st_ino)
-            if self.ingested is None:
-                # First sight of this database: start the counter from what it already holds.
-                self.ingested = dict(by_label)
-                self.cursor = max_id
-                self.identity = (st.st_dev, st.st_ino)
-        return duration
+        return True, duration
 
-    def _check_integrity(self, st: os.stat_result) -> None:
+    def _check_integrity(self) -> None:
         started = time.perf_counter()
         try:
             rows = self.background_reader.read(lambda c: c.execute(f"PRAGMA {self.integrity_pragma}").fetchall())
@@ -254,17 +256,21 @@ class DatabaseWatcher:
 
     # --- per-scrape reads --------------------------------------------------------------------
     def read_scrape(self) -> dict:
-        """Everything cheap about the database: one statement for the figures, one for the new rows."""
+        """Everything cheap about the database, in one short read transaction."""
         st = self.scrape_reader.stat()
         result: dict = {"files": self._file_sizes(), "filesystem": self._filesystem()}
         if st is None:
             return self._with_state(result, "missing")
+        identity = (st.st_dev, st.st_ino)
         with self.lock:
-            cursor = self.cursor
+            read_from = self.cursor if identity == self.identity else None
 
         def queries(conn):
+            conn.execute("BEGIN")  # the new rows and max(id) from the same snapshot
             row = conn.execute(SCRAPE_SQL).fetchone()
-            new_rows = conn.execute(NEW_ROWS_SQL, (cursor, cursor + MAX_NEW_ROWS_PER_SCRAPE)).fetchall()
+            new_rows = [] if read_from is None else conn.execute(
+                NEW_ROWS_SQL, (read_from, read_from + MAX_NEW_ROWS_PER_SCRAPE)).fetchall()
+            conn.execute("ROLLBACK")
             return row, new_rows
 
         try:
@@ -274,31 +280,26 @@ class DatabaseWatcher:
             state = classify_error(exc)
             log.debug("database read failed (%s): %s", state, exc)
             return self._with_state(result, state)
-        identity = (st.st_dev, st.st_ino)
         with self.lock:
             self.oldest_pending_ms = oldest_pending
-            if self.counts.timestamp and identity != self.counted_identity:
-                self._recount.set()  # a new file at the path: count it now, not at the next interval
-                self._wake.set()
-        self._advance_ingest(new_rows, cursor, max_id, identity)
+            self._advance_ingest(identity, read_from, new_rows, max_id)
+        if read_from is None:
+            self._wake.set()  # a new file: let the background thread count it now
         result.update(pages=pages, page_size=page_size, freelist=freelist, newest_ms=newest, oldest_ms=oldest)
         return self._with_state(result, "ok")
 
-    def _advance_ingest(self, new_rows: list, read_from: int, max_id: int, identity: tuple[int, int]) -> None:
-        with self.lock:
-            if self.ingested is None or read_from != self.cursor:
-                # No starting point yet, or the background count set a new one while we read:
-                # these rows may be in it already, so the next scrape reads on from there.
-                return
-            if identity != self.identity or max_id < self.cursor:
-                # Another file now sits at the path (a restore): keep the totals, count from its end.
-                self.identity = identity
-                self.cursor = max_id
-                return
-            for event_type, n, last_id in new_rows:
-                label = self.labels(event_type)
-                self.ingested[label] = self.ingested.get(label, 0) + n
-                self.cursor = max(self.cursor, last_id)
+    def _advance_ingest(self, identity, read_from: int | None, new_rows: list, max_id: int) -> None:
+        """Fold the rows read since the cursor into the totals; call with the lock held."""
+        if read_from is None or max_id < self.cursor:
+            # First sight of this file, or another file at the path (a restore): keep the totals,
+            # count what is written from now on.
+            self.identity, self.cursor = identity, max_id
+            return
+        for event_type, n, _ in new_rows:
+            label = self.labels(event_type)
+            self.ingested[label] = self.ingested.get(label, 0) + n
+        # Every id up to here was read in this snapshot, also across a gap in the ids.
+        self.cursor = max(self.cursor, min(max_id, read_from + MAX_NEW_ROWS_PER_SCRAPE))
 
     def read_outbox(self, query: bool) -> dict:
         """Outbox counts from the background count, and the oldest pending row: from this scrape's
@@ -315,9 +316,9 @@ class DatabaseWatcher:
 
     def _with_state(self, result: dict, state: str) -> dict:
         with self.lock:
-            self.state = state
-            result.update(state=state, counts=self.counts, integrity=self.integrity,
-                          ingested=dict(self.ingested) if self.ingested is not None else None)
+            if state != "ok":
+                self.oldest_pending_ms = None
+            result.update(state=state, counts=self.counts, integrity=self.integrity, ingested=dict(self.ingested))
         return result
 
     def _file_sizes(self) -> dict[str, int]:
@@ -383,12 +384,14 @@ class DatabaseCollector:
             for metric, value in ((catalog.EVENTS_NEWEST, data["newest_ms"]), (catalog.EVENTS_OLDEST, data["oldest_ms"])):
                 if isinstance(value, (int, float)):
                     yield _gauge(metric, value / 1000)
-        if data["ingested"] is not None:
+        counts: Counts = data["counts"]
+        if data["ingested"] or counts.types:
+            # Types the table holds start at 0, so the first increase of each is seen by rate().
+            totals = {**dict.fromkeys(counts.types, 0), **data["ingested"]}
             ingested = catalog.EVENTS_INGESTED.family()
-            for label, total in sorted(data["ingested"].items()):
+            for label, total in sorted(totals.items()):
                 ingested.add_metric([label], total)
             yield ingested
-        counts: Counts = data["counts"]
         if counts.timestamp:
             stored = catalog.EVENTS_STORED.family(extra_help=self.watcher.cached_help)
             for label, n in sorted(counts.types.items()):

@@ -57,7 +57,8 @@ class EventQueueCollector:
         queues = status.get("queue") if isinstance(status, dict) else None
         if not isinstance(queues, dict):
             return
-        families = {key: metric.family() for key, metric in QUEUE_FIGURES}
+        # Unknown queues fold into "other", summed so each label has one series.
+        totals: dict[str, dict[str, float]] = {key: {} for key, _ in QUEUE_FIGURES}
         for queue, figures in queues.items():
             if not isinstance(figures, dict):
                 continue
@@ -65,7 +66,10 @@ class EventQueueCollector:
             for key, _ in QUEUE_FIGURES:
                 value = figures.get(key)
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    families[key].add_metric([label], value)
-        for family in families.values():
-            if family.samples:
+                    totals[key][label] = totals[key].get(label, 0) + value
+        for key, metric in QUEUE_FIGURES:
+            if totals[key]:
+                family = metric.family()
+                for label, value in sorted(totals[key].items()):
+                    family.add_metric([label], value)
                 yield family

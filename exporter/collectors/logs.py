@@ -206,6 +206,10 @@ class LogsCollector:
             self._observer = None
         if self._thread is not None:
             self._thread.join(timeout=30)
+            if self._thread.is_alive():
+                # Still inside a read (a stuck filesystem): closing its files under it would corrupt state.
+                log.warning("log reader did not stop within 30 s; offsets not saved")
+                return
             self._thread = None
         self.close()
 

@@ -6,7 +6,7 @@ Sample output:
     devflow_process_matches 1.0
     devflow_process_cpu_seconds_total{mode="user"} 12.4
     devflow_process_resident_memory_bytes 9.6e+07
-    devflow_process_tcp_connections 2.0
+    devflow_process_open_sockets 2.0
     devflow_process_port_listening{port="3000"} 0.0
     devflow_db_connections 1.0
 
@@ -39,6 +39,18 @@ class Target:
     create_time: float
 
 
+# Clock granularity between a process's start time and its pidfile's modification time.
+PIDFILE_SLACK_SECONDS = 2.0
+
+
+def alive(proc: psutil.Process) -> bool:
+    """Running and not a zombie: a crashed server its parent has not reaped yet is gone."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def read_pidfile(path: Path) -> int | None:
     try:
         text = path.read_text().strip()
@@ -50,23 +62,36 @@ def read_pidfile(path: Path) -> int | None:
 class ProcessFinder:
     """Finds DevFlow server processes, never the exporter itself, its ancestors or its children."""
 
-    def __init__(self, pidfile: str | None, pattern: str, port: int | None):
+    def __init__(self, pidfile: str | None, pattern: str, port: int, match_port: bool = False):
         self.pidfile = Path(pidfile).expanduser() if pidfile else None
         self.pattern = re.compile(pattern)
         self.port = port
+        # Off by default: the public build listens on no port, so the owner of :3000 would be
+        # some other dev server taken for DevFlow.
+        self.match_port = match_port
         me = psutil.Process()
         self.own_pid = me.pid
         # The shell or service manager that started us may carry the pattern in its command line too.
         self.ancestors = {p.pid for p in me.parents()}
+
+    @classmethod
+    def from_config(cls, config: Config) -> "ProcessFinder":
+        devflow = config.devflow
+        return cls(devflow.pidfile, devflow.process_pattern, devflow.port, devflow.match_port)
 
     def from_pidfile(self) -> list[Target]:
         pid = read_pidfile(self.pidfile)
         if pid is None or self.is_own(pid):
             return []
         try:
-            return [Target(pid, psutil.Process(pid).create_time())]
-        except psutil.Error:
+            created = psutil.Process(pid).create_time()
+            written = self.pidfile.stat().st_mtime
+        except (psutil.Error, OSError):
             return []
+        # A process younger than the pidfile only reused a dead server's PID.
+        if created > written + PIDFILE_SLACK_SECONDS:
+            return []
+        return [Target(pid, created)]
 
     def scan(self) -> list[Target]:
         """Every matching process, oldest first (the oldest is the one reported)."""
@@ -77,7 +102,7 @@ class ProcessFinder:
             cmdline = " ".join(proc.info["cmdline"] or ())
             if cmdline and self.pattern.search(cmdline) and not self.is_own(proc.pid):
                 found.append(Target(proc.pid, proc.info["create_time"]))
-        if not found and self.port:
+        if not found and self.match_port:
             found = self._port_owners()
         return sorted(found, key=lambda t: (t.create_time, t.pid))
 
@@ -119,7 +144,7 @@ class ProcessCollector:
 
     def __init__(self, config: Config):
         devflow = config.devflow
-        self.finder = ProcessFinder(devflow.pidfile, devflow.process_pattern, devflow.port)
+        self.finder = ProcessFinder.from_config(config)
         self.port = devflow.port
         self.database = os.path.realpath(devflow.database_path)
         self.scan_interval = config.collectors.process.scan_interval_seconds
@@ -164,11 +189,11 @@ class ProcessCollector:
             if self.finder.pidfile:
                 # A pidfile is one small read: follow it on every scrape so restarts show at once.
                 pid = read_pidfile(self.finder.pidfile)
-                if proc is not None and proc.pid == pid and proc.is_running():
+                if proc is not None and proc.pid == pid and alive(proc):
                     return proc
                 self._matches = self.finder.from_pidfile()
             elif proc is not None:
-                if proc.is_running():
+                if alive(proc):
                     return proc
                 # The process we knew ended: rescan now rather than report it absent until the next scan.
                 self._matches = self.finder.scan()
@@ -180,7 +205,7 @@ class ProcessCollector:
         for target in targets:
             try:
                 candidate = psutil.Process(target.pid)
-                if candidate.create_time() == target.create_time:
+                if candidate.create_time() == target.create_time and alive(candidate):
                     return candidate
             except psutil.Error:
                 continue
@@ -201,14 +226,15 @@ class ProcessCollector:
         yield up
         if not sample:
             return
-        cpu = catalog.PROCESS_CPU.family()
-        cpu.add_metric(["user"], sample["cpu_user"])
-        cpu.add_metric(["system"], sample["cpu_system"])
-        yield cpu
+        if "cpu_user" in sample:
+            cpu = catalog.PROCESS_CPU.family()
+            cpu.add_metric(["user"], sample["cpu_user"])
+            cpu.add_metric(["system"], sample["cpu_system"])
+            yield cpu
         for metric, key in ((catalog.PROCESS_RSS, "rss"), (catalog.PROCESS_VMS, "vms"),
                             (catalog.PROCESS_THREADS, "threads"), (catalog.PROCESS_START_TIME, "start_time"),
                             (catalog.PROCESS_OPEN_FDS, "open_fds"), (catalog.PROCESS_MAX_FDS, "max_fds"),
-                            (catalog.PROCESS_TCP_CONNECTIONS, "sockets"), (catalog.DB_CONNECTIONS, "db_handles")):
+                            (catalog.PROCESS_SOCKETS, "sockets"), (catalog.DB_CONNECTIONS, "db_handles")):
             if sample.get(key) is not None:
                 family = metric.family()
                 family.add_metric([], sample[key])
@@ -224,7 +250,11 @@ class ProcessCollector:
         except psutil.NoSuchProcess:
             return None
         except psutil.AccessDenied:
-            return {"start_time": proc.create_time(), "cpu_user": 0.0, "cpu_system": 0.0}
+            # Another user's process: say it runs, publish nothing we could not read.
+            try:
+                return {"start_time": proc.create_time()}
+            except psutil.Error:
+                return None
         sample.update(self._read_fds(proc))
         return sample
 
@@ -263,7 +293,7 @@ class ProcessCollector:
     def _read_fds_portably(self, proc: psutil.Process, result: dict) -> dict:
         try:
             result["open_fds"] = proc.num_fds()
-            result["sockets"] = len(proc.net_connections(kind="inet"))
+            result["sockets"] = len(proc.net_connections(kind="all"))
             result["db_handles"] = sum(1 for f in proc.open_files() if f.path == self.database)
         except (psutil.Error, AttributeError):
             pass

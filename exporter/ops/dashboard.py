@@ -299,7 +299,7 @@ def performance(h: History) -> list[Row]:
         Row("threads", _fmt(s.value(c.PROCESS_THREADS.name), "{:.0f}")),
         Row("open fds", _fmt(s.value(c.PROCESS_OPEN_FDS.name), "{:.0f}")
             + (f" of {s.value(c.PROCESS_MAX_FDS.name):.0f}" if s.value(c.PROCESS_MAX_FDS.name) else "")),
-        Row("TCP connections", _fmt(s.value(c.PROCESS_TCP_CONNECTIONS.name), "{:.0f}")),
+        Row("Open sockets", _fmt(s.value(c.PROCESS_SOCKETS.name), "{:.0f}")),
         Row("response (access log)", _ms(latency[-1] if latency else None),
             level_for(_to_ms(latency[-1] if latency else None), 100, None), _trend_ms(latency)),
         Row("health probe", _ms(probe[-1] if probe else None),

@@ -37,8 +37,7 @@ class Found:
 
 
 def finder(config: Config) -> ProcessFinder:
-    devflow = config.devflow
-    return ProcessFinder(devflow.pidfile, devflow.process_pattern, devflow.port)
+    return ProcessFinder.from_config(config)
 
 
 def find_devflow(config: Config) -> list[Found]:
