@@ -48,17 +48,19 @@ TYPE_SHAPE = re.compile(r"[a-z]{1,16}:[a-z_]{1,32}")
 # Rows read from the rowid range per scrape; a bigger burst is finished by the following scrapes.
 MAX_NEW_ROWS_PER_SCRAPE = 100_000
 
-# Everything a scrape needs but the new rows, in one statement: page counts from the header,
-# the rest from the timestamp, primary-key and sync_status indexes.
+# A scrape's whole read as one statement, hence one snapshot: a first row of figures (page counts
+# from the header, the rest from the timestamp, primary-key and sync_status indexes), then one row
+# per event type among the rows with ids in (?, ?]. `+type` keeps SQLite on the rowid range instead
+# of walking the whole type index.
 SCRAPE_SQL = """
-SELECT p.page_count, s.page_size, f.freelist_count,
+SELECT 'figures', p.page_count, s.page_size, f.freelist_count,
        (SELECT max(timestamp) FROM events), (SELECT min(timestamp) FROM events),
        (SELECT coalesce(max(id), 0) FROM events),
        (SELECT timestamp FROM events WHERE id = (SELECT min(id) FROM events WHERE sync_status = 'pending'))
 FROM pragma_page_count() AS p, pragma_page_size() AS s, pragma_freelist_count() AS f
+UNION ALL
+SELECT 'rows', type, count(*), NULL, NULL, NULL, NULL, NULL FROM events WHERE id > ? AND id <= ? GROUP BY +type
 """
-# `+type` keeps SQLite on the rowid range instead of walking the whole type index.
-NEW_ROWS_SQL = "SELECT type, count(*), max(id) FROM events WHERE id > ? AND id <= ? GROUP BY +type"
 OLDEST_PENDING_SQL = ("SELECT timestamp FROM events WHERE id = "
                       "(SELECT min(id) FROM events WHERE sync_status = 'pending')")
 
@@ -256,7 +258,7 @@ class DatabaseWatcher:
 
     # --- per-scrape reads --------------------------------------------------------------------
     def read_scrape(self) -> dict:
-        """Everything cheap about the database, in one short read transaction."""
+        """Everything cheap about the database, in one statement."""
         st = self.scrape_reader.stat()
         result: dict = {"files": self._file_sizes(), "filesystem": self._filesystem()}
         if st is None:
@@ -265,17 +267,15 @@ class DatabaseWatcher:
         with self.lock:
             read_from = self.cursor if identity == self.identity else None
 
-        def queries(conn):
-            conn.execute("BEGIN")  # the new rows and max(id) from the same snapshot
-            row = conn.execute(SCRAPE_SQL).fetchone()
-            new_rows = [] if read_from is None else conn.execute(
-                NEW_ROWS_SQL, (read_from, read_from + MAX_NEW_ROWS_PER_SCRAPE)).fetchall()
-            conn.execute("ROLLBACK")
-            return row, new_rows
-
+        if read_from is None:  # first sight of this file: the rows already there are not "new"
+            low = high = 0
+        else:
+            low, high = read_from, read_from + MAX_NEW_ROWS_PER_SCRAPE
         try:
-            (pages, page_size, freelist, newest, oldest, max_id, oldest_pending), new_rows = \
-                self.scrape_reader.read(queries)
+            rows = self.scrape_reader.read(lambda conn: conn.execute(SCRAPE_SQL, (low, high)).fetchall())
+            figures = next(row[1:] for row in rows if row[0] == "figures")
+            (pages, page_size, freelist, newest, oldest, max_id, oldest_pending) = figures
+            new_rows = [row[1:3] for row in rows if row[0] == "rows"]
         except sqlite3.Error as exc:
             state = classify_error(exc)
             log.debug("database read failed (%s): %s", state, exc)
@@ -295,7 +295,7 @@ class DatabaseWatcher:
             # count what is written from now on.
             self.identity, self.cursor = identity, max_id
             return
-        for event_type, n, _ in new_rows:
+        for event_type, n in new_rows:
             label = self.labels(event_type)
             self.ingested[label] = self.ingested.get(label, 0) + n
         # Every id up to here was read in this snapshot, also across a gap in the ids.
