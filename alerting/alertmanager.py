@@ -12,6 +12,8 @@ from __future__ import annotations
 from alerting.settings import Settings
 
 TEMPLATE_FILES = "templates/*.tmpl"  # alerting/templates/, beside alertmanager.yml
+# Critical alerts that mean the instance is down or blind; while one fires, its warnings are noise.
+OUTAGE_ALERTS = ("DevFlowExporterDown", "DevFlowExporterAbsent", "DevFlowProcessDown", "DevFlowDatabaseUnavailable")
 
 
 def _slack(settings: Settings) -> dict:
@@ -79,8 +81,10 @@ def config(settings: Settings, *, templates: str = TEMPLATE_FILES) -> dict:
             "routes": _routes(settings),
         },
         # A critical alert already says the target is broken; its warnings would only add noise.
+        # Only outages inhibit: a lasting critical such as DevFlowEventsNotPersisted (the public build's
+        # defect) must not silence an instance's disk, backup or error warnings for good.
         "inhibit_rules": [{
-            "source_matchers": ['severity="critical"'],
+            "source_matchers": ['severity="critical"', f'alertname=~"{"|".join(OUTAGE_ALERTS)}"'],
             "target_matchers": ['severity="warning"'],
             "equal": ["instance"],
         }],

@@ -232,12 +232,12 @@ def _alert_rules(s: Settings) -> dict[str, AlertRule]:
             f"the file may be corrupt."),
         "DevFlowEventsNotPersisted": AlertRule(
             "devflow.database",
-            f"{r.ingest_rate} == 0\nand\n{q(catalog.PROCESS_UP.name)} == 1\nand\n(\n  {r.log_rate} > 0\nor\n"
-            f"  count without (monitor, state) ({q(catalog.APP_MONITOR_STATE.name, ACTIVE)} == 1)\n)",
+            # Activity is what the server does (it logs the file and git events it sees), not a monitor
+            # reported "active": that is its resting state, and an idle developer must not page anyone.
+            f"{r.ingest_rate} == 0\nand\n{q(catalog.PROCESS_UP.name)} == 1\nand\n{r.log_rate} > 0",
             "The DevFlow server is active but stores no events.",
-            f"The DevFlow process on {INSTANCE} is up and active (it writes log records or reports an "
-            f"active monitor) but has written no event to its database for "
-            f"{a['DevFlowEventsNotPersisted'].for_}."),
+            f"The DevFlow process on {INSTANCE} is up and active (it writes log records) but has written "
+            f"no event to its database for {a['DevFlowEventsNotPersisted'].for_}."),
         "DevFlowEventBacklogGrowing": AlertRule(
             "devflow.database",
             f"deriv({q(catalog.OUTBOX_EVENTS.name, PENDING)}[{backlog.window}]) * 3600 > 0\n"

@@ -364,11 +364,11 @@ def _events_not_persisted(c: Context) -> list[Case]:
         Case("events stop while the server keeps logging",
              {**running, events: counter_until(stop, 30, c.end), logs: rising(50, c.end)}, stop + c.window,
              c.labels(), "0"),
-        Case("the public build: an empty database and an active file monitor",
-             {**running, monitor: constant(1, c.end)}, 0, c.labels(), "0"),
+        Case("the public build: it logs the file events it sees, its database stays empty",
+             {**running, events: constant(0, c.end), logs: rising(50, c.end)}, 1, c.labels(), "0"),
         Case("events keep arriving", {**running, events: rising(30, c.end), logs: rising(50, c.end)}),
-        Case("an idle server writes neither events nor logs",
-             {**running, events: constant(100, c.end), logs: constant(100, c.end)}),
+        Case("an idle developer: monitors active, neither events nor logs",
+             {**running, monitor: constant(1, c.end), events: constant(100, c.end), logs: constant(100, c.end)}),
     ]
 
 

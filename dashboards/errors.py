@@ -20,7 +20,8 @@ dashboard = G.dashboard(
                target(queries.LOG_ERROR_RATIO, "{{instance}}"), unit="percentunit", thresholds=G.ERROR_RATIO,
                background=True, sparkline=True, w=6),
         G.stat("Last error", "When the exporter last read an ERROR or FATAL record, in any log file.",
-               target(f"max by (instance) ({series(catalog.LOG_LAST_ERROR)}) > 0", "{{instance}}"),
+               # Grafana's dateTimeFromNow reads milliseconds.
+               target(f"max by (instance) ({series(catalog.LOG_LAST_ERROR)}) * 1000 > 0", "{{instance}}"),
                unit="dateTimeFromNow", w=6),
         G.stat("Error records per minute", "ERROR and FATAL records per minute, all files.",
                target(f"sum by (instance) ({rate(catalog.LOG_LINES, queries.ERROR_LEVELS)}) * 60", "{{instance}}"),

@@ -385,9 +385,9 @@ class DatabaseCollector:
                 if isinstance(value, (int, float)):
                     yield _gauge(metric, value / 1000)
         counts: Counts = data["counts"]
-        if data["ingested"] or counts.types:
-            # Types the table holds start at 0, so the first increase of each is seen by rate().
-            totals = {**dict.fromkeys(counts.types, 0), **data["ingested"]}
+        if state == "ok" or data["ingested"]:
+            # Known types and the types the table holds start at 0, so rate() sees their first increase.
+            totals = {**dict.fromkeys(EVENT_TYPES, 0), **dict.fromkeys(counts.types, 0), **data["ingested"]}
             ingested = catalog.EVENTS_INGESTED.family()
             for label, total in sorted(totals.items()):
                 ingested.add_metric([label], total)
