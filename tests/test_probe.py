@@ -32,7 +32,9 @@ class Route:
     status: int = 200
     body: bytes = b""
     delay: float = 0.0  # held until the delay passes or the test ends
-    kind: str = "plain"  # plain, hangup (close without answering) or trickle (one byte at a time)
+    # plain, hangup (close without answering), trickle (body one byte at a time) or
+    # trickle_headers (the status line and headers one byte at a time)
+    kind: str = "plain"
 
 
 def json_route(body, status=200, delay=0.0) -> Route:
@@ -63,6 +65,13 @@ class AppHandler(BaseHTTPRequestHandler):
         try:
             if route.kind == "hangup":
                 self.close_connection = True
+                return
+            if route.kind == "trickle_headers":
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" * 50:
+                    if self.server.release.wait(0.05):
+                        return
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
                 return
             self.send_response(route.status)
             self.send_header("Content-Type", "application/json")
@@ -252,22 +261,27 @@ def test_version_label_is_sanitised_and_bounded(app):
     assert version.startswith("1.0.0__beta")
 
 
-MALFORMED = [b"", b"null", b"42", b'"healthy"', b"{", b"[" * 100_000, b"\xff\xfe\x00garbage",
-             b'{"uptime": 1e999, "status": "healthy"}', b'{"uptime": ' + b"9" * 5000 + b"}",
-             b'{"uptime": NaN, "memory": {"used": -1, "total": true}}',
-             b'{"status": 5, "monitors": {"file": 3}}',
-             b'{"monitors": null, "memory": [], "database": {"ok": 1}, "version": ""}',
-             b"{}" + b" " * (2 << 20)]
+# Each malformed body and the one state it must give ("error" would also be what a parser bug gives).
+MALFORMED = {
+    b"": "invalid_json", b"{": "invalid_json", b"[" * 100_000: "invalid_json", b"\xff\xfe\x00garbage": "invalid_json",
+    b'{"uptime": ' + b"9" * 5000 + b"}": "invalid_json",  # beyond Python's limit on integer digits
+    b"null": "unexpected_shape", b"42": "unexpected_shape", b'"healthy"': "unexpected_shape",
+    b'{"uptime": 1e999, "status": "healthy"}': "unexpected_shape",
+    b'{"uptime": ' + b"9" * 400 + b', "status": "healthy"}': "unexpected_shape",  # an int beyond any float
+    b'{"uptime": NaN, "memory": {"used": -1, "total": true}}': "unexpected_shape",
+    b'{"status": 5, "monitors": {"file": 3}}': "unexpected_shape",
+    b'{"monitors": null, "memory": [], "database": {"ok": 1}, "version": ""}': "unexpected_shape",
+    b"{}" + b" " * (2 << 20): "error",  # larger than the probe reads
+}
 
 
 def test_malformed_bodies_never_raise_and_never_read_as_ok(app):
     collector = make_probe(app.url, timeout=5.0)
-    for body in MALFORMED:
+    for body, expected in MALFORMED.items():
         serve_both(app, Route(200, body))
         samples = scrape(collector)
         for endpoint in ("health", "status"):
-            state = current_state(samples, endpoint)
-            assert state in ("invalid_json", "unexpected_shape", "error"), body[:40]
+            assert current_state(samples, endpoint) == expected, body[:40]
         assert collector.last_status is None
         assert value(samples, catalog.APP_UPTIME.name) is None
 
@@ -291,6 +305,15 @@ def test_trickling_app_is_cut_off_at_the_total_timeout(app):
     samples = scrape(collector)
     assert time.monotonic() - started < 2.0
     assert current_state(samples, "status") == "timeout"
+
+
+def test_trickled_headers_are_cut_off_at_the_total_timeout(app):
+    serve_both(app, Route(kind="trickle_headers"))
+    collector = make_probe(app.url, timeout=0.5)
+    started = time.monotonic()
+    samples = scrape(collector)
+    assert time.monotonic() - started < 2.0
+    assert current_state(samples, "health") == current_state(samples, "status") == "timeout"
 
 
 def test_background_mode_serves_the_last_result_without_waiting_for_a_hung_probe(app):

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -142,8 +143,9 @@ class ProbeCollector:
         for helper in helpers:
             helper.join(self.timeout + 1.0)
         for endpoint in ENDPOINTS:
-            if endpoint in results:
-                self._record(results[endpoint])
+            # A probe still running past its deadline is a timeout, not a reason to keep the last state.
+            self._record(results.get(endpoint) or ProbeResult(
+                endpoint, "timeout", 0, self.timeout, reason="the probe did not finish in time"))
 
     def _record(self, result: ProbeResult) -> None:
         with self._lock:
@@ -227,9 +229,14 @@ def fetch(url: str, timeout: float) -> tuple[int, bytes]:
     parts = urlsplit(url)
     connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     connection = connection_class(parts.hostname, parts.port, timeout=timeout)
+    cutoff = None
     try:
         connection.connect()
         sock = connection.sock  # kept: http.client drops it from the connection on Connection: close
+        # A server trickling its headers restarts every per-read timeout: cut the socket at the deadline.
+        cutoff = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, (sock,))
+        cutoff.daemon = True
+        cutoff.start()
         connection.request("GET", parts.path or "/", headers={
             "Accept": "application/json", "User-Agent": f"devflow-monitor/{__version__}"})
         _shrink_timeout(sock, deadline)
@@ -245,8 +252,21 @@ def fetch(url: str, timeout: float) -> tuple[int, bytes]:
                 raise BodyTooLarge()
             chunks.append(chunk)
         return response.status, b"".join(chunks)
+    except Exception:
+        if time.monotonic() >= deadline:
+            raise TimeoutError("probe deadline passed") from None
+        raise
     finally:
+        if cutoff is not None:
+            cutoff.cancel()
         connection.close()
+
+
+def _cut(sock) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
 
 
 def _shrink_timeout(sock, deadline: float) -> None:
@@ -342,7 +362,10 @@ def _non_negative_number(name, value, problems):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         problems.append(f"'{name}' is {_kind(value)}, not a number")
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        number = math.inf
     if not math.isfinite(number) or number < 0:
         problems.append(f"'{name}' is {number}, not a finite non-negative number")
         return None

@@ -351,11 +351,13 @@ def activity(h: History) -> list[Row]:
     s = h.last
     rows = [Row("events / s", _fmt(h.rate(c.EVENTS_INGESTED.name), "{:.2f}"), None,
                 h.rate_trend(c.EVENTS_INGESTED.name))]
-    types = {labels["type"]: v for labels, v in s.series(c.EVENTS_INGESTED.name)}
-    busiest = sorted(types, key=lambda t: (-(h.rate(c.EVENTS_INGESTED.name, type=t) or 0), -types[t]))[:8]
+    # Stored rows per type (the ingest counter only counts since the exporter started).
+    stored = {labels["type"]: v for labels, v in s.series(c.EVENTS_STORED.name)}
+    types = {labels["type"] for labels, _ in s.series(c.EVENTS_INGESTED.name)} | set(stored)
+    busiest = sorted(types, key=lambda t: (-(h.rate(c.EVENTS_INGESTED.name, type=t) or 0), -stored.get(t, 0)))[:8]
     for event_type in busiest:
         rate = h.rate(c.EVENTS_INGESTED.name, type=event_type)
-        rows.append(Row(f"  {event_type}", f"{_fmt(rate, '{:.2f}')}/s, {types[event_type]:.0f} total", None,
+        rows.append(Row(f"  {event_type}", f"{_fmt(rate, '{:.2f}')}/s, {stored.get(event_type, 0):.0f} stored", None,
                         h.rate_trend(c.EVENTS_INGESTED.name, type=event_type)))
     rows += [
         Row("newest event", _age(s, c.EVENTS_NEWEST.name)),
