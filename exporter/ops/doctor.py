@@ -368,7 +368,9 @@ def print_report(config: Config, checks: list[Check]) -> None:
 def _criteria(config: Config) -> str:
     if config.devflow.pidfile:
         return f"pidfile {config.devflow.pidfile}"
-    return f"command line /{config.devflow.process_pattern}/ or port {config.devflow.port}"
+    if config.devflow.match_port:
+        return f"command line /{config.devflow.process_pattern}/ or port {config.devflow.port}"
+    return f"command line /{config.devflow.process_pattern}/"
 
 
 def _accepts(address: tuple[str, int]) -> bool:
