@@ -1,8 +1,9 @@
 """DevFlow's log line formats (FACTS.md "Logs"): which lines start a record, at which level.
 
-Everything here works on bytes and on whole chunks of complete lines, never line
-by line in Python: one compiled regex finds the record starts of a chunk in C
-(`findall`), so counting keeps up with a log written at full speed.
+Levels are counted on bytes, in whole chunks of complete lines: one compiled
+regex finds the record starts of a chunk in C (`findall`), so counting keeps up
+with a log written at full speed. The access log, far smaller, is parsed line by
+line (AccessLogParser).
 
 Record starts (anything else is a continuation of the record before it, such as
 the body of a multi-line `[DEBUG] File event: file:change {` ... `}` dump):
@@ -42,14 +43,14 @@ _LEVEL_WORDS = {
 # Group 1 is the level word; a record start without a readable level (a JSON
 # line without severity, a timestamped line without a level) matches one of the
 # last alternatives with the group empty, and counts as `unknown`. In a JSON
-# line the last "severity" key wins (greedy: far fewer backtracking steps).
+# line the first "severity" key wins: the audit log writes its own before any nested one.
 _RECORD_START_BODY = (
     rb'(?:'
     rb'(?:\[(?:\d{4}-[^\]\n]*\] +\[)?'           # [LEVEL] or [ISO-8601] [LEVEL]
     rb'|\d{4}-\d\d-\d\d[ T][^ \n]* +\[?'          # YYYY-MM-DD HH:MM:SS LEVEL
-    rb'|\{"[^\n]*"severity" *: *"'                # JSON line: "severity": "LEVEL"
+    rb'|\{[ \t]*"[^\n]*?"severity" *: *"'         # JSON line: "severity": "LEVEL"
     rb')(\w+)(?=[\]" :\r\n])'
-    rb'|\[\d{4}-\d\d-\d\d|\d{4}-\d\d-\d\d[ T]\d\d:\d\d|\{")')
+    rb'|\[\d{4}-\d\d-\d\d|\d{4}-\d\d-\d\d[ T]\d\d:\d\d|\{[ \t]*")')
 _RECORD_START = re.compile(rb'\n' + _RECORD_START_BODY)
 # The same rules for one line at a time (with its newline): the benchmark's per-line reference.
 LINE_RECORD_START = re.compile(_RECORD_START_BODY)
@@ -109,6 +110,7 @@ def invalid_utf8_lines(buf: bytes, start: int, end: int) -> int:
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 HTTP_CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _DURATION_UNITS = {b"ms": 0.001, b"s": 1.0, b"us": 0.000001, b"": 1.0}
+_CODE_CLASS = re.compile(r"\dxx")  # the `code` label values AccessLogParser produces
 
 
 class HttpTotals:
@@ -147,15 +149,19 @@ class HttpTotals:
         return {"requests": dict(self.requests), "buckets": list(self.buckets),
                 "sum": self.duration_sum, "count": self.duration_count}
 
-    def restore(self, state: dict) -> None:
-        """Continue totals saved by to_state(); a state with another bucket layout is ignored."""
-        buckets = state.get("buckets")
-        if not isinstance(buckets, list) or len(buckets) != len(self.buckets):
-            return
-        self.requests.update({str(k): int(v) for k, v in (state.get("requests") or {}).items()})
-        self.buckets = [int(n) for n in buckets]
-        self.duration_sum = float(state.get("sum", 0.0))
-        self.duration_count = int(state.get("count", 0))
+    def restore(self, state: dict) -> bool:
+        """Continue totals saved by to_state(); False, and nothing changed, if malformed or of another layout."""
+        try:
+            requests = {code: int(n) for code, n in state["requests"].items()}
+            buckets = [int(n) for n in state["buckets"]]
+            duration_sum, duration_count = float(state["sum"]), int(state["count"])
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return False
+        if len(buckets) != len(self.buckets) or not all(map(_CODE_CLASS.fullmatch, requests)):
+            return False
+        self.requests.update(requests)
+        self.buckets, self.duration_sum, self.duration_count = buckets, duration_sum, duration_count
+        return True
 
 
 class AccessLogParser:

@@ -22,6 +22,7 @@ import pytest
 
 from conftest import free_port, http_get, wait_for_http, wait_until
 from exporter import catalog, config
+from exporter.collectors import CollectorSet
 from exporter.collectors import logs as logs_module
 from exporter.collectors.logs import LogsCollector
 from exporter.logformat import LEVELS, LevelCounter
@@ -183,6 +184,14 @@ def test_each_format_counts_by_its_own_level_field_not_by_words_in_the_message()
     assert counts == {"info": 2, "warn": 1, "error": 1, "fatal": 1, "debug": 2, "unknown": 1}
 
 
+def test_json_level_is_the_first_severity_key_also_with_a_space_after_the_brace():
+    text = (b'{"timestamp": "t", "severity": "info", "details": {"severity": "critical"}}\n'
+            b'{ "timestamp": "t", "severity": "warning" }\n'
+            b'{\t"eventType": "no severity"}\n')
+    counts = LevelCounter().count(b"\n" + text, 0, len(text) + 1)
+    assert counts == {"info": 1, "warn": 1, "unknown": 1}
+
+
 def test_mixed_records_in_one_file_are_counted_exactly(tmp_path):
     log = tmp_path / "server.log"
     truth = append(log, records(5000, seed=7))
@@ -265,6 +274,79 @@ def test_rename_rotation_counts_lines_written_to_the_old_file_before_reopen(tmp_
     collector.close()
 
 
+def test_rename_rotation_keeps_reading_the_old_file_while_the_app_never_reopens(tmp_path, monkeypatch):
+    monkeypatch.setattr(logs_module, "ROTATE_WAIT_SECONDS", 0.1)
+    log = tmp_path / "server.log"
+    collector = make_collector(tmp_path, [log])
+    with open(log, "ab", buffering=0) as app:  # like Node's stderr under launchd: never reopened
+        app.write(b"[INFO] before the rotation\n")
+        collector.read_once()
+        os.rename(log, tmp_path / "server.log.1")
+        log.touch()  # logrotate `create`; the SIGUSR1 that follows is ignored
+        collector.read_once()
+        time.sleep(0.3)  # the old file is quiet for longer than the rotate wait
+        collector.read_once()
+        app.write(b"[ERROR] still written to the renamed file\n")
+        collector.read_once()
+    assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1}
+    # Once the app writes to the new file and the old one is quiet, the old one is closed.
+    log.write_bytes(b"[WARN] the app reopened\n")
+    collector.read_once()
+    time.sleep(0.3)
+    collector.read_once()
+    assert collector._files[str(log)].rotated == []
+    assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1, "warn": 1}
+    collector.close()
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["live", "across_restart"])
+def test_copytruncate_then_rename_before_the_next_pass_loses_no_line(tmp_path, restart):
+    log = tmp_path / "app.log"
+    first = append(log, records(300, seed=1))
+    collector = make_collector(tmp_path, [log])
+    collector.read_once()
+    if restart:
+        collector.close()
+    unread = append(log, records(200, seed=2, start=300))
+    shutil.copyfile(log, tmp_path / "app.log.1")  # copytruncate
+    os.truncate(log, 0)
+    refilled = append(log, records(600, seed=3, start=500))  # past our old offset, other bytes before it
+    os.rename(tmp_path / "app.log.1", tmp_path / "app.log.2")  # then a rename rotation
+    os.rename(log, tmp_path / "app.log.1")
+    after = append(log, records(100, seed=4, start=1100))
+    if restart:
+        collector = make_collector(tmp_path, [log])
+    collector.read_once()
+    collector.read_once()
+    assert levels_of(collector, log) == add(first, unread, refilled, after)
+    assert value(collector, catalog.LOG_BYTES.name, file=log) == sum(
+        (tmp_path / name).stat().st_size for name in ("app.log.2", "app.log.1", "app.log"))
+    collector.close()
+
+
+def test_losses_that_cannot_be_avoided_are_counted_as_read_errors(tmp_path):
+    log = tmp_path / "app.log"
+    first = append(log, records(100, seed=1))
+    collector = make_collector(tmp_path, [log])
+    collector.read_once()
+    append(log, records(100, seed=2, start=100))  # never read: truncated without a copy
+    os.truncate(log, 0)
+    collector.read_once()
+    assert value(collector, catalog.LOG_READ_ERRORS.name, file=log, reason="truncated_unread") == 1
+    third = append(log, records(100, seed=3, start=200))
+    collector.read_once()
+    collector.close()
+    append(log, records(100, seed=4, start=300))  # never read: renamed away and deleted while we are down
+    os.rename(log, tmp_path / "app.log.1")
+    fifth = append(log, records(50, seed=5, start=400))
+    (tmp_path / "app.log.1").unlink()  # after the new file exists, as logrotate does: no inode reuse
+    again = make_collector(tmp_path, [log])
+    again.read_once()
+    assert value(again, catalog.LOG_READ_ERRORS.name, file=log, reason="vanished") == 1
+    assert levels_of(again, log) == add(first, third, fifth)
+    again.close()
+
+
 # --- restarts -----------------------------------------------------------------------------------------
 
 def test_restarted_collector_continues_totals_exactly_also_after_rotations_while_down(tmp_path, running):
@@ -295,6 +377,55 @@ def test_restarted_collector_continues_totals_exactly_also_after_rotations_while
     assert value(third, catalog.LOG_BYTES.name, file=log) == written
 
 
+def test_half_written_last_line_counts_its_bytes_once_across_a_restart(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_bytes(b"[INFO] complete\n[ERROR] half writ")
+    collector = make_collector(tmp_path, [log])
+    collector.read_once()
+    assert value(collector, catalog.LOG_BYTES.name, file=log) == len(b"[INFO] complete\n")
+    collector.close()
+    with open(log, "ab") as handle:
+        handle.write(b"ten\n")
+    again = make_collector(tmp_path, [log])
+    again.read_once()
+    assert value(again, catalog.LOG_BYTES.name, file=log) == log.stat().st_size
+    assert levels_of(again, log) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1}
+    again.close()
+
+
+def test_restart_continues_when_the_device_number_changed(tmp_path):
+    log = tmp_path / "app.log"
+    first = append(log, records(500, seed=1))
+    collector = make_collector(tmp_path, [log])
+    collector.read_once()
+    collector.close()
+    state_file = tmp_path / "state.json"
+    state = json.loads(state_file.read_text())
+    state["files"][str(log)]["reader"]["dev"] += 1  # as after a reboot or in another container
+    state_file.write_text(json.dumps(state))
+    second = append(log, records(500, seed=2, start=500))
+    again = make_collector(tmp_path, [log])
+    again.read_once()
+    assert levels_of(again, log) == add(first, second)
+    assert value(again, catalog.LOG_BYTES.name, file=log) == log.stat().st_size
+    assert value(again, catalog.LOG_ROTATIONS.name, file=log, kind="rename") == 0
+    again.close()
+
+
+def test_stop_then_start_in_one_process_continues_and_is_woken_by_file_events(tmp_path, running):
+    log = tmp_path / "app.log"
+    first = append(log, records(500, seed=1))
+    collector = running(make_collector(tmp_path, [log], poll=60))
+    wait_until(lambda: levels_of(collector, log) == first, timeout=5, message="first run")
+    collector.stop()
+    second = append(log, records(500, seed=2, start=500))
+    collector.start()
+    wait_until(lambda: levels_of(collector, log) == add(first, second), timeout=5, message="continued")
+    third = append(log, records(500, seed=3, start=1000))  # after the first pass: only a file event reads it
+    wait_until(lambda: levels_of(collector, log) == add(first, second, third), timeout=5, message="woken")
+    assert value(collector, catalog.LOG_BYTES.name, file=log) == log.stat().st_size
+
+
 KILLED_CHILD = """
 import sys, time
 from exporter import config
@@ -314,12 +445,14 @@ def test_exporter_killed_mid_file_restarts_with_exact_totals(tmp_path, spawn, ru
     state = tmp_path / "state.json"
     child = spawn([sys.executable, "-c", KILLED_CHILD, str(log), str(state)])
     truths = []
-    for batch in range(40):  # keep writing until the child has saved offsets at least once, then kill it
+    deadline = time.monotonic() + 30
+    batch = 0
+    # Keep writing until the child has started and saved offsets at least once, then kill it.
+    while batch < 10 or not (state.exists() and json.loads(state.read_text())["files"]):
+        assert time.monotonic() < deadline, "the exporter process never saved its offsets"
         truths.append(append(log, records(500, seed=batch, start=batch * 500)))
+        batch += 1
         time.sleep(0.02)
-        if batch >= 10 and state.exists() and json.loads(state.read_text())["files"]:
-            break
-    assert state.exists(), "the exporter process never saved its offsets"
     child.send_signal(signal.SIGKILL)
     child.wait(10)
     truths.append(append(log, records(2000, seed=99, start=50_000)))
@@ -341,6 +474,53 @@ def test_unreadable_or_malformed_state_file_starts_fresh_without_crashing(tmp_pa
     assert json.loads((tmp_path / "state.json").read_text())["files"][str(log)]["lines"]["error"] == 1
 
 
+@pytest.mark.parametrize("content", [
+    '{"version": 1, "files": null}',
+    '{"version": 1, "files": {}, "http": {"requests": {"2xx": "many"}, "buckets": [], "sum": 0, "count": 0}}',
+    '{"version": 1, "files": {}, "http": {"requests": {"2xx": 5}, "buckets": [0,0,0,0,0,0,0,0,0,0,0,0,5],'
+    ' "sum": "x", "count": 5}}'], ids=["files_null", "bad_requests", "bad_sum_after_good_buckets"])
+def test_state_file_of_the_wrong_shape_is_ignored_whole_with_one_warning(tmp_path, content, caplog):
+    log, access = tmp_path / "app.log", tmp_path / "access.log"
+    log.write_bytes(b"[ERROR] one\n")
+    access.write_text(ACCESS_LINE.format(path="/", status=200, duration="1ms") + "\n")
+    (tmp_path / "state.json").write_text(content)
+    collector = make_collector(tmp_path, [log], access=access)
+    collector.read_once()
+    collector.read_once()
+    assert levels_of(collector, log)["error"] == 1
+    assert value(collector, catalog.HTTP_REQUESTS.name, code="2xx") == 1
+    assert value(collector, catalog.HTTP_DURATION.count) == 1
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+    collector.close()
+
+
+@pytest.mark.parametrize("broken_in", ["reader", "rotated"])
+def test_one_failing_file_is_an_io_error_and_the_others_are_still_read(tmp_path, broken_in):
+    bad, good = tmp_path / "bad.log", tmp_path / "good.log"
+    bad.write_bytes(b"[ERROR] in the file with a broken position\n")
+    good.write_bytes(b"[INFO] fine\n")
+    broken_file = bad if broken_in == "reader" else tmp_path / "bad.log.1"
+    broken_file.write_bytes(b"[ERROR] x\n")
+    st = broken_file.stat()
+    # An offset no file can have (lseek overflows): stands for any bug met while reading one file.
+    broken = {"dev": st.st_dev, "inode": st.st_ino, "offset": 2 ** 70, "fingerprint": ""}
+    saved = {"reader": broken} if broken_in == "reader" else {"rotated": [broken]}
+    (tmp_path / "state.json").write_text(json.dumps({"version": 1, "files": {str(bad): saved}}))
+    collector = make_collector(tmp_path, [bad, good])
+    collectors = CollectorSet([collector])
+    descriptors = len(os.listdir("/proc/self/fd"))
+    collector.read_once()
+    assert len(os.listdir("/proc/self/fd")) == descriptors + 1  # the good file's; the failed open leaked none
+    assert levels_of(collectors, good)["info"] == 1  # published, while the collector reports its failure
+    assert value(collectors, catalog.LOG_READ_ERRORS.name, file=bad, reason="io_error") == 1
+    success = (catalog.COLLECTOR_SUCCESS.name, (("collector", "logs"),))
+    assert samples(collectors)[success] == 0
+    collector.read_once()  # the broken position is dropped: the file is read from its start
+    assert levels_of(collector, bad)["error"] == 1
+    assert samples(collectors)[success] == 1
+    collector.close()
+
+
 # --- finding files ------------------------------------------------------------------------------------
 
 def test_files_created_later_are_picked_up_also_in_directories_created_later(tmp_path, running):
@@ -355,6 +535,32 @@ def test_files_created_later_are_picked_up_also_in_directories_created_later(tmp
     audit.write_bytes(b'{"timestamp": "t", "eventType": "x", "severity": "warning", "category": "c"}\n')
     wait_until(lambda: levels_of(collector, later)["error"] == 1, message="late file")
     wait_until(lambda: levels_of(collector, audit)["warn"] == 1, message="late globbed file")
+
+
+def test_more_globbed_files_than_fit_reads_the_newest_and_an_evicted_one_continues_its_totals(tmp_path):
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    line = b'{"timestamp": "t", "eventType": "x", "severity": "error", "category": "c"}\n'
+    day = 86400
+    paths = [audit / f"audit-2025-{1 + i // 28:02d}-{1 + i % 28:02d}.log" for i in range(logs_module.MAX_FILES + 7)]
+    for i, path in enumerate(paths):
+        path.write_bytes(line)
+        os.utime(path, (time.time() - (len(paths) - i) * day,) * 2)
+    collector = make_collector(tmp_path, [audit / "audit-*.log"])
+    collector.read_once()
+    assert levels_of(collector, paths[-1])["error"] == 1  # today's file, last by name and newest
+    oldest_read = paths[7]  # the 64 newest of 71 are read
+    assert str(oldest_read) in collector._files and str(paths[6]) not in collector._files
+    tomorrow = audit / "audit-2025-12-31.log"
+    tomorrow.write_bytes(line)
+    collector.read_once()
+    assert levels_of(collector, tomorrow)["error"] == 1
+    assert str(oldest_read) not in collector._files  # fully read and the oldest: made room
+    with open(oldest_read, "ab") as handle:  # written again: newest, read on from where it was
+        handle.write(line)
+    collector.read_once()
+    assert levels_of(collector, oldest_read)["error"] == 2
+    collector.close()
 
 
 def test_file_events_wake_the_reader_long_before_the_poll_interval(tmp_path, running):

@@ -1,10 +1,11 @@
 """Collectors: one module per thing watched, each failing alone.
 
 A collector is an object with a `name`, a `collect()` that yields fresh metric
-families (built from `exporter.catalog` entries), and optional `start()` /
-`stop()` for background work. `CollectorSet` runs them for each scrape and
-adds `devflow_exporter_collector_success` / `_duration_seconds`, so a collector
-that raises costs its own series, never the scrape.
+families (built from `exporter.catalog` entries), optional `start()` / `stop()`
+for background work, and an optional `healthy` flag for background work that
+failed. `CollectorSet` runs them for each scrape and adds
+`devflow_exporter_collector_success` / `_duration_seconds`, so a collector that
+raises (or is not healthy) costs its own series, never the scrape.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class CollectorSet:
             except Exception:  # one collector's bug must not fail the scrape
                 ok = False
                 log.exception("collector %s failed", collector.name)
+            ok = ok and getattr(collector, "healthy", True)
             self.last_success[collector.name] = ok
             yield from families
             success.add_metric([collector.name], 1.0 if ok else 0.0)

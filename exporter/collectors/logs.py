@@ -6,15 +6,28 @@ filesystems have none). collect() only copies counters under a lock: lines are
 counted when they are written, not when Prometheus scrapes.
 
 Rotation: rename-and-create (logrotate's default) is seen as a new inode at the
-path; the old file is read to its end by its open descriptor and kept open for
-a few seconds more, for lines the app writes before it reopens. copytruncate is
-seen as the file shrinking (or its bytes before our offset changing); the lines
-we had not read yet are taken from the uncompressed copy when it is there.
-Compressed files (.gz, ...) are never read.
+path. The app may never reopen its log: DevFlow's Node server has no SIGUSR1
+handler, and launchd keeps stdout/stderr open, so it goes on writing to the
+renamed file. The old file is therefore read by its open descriptor for as long
+as it is written to, and closed only once the app has moved on (the new file
+has grown since the rotation and the old one has been quiet for a few seconds),
+after a day without a write, or when more than MAX_ROTATED pile up. copytruncate
+is seen as the file shrinking (or its bytes before our offset changing), also
+when the truncated file was then renamed away; the lines we had not read yet
+are taken from the uncompressed copy when it is there, and counted as a read
+error (truncated_unread) when it is not. Compressed files (.gz, ...) are never
+read.
 
 Read offsets and the counters are saved together (atomically) in the state
 file, so a restarted exporter continues its totals exactly: it neither recounts
-a 1 GB log nor skips what was written while it was down.
+a 1 GB log nor skips what was written while it was down. A file is known again
+by its inode and the bytes before the offset (device numbers can change across
+reboots). A saved position that cannot be finished (the file is gone) is a read
+error, never silent.
+
+With more than MAX_FILES globbed files (dated audit logs), the most recently
+modified are read; one fully read and idle makes room for a newer one, and
+continues its totals if it is written to again.
 
 Sample output:
 
@@ -50,10 +63,12 @@ CHUNK_BYTES = 1 << 20
 MAX_LINE_BYTES = 1 << 20  # a longer line is counted by its start and skipped, so memory stays bounded
 LINE_HEAD_BYTES = 4096  # how much of an over-long line is kept to read its level
 READ_BUDGET_BYTES = 64 << 20  # per file per pass, so one huge backlog does not starve the other files
-ROTATE_WAIT_SECONDS = 5.0  # how long a renamed-away file is still read while the app may write to it
+ROTATE_WAIT_SECONDS = 5.0  # quiet time after which a renamed-away file is closed, once the app writes elsewhere
+ROTATED_IDLE_SECONDS = 86400.0  # a renamed-away file nobody wrote to for a day is closed even if the app never moved
+MAX_ROTATED = 8  # renamed-away files kept open per path; beyond, the longest quiet is closed
 STATE_INTERVAL_SECONDS = 5.0
 MIN_PASS_GAP_SECONDS = 0.05  # a burst of inotify events wakes the reader at most this often
-MAX_FILES = 64  # files tracked at once; a glob matching more is cut off (with a warning)
+MAX_FILES = 64  # files tracked at once; of more globbed ones, the most recently modified (with a warning)
 FINGERPRINT_BYTES = 64  # bytes before the read offset that must not change while we hold it
 
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".z", ".zip", ".7z", ".br")
@@ -76,6 +91,7 @@ class _Reader:
         self.skipping = skipping  # inside an over-long line: drop bytes up to the next newline
         self.fingerprint = fingerprint  # the file's bytes just before `consumed`
         self.last_growth = time.monotonic()
+        self.path_bytes_at_rotation = 0  # _TailedFile.path_bytes when this file was renamed away
         os.lseek(fd, offset, os.SEEK_SET)
 
     @property
@@ -86,6 +102,25 @@ class _Reader:
     def restart(self) -> None:
         self.pos, self.pending, self.skipping, self.fingerprint = 0, b"\n", False, b""
         os.lseek(self.fd, 0, os.SEEK_SET)
+
+    def resume_at(self, saved: dict) -> bool:
+        """Take a saved position if it is of this file; else stay at 0.
+
+        The same inode and device, or the same inode and unchanged bytes before
+        the offset: device numbers can change across reboots and containers.
+        """
+        if saved["inode"] != self.ino:
+            return False
+        self.pos, self.skipping, self.fingerprint = saved["offset"], saved["skipping"], saved["fingerprint"]
+        if saved["dev"] == self.dev or self.fingerprint_holds():
+            os.lseek(self.fd, self.pos, os.SEEK_SET)
+            return True
+        self.restart()
+        return False
+
+    def truncated(self) -> bool:
+        """True when the file shrank below our offset or was truncated and written again (copytruncate)."""
+        return os.fstat(self.fd).st_size < self.pos or not self.fingerprint_holds()
 
     def remember(self, newest: bytes) -> None:
         """Keep the last FINGERPRINT_BYTES before `consumed`; `newest` are the bytes just consumed."""
@@ -98,8 +133,10 @@ class _Reader:
         start = self.consumed - len(self.fingerprint)
         return os.pread(self.fd, len(self.fingerprint), start) == self.fingerprint
 
-    def to_state(self) -> dict:
-        return _position_state(self.dev, self.ino, self.consumed, self.skipping, self.fingerprint)
+    def position(self) -> dict:
+        """Where to continue, as _position() reads it from the state file."""
+        return {"dev": self.dev, "inode": self.ino, "offset": self.consumed, "skipping": self.skipping,
+                "fingerprint": self.fingerprint}
 
     def close(self) -> None:
         try:
@@ -126,17 +163,32 @@ class _TailedFile:
         self.last_error: float | None = None
         self.size: int | None = None
         self.mtime: float | None = None
-        self.last_seen_size = 0  # size at the previous stat, to know what a truncation took away
+        self.last_seen_size = 0  # size at the previous stat, to skip the fingerprint check while it is unchanged
+        self.path_bytes = 0  # bytes read from whatever file is at the path: the app has moved on when it grows
         self.problem: str | None = None  # a lasting error is counted once, when it starts
 
     def to_state(self) -> dict:
         # Positions restored but not used yet (the path has not been opened this run) are kept as they were.
-        saved = [_position_state(**p) for p in ([self.saved_reader] if self.saved_reader else [])]
-        readers = [r.to_state() for r in self.rotated] + [_position_state(**p) for p in self.saved_rotated]
-        return {"reader": self.reader.to_state() if self.reader else (saved[0] if saved else None),
-                "rotated": readers, "lines": dict(self.lines), "bytes": self.bytes,
-                "read_errors": dict(self.read_errors), "rotations": dict(self.rotations),
+        reader = self.reader.position() if self.reader else self.saved_reader
+        rotated = [r.position() for r in self.rotated] + self.saved_rotated
+        return {"reader": _position_state(**reader) if reader else None,
+                "rotated": [_position_state(**r) for r in rotated], "lines": dict(self.lines),
+                "bytes": self.bytes, "read_errors": dict(self.read_errors), "rotations": dict(self.rotations),
                 "last_error": self.last_error}
+
+    def release(self) -> None:
+        """Close every file, keeping the positions: opening the path again continues from them."""
+        if self.reader is not None:
+            self.saved_reader = self.reader.position()
+        self.saved_rotated = [r.position() for r in self.rotated] + self.saved_rotated
+        for reader in [self.reader, *self.rotated]:
+            if reader is not None:
+                reader.close()
+        self.reader, self.rotated = None, []
+
+    def busy(self) -> bool:
+        """Not read to the end yet, or still reading a renamed-away file."""
+        return bool(self.rotated) or (self.reader is not None and self.reader.pos < (self.size or 0))
 
     def restore(self, state: dict) -> bool:
         """Continue the totals and positions of the state file; False (and nothing taken) if malformed."""
@@ -174,7 +226,8 @@ class LogsCollector:
         self._access = AccessLogParser(settings.access_log_pattern) if self._access_path else None
         self._http = HttpTotals() if self._access_path else None
         self._files: dict[str, _TailedFile] = {}
-        self._saved: dict = self._load_state()
+        self._saved: dict[str, dict] = self._load_state()  # by path, for files not tracked (yet, or any more)
+        self._last_pass_failed = False  # an unexpected error (a bug): collect() reports the collector failed
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -193,6 +246,7 @@ class LogsCollector:
         if self._thread is not None:
             return
         self._stopping.clear()
+        self._watched_dirs = set()  # a new observer watches nothing yet
         self._start_observer()
         self._thread = threading.Thread(target=self._run, name="logs-reader", daemon=True)
         self._thread.start()
@@ -214,25 +268,26 @@ class LogsCollector:
         self.close()
 
     def close(self) -> None:
-        """Save the state and release every open file (stop() does this; a bare read_once() user calls it)."""
+        """Save the state and close every file (stop() does this; a bare read_once() user calls it).
+
+        The positions stay in memory, so a later start() or read_once() continues from them.
+        """
         self._save_state()
         for tailed in self._files.values():
-            for reader in [tailed.reader, *tailed.rotated]:
-                if reader is not None:
-                    reader.close()
-            tailed.reader, tailed.rotated = None, []
+            tailed.release()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
             started = time.monotonic()
+            self._wake.clear()  # before reading: a change made during the pass wakes the next one
             try:
                 self.read_once()
-            except Exception:  # a bug in one pass must not end the reader; the next pass retries
+                if time.monotonic() - self._state_written >= STATE_INTERVAL_SECONDS and self._dirty:
+                    self._save_state()
+            except Exception:  # a bug must not end the reader; the next pass retries
+                self._last_pass_failed = True
                 log.exception("logs: reading pass failed")
-            if time.monotonic() - self._state_written >= STATE_INTERVAL_SECONDS and self._dirty:
-                self._save_state()
             self._wake.wait(self._poll)
-            self._wake.clear()
             gap = MIN_PASS_GAP_SECONDS - (time.monotonic() - started)
             if gap > 0:
                 self._stopping.wait(gap)
@@ -240,25 +295,36 @@ class LogsCollector:
     def read_once(self) -> None:
         """One pass: find the files, notice rotations, read what is new. Used by the thread and the bench."""
         self._watch_new_dirs()
-        for path, explicit, access in self._discover():
+        wanted, cut = self._discover()
+        self._evict(cut)
+        for path, explicit, access in wanted:
             if path not in self._files:
                 tailed = _TailedFile(path, explicit, access)
-                saved = self._saved.get("files", {}).get(path)
-                if isinstance(saved, dict) and not tailed.restore(saved):
+                saved = self._saved.pop(path, None)
+                if saved is not None and not tailed.restore(saved):
                     self._warn_once("state:" + path, "logs: ignoring malformed state of %s", path)
                 with self._lock:
                     self._files[path] = tailed
+        failed = False
         for tailed in list(self._files.values()):
-            if self._stopping.is_set() and self._thread is not None:
+            if self._stopping_now():
                 return
-            self._poll_file(tailed)
-            self._drain_rotated(tailed)
+            try:
+                self._poll_file(tailed)
+                self._drain_rotated(tailed)
+            except Exception as exc:  # one file's failure must not stop the others
+                failed = self._file_failed(tailed, exc) or failed
         self._forget_vanished_globbed()
+        self._last_pass_failed = failed
 
     # --- finding files ---------------------------------------------------------------------------
 
-    def _discover(self) -> list[tuple[str, bool, bool]]:
-        """(path, explicit, is_access_log) for every file to read now, bounded by MAX_FILES."""
+    def _discover(self) -> tuple[list[tuple[str, bool, bool]], set[str]]:
+        """(path, explicit, is_access_log) for every file to read now, bounded by MAX_FILES; and the paths cut.
+
+        Explicit paths always; of more globbed files than fit, the ones still being
+        read, then the most recently modified (today's dated log, not the oldest).
+        """
         found: dict[str, tuple[bool, bool]] = {}
         if self._access_path:
             found[self._access_path] = (True, True)
@@ -272,11 +338,29 @@ class LogsCollector:
                     continue
                 found.setdefault(path, (False, False))
         found = {p: v for p, v in found.items() if not _is_compressed(p)}
-        paths = list(self._files) + [p for p in found if p not in self._files]
-        if len(paths) > MAX_FILES:
-            self._warn_once("max_files", "logs: more than %d files match; reading the first %d", MAX_FILES, MAX_FILES)
-            paths = paths[:MAX_FILES]
-        return [(p, *found[p]) for p in paths if p in found]
+        globbed = [p for p, (explicit, _) in found.items() if not explicit]
+        room = max(0, MAX_FILES - (len(found) - len(globbed)))
+        cut: set[str] = set()
+        if len(globbed) > room:
+            self._warn_once("max_files", "logs: more than %d files match; reading the %d most recently modified",
+                            MAX_FILES, room)
+            busy = {p for p in globbed if p in self._files and self._files[p].busy()}
+            globbed.sort(key=lambda p: (p not in busy, -_mtime(p)))
+            cut = set(globbed[room:])
+            found = {p: v for p, v in found.items() if p not in cut}
+        return [(p, *v) for p, v in found.items()], cut
+
+    def _evict(self, paths: set[str]) -> None:
+        """Stop reading globbed files cut by MAX_FILES; their totals and positions wait in _saved."""
+        for path in paths:
+            tailed = self._files.get(path)
+            if tailed is None:
+                continue
+            tailed.release()
+            with self._lock:
+                del self._files[path]
+                self._saved[path] = tailed.to_state()
+            self._dirty = True
 
     def _forget_vanished_globbed(self) -> None:
         """Drop series of globbed files that are gone and fully read (dated files would grow labels forever)."""
@@ -285,7 +369,6 @@ class LogsCollector:
                 continue
             with self._lock:
                 del self._files[path]
-            self._saved.get("files", {}).pop(path, None)
             self._dirty = True
 
     # --- reading one path ------------------------------------------------------------------------
@@ -311,7 +394,7 @@ class LogsCollector:
             self._retire(tailed, "rename")
             reader = None
         if reader is None:
-            reader = self._open(tailed, st)
+            reader = self._open(tailed)
             if reader is None:
                 return
         elif st.st_size < reader.pos or (st.st_size != tailed.last_seen_size and not reader.fingerprint_holds()):
@@ -321,58 +404,67 @@ class LogsCollector:
         tailed.last_seen_size = st.st_size
         if tailed.problem != "io_error":  # stat and open work again: a new failure counts anew
             tailed.problem = None
-        if self._read(tailed, reader):
+        got = self._read(tailed, reader)
+        if got:
+            tailed.path_bytes += got
             tailed.problem = None
 
-    def _open(self, tailed: _TailedFile, st: os.stat_result) -> _Reader | None:
+    def _open(self, tailed: _TailedFile) -> _Reader | None:
         try:
             fd = os.open(tailed.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
             self._problem(tailed, _reason(exc))
             return None
-        opened = os.fstat(fd)
-        if not stat.S_ISREG(opened.st_mode):
+        try:
+            opened = os.fstat(fd)
+            regular = stat.S_ISREG(opened.st_mode)
+            if regular:
+                reader = _Reader(fd, opened)
+                self._resume(tailed, reader)
+        except BaseException:
+            os.close(fd)  # a failed resume must not leak the descriptor
+            raise
+        if not regular:
             os.close(fd)
             self._problem(tailed, "not_a_file")
             return None
-        reader = _Reader(fd, opened)
-        saved, tailed.saved_reader = tailed.saved_reader, None
-        if saved:
-            self._resume(tailed, reader, saved, opened)
-        for entry in tailed.saved_rotated:  # rotated away while we were down: finish them too
-            self._adopt_rotated(tailed, entry)
-        tailed.saved_rotated = []
         tailed.reader = reader
         tailed.last_seen_size = opened.st_size
         return reader
 
-    def _resume(self, tailed: _TailedFile, reader: _Reader, saved: dict, st: os.stat_result) -> None:
-        """Continue where the last run stopped, also if the file was rotated meanwhile."""
-        if (saved["dev"], saved["inode"]) == (st.st_dev, st.st_ino):
-            offset = saved["offset"]
-            reader.pos, reader.skipping, reader.fingerprint = offset, saved["skipping"], saved["fingerprint"]
-            os.lseek(reader.fd, offset, os.SEEK_SET)
-            if st.st_size < offset or not reader.fingerprint_holds():
+    def _resume(self, tailed: _TailedFile, reader: _Reader) -> None:
+        """Continue where the last run stopped, also in files rotated away meanwhile."""
+        saved, tailed.saved_reader = tailed.saved_reader, None
+        rotated, tailed.saved_rotated = tailed.saved_rotated, []
+        if saved and reader.resume_at(saved):
+            if reader.truncated():
                 self._truncated(tailed, reader)
-        else:
-            self._adopt_rotated(tailed, saved)
+        elif saved:  # another file at the path: ours was renamed away while we were down
+            rotated.insert(0, saved)
             with self._lock:
                 tailed.rotations["rename"] += 1
+        for position in rotated:
+            self._adopt_rotated(tailed, position)
 
     def _adopt_rotated(self, tailed: _TailedFile, saved: dict) -> None:
-        """Find a file saved in the state by inode (renamed by rotation) and finish it from its offset."""
-        found = _find_by_inode(os.path.dirname(tailed.path), saved["dev"], saved["inode"])
-        if found is None:
-            return
-        try:
-            fd = os.open(found, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
-            return
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (saved["dev"], saved["inode"]) or st.st_size < saved["offset"]:
-            os.close(fd)
-            return
-        tailed.rotated.append(_Reader(fd, st, saved["offset"], saved["skipping"], saved["fingerprint"]))
+        """Find a file of the state file renamed away by rotation (same inode) and finish it from its offset."""
+        for _, path, st in _uncompressed_files(os.path.dirname(tailed.path)):
+            if st.st_ino != saved["inode"] or path == tailed.path:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError:
+                continue
+            reader, ours = _Reader(fd, os.fstat(fd)), False
+            try:
+                ours = reader.resume_at(saved)
+            finally:
+                if not ours:  # another file, or a position it cannot take: never leak the descriptor
+                    reader.close()
+            if ours:
+                tailed.rotated.append(reader)  # _drain_rotated checks it for truncation, then reads it
+                return
+        self._count_error(tailed, "vanished")  # what was written to it after our offset is lost
 
     def _path_gone(self, tailed: _TailedFile) -> None:
         """The path does not exist: rotation in progress (renamed) or the file was deleted."""
@@ -389,27 +481,38 @@ class LogsCollector:
         self._retire(tailed, None if deleted else "rename")
 
     def _retire(self, tailed: _TailedFile, kind: str | None) -> None:
-        """The path now names another file (or none): read ours to the end and keep it open a while."""
+        """The path now names another file (or none): _drain_rotated reads ours on until the app moves on."""
         reader = tailed.reader
         tailed.reader = None
-        self._read(tailed, reader)
         reader.last_growth = time.monotonic()
+        reader.path_bytes_at_rotation = tailed.path_bytes
         tailed.rotated.append(reader)
+        if len(tailed.rotated) > MAX_ROTATED:
+            self._close_rotated(tailed, min(tailed.rotated, key=lambda r: r.last_growth))
         if kind:
             with self._lock:
                 tailed.rotations[kind] += 1
         self._dirty = True
 
     def _drain_rotated(self, tailed: _TailedFile) -> None:
+        """Read the renamed-away files; close one once the app writes elsewhere and it has been quiet."""
         now = time.monotonic()
         for reader in list(tailed.rotated):
+            if reader.truncated():  # e.g. copytruncate, then renamed away before we looked
+                self._truncated(tailed, reader)
             if self._read(tailed, reader):
                 reader.last_growth = now
-            # At stop the reader stays in the state file, so the next run finishes it.
-            if now - reader.last_growth >= self._rotate_wait and not self._stopping_now():
-                self._finish(tailed, reader)
-                tailed.rotated.remove(reader)
-                reader.close()
+            if self._stopping_now():  # the reader stays in the state file, so the next run finishes it
+                continue
+            quiet = now - reader.last_growth
+            moved_on = tailed.path_bytes > reader.path_bytes_at_rotation
+            if (moved_on and quiet >= self._rotate_wait) or quiet >= ROTATED_IDLE_SECONDS:
+                self._close_rotated(tailed, reader)
+
+    def _close_rotated(self, tailed: _TailedFile, reader: _Reader) -> None:
+        self._finish(tailed, reader)
+        tailed.rotated.remove(reader)
+        reader.close()
 
     def _stopping_now(self) -> bool:
         return self._stopping.is_set() and self._thread is not None
@@ -417,13 +520,12 @@ class LogsCollector:
     def _finish(self, tailed: _TailedFile, reader: _Reader) -> None:
         """A rotated file is done: its last line may lack a newline, count it anyway."""
         if not reader.skipping and len(reader.pending) > 1:
-            self._consume(tailed, reader, b"\n", count_bytes=False)
+            self._consume(tailed, reader, b"\n", from_file=False)
 
     def _truncated(self, tailed: _TailedFile, reader: _Reader) -> None:
         """copytruncate: read what we had not read yet from the copy, then start the file again at 0."""
-        unread = max(0, tailed.last_seen_size - reader.consumed)
-        if reader.consumed > 0 and not self._read_from_copy(tailed, reader) and unread:
-            self._count_error(tailed, "truncated_unread")
+        if reader.consumed > 0 and not self._read_from_copy(tailed, reader):
+            self._count_error(tailed, "truncated_unread")  # what was written after our offset may be lost
         reader.restart()
         with self._lock:
             tailed.rotations["truncate"] += 1
@@ -450,35 +552,38 @@ class LogsCollector:
                 copy.close()
         return False
 
-    def _read(self, tailed: _TailedFile, reader: _Reader, budget: int | None = READ_BUDGET_BYTES) -> bool:
-        """Read and count what is new in the reader's file; True when something was read."""
-        got = False
+    def _read(self, tailed: _TailedFile, reader: _Reader, budget: int | None = READ_BUDGET_BYTES) -> int:
+        """Read and count what is new in the reader's file; returns how many bytes were read."""
         total = 0
         while budget is None or total < budget:
             try:
                 data = os.read(reader.fd, CHUNK_BYTES)
             except OSError as exc:
                 self._problem(tailed, _reason(exc))
-                return got
+                return total
             if not data:
-                return got
-            got = True
+                return total
             total += len(data)
             self._consume(tailed, reader, data)
         self._wake.set()  # budget used up: come back soon for the rest
-        return got
+        return total
 
-    def _consume(self, tailed: _TailedFile, reader: _Reader, data: bytes, count_bytes: bool = True) -> None:
-        """Count the complete lines of pending + data; keep the incomplete last line for later."""
+    def _consume(self, tailed: _TailedFile, reader: _Reader, data: bytes, from_file: bool = True) -> None:
+        """Count the complete lines of pending + data; keep the incomplete last line for later.
+
+        Bytes count as their lines are consumed: the saved offset is a line start,
+        so a half-written last line is counted once, when it is complete.
+        """
         levels: dict[str, int] = {}
         errors: dict[str, int] = {}
-        if count_bytes:
+        consumed = reader.consumed
+        if from_file:
             reader.pos += len(data)
         if reader.skipping:
             newline = data.find(b"\n")
             if newline < 0:
                 reader.remember(data)
-                self._account(tailed, len(data) if count_bytes else 0, levels, errors)
+                self._account(tailed, reader.consumed - consumed, levels, errors)
                 return
             reader.remember(data[max(0, newline + 1 - FINGERPRINT_BYTES):newline + 1])
             reader.skipping = False
@@ -503,7 +608,7 @@ class LogsCollector:
         error_time = None
         if any(levels.get(level) for level in ERROR_LEVELS):
             error_time = _written_by(reader.fd)
-        self._account(tailed, len(data) if count_bytes else 0, levels, errors, error_time)
+        self._account(tailed, reader.consumed - consumed, levels, errors, error_time)
 
     def _count_lines(self, tailed: _TailedFile, buf: bytes, end: int, levels: dict, errors: dict) -> None:
         bad = invalid_utf8_lines(buf, 1, end)
@@ -532,6 +637,15 @@ class LogsCollector:
 
     # --- errors ------------------------------------------------------------------------------------
 
+    def _file_failed(self, tailed: _TailedFile, exc: Exception) -> bool:
+        """Reading one file failed unexpectedly: count it; True when it is a bug rather than an OS error."""
+        bug = not isinstance(exc, OSError)
+        reason = "io_error" if bug else _reason(exc)
+        if tailed.problem != reason:  # a failure that repeats every pass is logged once
+            log.warning("logs: reading %s failed: %r", tailed.path, exc, exc_info=bug)
+        self._problem(tailed, reason)
+        return bug
+
     def _problem(self, tailed: _TailedFile, reason: str) -> None:
         """A lasting condition (permission denied, a directory at the path) counts once per occurrence."""
         if tailed.problem != reason:
@@ -551,7 +665,11 @@ class LogsCollector:
 
     # --- state file --------------------------------------------------------------------------------
 
-    def _load_state(self) -> dict:
+    def _load_state(self) -> dict[str, dict]:
+        """The saved state of each file by path, and the HTTP totals restored; {} if missing or malformed.
+
+        A file of the wrong shape is ignored as a whole (counting starts over), never half taken.
+        """
         if self._state_path is None:
             return {}
         try:
@@ -561,11 +679,16 @@ class LogsCollector:
         except (OSError, ValueError) as exc:
             log.warning("logs: ignoring unreadable state file %s: %s", self._state_path, exc)
             return {}
-        if not isinstance(state, dict) or state.get("version") != 1:
+        files = state.get("files") if isinstance(state, dict) else None
+        valid = (isinstance(files, dict) and state.get("version") == 1
+                 and all(isinstance(entry, dict) for entry in files.values()))
+        # Last: restore() takes the HTTP totals whole or not at all.
+        if valid and self._http is not None and state.get("http") is not None:
+            valid = self._http.restore(state["http"])
+        if not valid:
+            log.warning("logs: ignoring state file %s: not the shape this version writes", self._state_path)
             return {}
-        if self._http is not None and isinstance(state.get("http"), dict):
-            self._http.restore(state["http"])
-        return state
+        return files
 
     def _save_state(self) -> None:
         """Write offsets and counters together, atomically (tmp + rename)."""
@@ -574,8 +697,7 @@ class LogsCollector:
             return
         with self._lock:
             # Keep what we saved for files not seen yet this run (their directory may appear later).
-            files = {path: saved for path, saved in self._saved.get("files", {}).items()
-                     if path not in self._files and os.path.lexists(path)}
+            files = {path: saved for path, saved in self._saved.items() if os.path.lexists(path)}
             files.update({path: tailed.to_state() for path, tailed in self._files.items()})
             state = {"version": 1, "files": files}
             if self._http is not None:
@@ -664,6 +786,11 @@ class LogsCollector:
             histogram.add_metric([], buckets, total)
             yield histogram
 
+    @property
+    def healthy(self) -> bool:
+        """False while the background reader's last pass failed (CollectorSet reports it as success 0)."""
+        return not self._last_pass_failed
+
 
 class _Wakeup:
     """watchdog handler: wake the reader when a path we read changes."""
@@ -689,17 +816,19 @@ def _position_state(dev: int, inode: int, offset: int, skipping: bool, fingerpri
 def _position(saved: dict) -> dict:
     """A reader position from the state file, type-checked (raises on malformed input)."""
     offset = int(saved["offset"])
-    if offset < 0:
-        raise ValueError("negative offset")
+    fingerprint = bytes.fromhex(saved.get("fingerprint", ""))
+    if offset < len(fingerprint):
+        raise ValueError("offset before the end of its fingerprint")
     return {"dev": int(saved["dev"]), "inode": int(saved["inode"]), "offset": offset,
-            "skipping": bool(saved.get("skipping")), "fingerprint": bytes.fromhex(saved.get("fingerprint", ""))}
+            "skipping": bool(saved.get("skipping")), "fingerprint": fingerprint}
 
 
 def _written_by(fd: int) -> float:
     """When the bytes just read were written at the latest: the file's mtime, never later than now.
 
-    For a live log that is the moment of the error; for an old backlog read on
-    the first start it is the backlog's age, not the time we happened to read it.
+    For a live log that is the moment of the error. An error found in a backlog
+    is stamped with the file's last write, which is later than the error itself
+    when lines were written after it (but not the time we happened to read it).
     """
     try:
         return min(os.fstat(fd).st_mtime, time.time())
@@ -720,6 +849,13 @@ def _reason(exc: OSError) -> str:
     if isinstance(exc, FileNotFoundError):
         return "vanished"
     return "io_error"
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _has_magic(pattern: str) -> bool:
@@ -757,8 +893,3 @@ def _uncompressed_files(directory: str):
             continue
         if stat.S_ISREG(st.st_mode):
             yield name, path, st
-
-
-def _find_by_inode(directory: str, dev, ino) -> str | None:
-    return next((path for _, path, st in _uncompressed_files(directory) if (st.st_dev, st.st_ino) == (dev, ino)),
-                None)
