@@ -9,8 +9,6 @@ OpenMetrics requests still go through prometheus_client's encoder.
 
 from __future__ import annotations
 
-import math
-
 # Prometheus' text format renames these OpenMetrics types (as prometheus_client does).
 TYPE_NAMES = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}
 # Samples that the text format carries as separate gauge families, after their parent's samples.
@@ -25,20 +23,36 @@ def _escape_value(text: str) -> str:
     return text.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+# Python spells these differently from Prometheus.
+SPECIAL_NUMBERS = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
+
+
 def _number(value: float) -> str:
-    if value != value:
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
+    text = repr(float(value))
+    return SPECIAL_NUMBERS.get(text, text)
+
+
+# `name{labels}` per series, built once: the same series come back every scrape, and the
+# catalog keeps label values bounded. The cap only guards against a bug that is not bounded.
+_series_text: dict[tuple, str] = {}
+MAX_CACHED_SERIES = 10_000
+
+
+def _series(sample) -> str:
+    key = (sample.name, *sample.labels.items())
+    text = _series_text.get(key)
+    if text is None:
+        text = sample.name
+        if sample.labels:
+            text += "{" + ",".join(f'{k}="{_escape_value(v)}"' for k, v in sample.labels.items()) + "}"
+        if len(_series_text) < MAX_CACHED_SERIES:
+            _series_text[key] = text
+    return text
 
 
 def _sample_line(sample) -> str:
-    labels = ""
-    if sample.labels:
-        labels = "{" + ",".join(f'{k}="{_escape_value(v)}"' for k, v in sample.labels.items()) + "}"
     stamp = "" if sample.timestamp is None else f" {int(float(sample.timestamp) * 1000)}"
-    return f"{sample.name}{labels} {_number(sample.value)}{stamp}\n"
+    return f"{_series(sample)} {_number(sample.value)}{stamp}\n"
 
 
 def render_text(registry) -> bytes:
