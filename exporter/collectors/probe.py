@@ -246,6 +246,8 @@ def fetch(url: str, timeout: float) -> tuple[int, bytes]:
             _shrink_timeout(sock, deadline)
             chunk = response.read1(65536)
             if not chunk:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError("probe deadline passed")  # the cutoff ended the body, not the server
                 break
             size += len(chunk)
             if size > MAX_BODY_BYTES:
