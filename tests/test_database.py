@@ -9,7 +9,6 @@ import sqlite3
 import string
 import subprocess
 import sys
-import time
 
 from conftest import ROOT, http_get, wait_until
 

@@ -14,7 +14,6 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
