@@ -228,11 +228,7 @@ if __name__ == "__main__":
     import sys
     from pathlib import Path
 
-    target = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
-    if "--check" in sys.argv:
-        if not target.exists() or target.read_text() != markdown():
-            print(f"{target} is stale: run `make docs`", file=sys.stderr)
-            sys.exit(1)
-    else:
-        target.parent.mkdir(exist_ok=True)
-        target.write_text(markdown())
+    from exporter.generated import sync
+
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    sys.exit(sync({"metrics.md": markdown()}, docs, check="--check" in sys.argv, remake="make docs"))

@@ -25,6 +25,7 @@ from alerting import rules
 from alerting.settings import Settings, to_dict
 from dashboards import DASHBOARDS
 from dashboards.grafana import TAGS
+from exporter.generated import sync
 
 MIXIN_DIR = Path(__file__).resolve().parent
 ROOT = MIXIN_DIR.parent
@@ -122,21 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     except TemplateError as exc:
         print(f"mixin.build: error: {exc}", file=sys.stderr)
         return 2
-    stale = [name for name, text in files.items()
-             if not (MIXIN_DIR / name).is_file() or (MIXIN_DIR / name).read_text(encoding="utf-8") != text]
-    if args.check:
-        for name in stale:
-            print(f"stale: {MIXIN_DIR / name}", file=sys.stderr)
-        if stale:
-            print("mixin.build: run `python -m mixin.build` (make rules) and commit mixin/", file=sys.stderr)
-        return 1 if stale else 0
-    for name in stale:
-        (MIXIN_DIR / name).write_text(files[name], encoding="utf-8")
-        print(f"wrote {MIXIN_DIR / name}")
-    if not stale:
-        print(f"{MIXIN_DIR}: up to date")
-    return 0
-
+    return sync(files, MIXIN_DIR, check=args.check, remake="make rules")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,7 +27,7 @@ import yaml
 
 from alerting import alertmanager, build, rules, settings, unittests
 from conftest import ROOT, free_port, wait_for_http, wait_until
-from exporter import catalog
+from exporter import catalog, generated
 
 ALERTING = ROOT / "alerting"
 RUNBOOK = ROOT / "docs" / "runbook.md"
@@ -239,7 +239,7 @@ def _subset_test_file(path: Path, names: set[str], rule_dir: Path) -> Path:
 ])
 def test_rule_tests_fail_when_a_rule_drifts_from_them(tmp_path, override, alert):
     drifted = build.render(settings.apply(settings.Settings(), override))
-    build.write({name: text for name, text in drifted.items() if name.startswith("rules/")}, tmp_path)
+    generated.write({name: text for name, text in drifted.items() if name.startswith("rules/")}, tmp_path)
     test_file = _subset_test_file(tmp_path / "subset_test.yml", {alert}, tmp_path / "rules")
     result = run("promtool", "test", "rules", test_file)
     assert result.returncode == 1, result.stdout
@@ -318,7 +318,7 @@ def test_public_build_defaults_skip_the_port_alert_and_ignore_a_missing_listener
 
 def test_expecting_a_listener_adds_the_port_alert_and_alerts_on_no_listener(tmp_path):
     expecting = settings.apply(settings.Settings(), {"app": {"expect_listener": True}})
-    build.write(build.render(expecting), tmp_path)
+    generated.write(build.render(expecting), tmp_path)
     names = {rule["alert"] for rule in alert_rules(tmp_path / "rules" / "alerts.yml")}
     assert "DevFlowPortNotListening" in names
     data = yaml.safe_load((tmp_path / "tests" / "rules_test.yml").read_text())

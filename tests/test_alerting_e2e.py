@@ -28,6 +28,7 @@ import yaml
 
 from alerting import build, rules, settings
 from conftest import free_port, wait_for_http, wait_until
+from exporter import generated
 from test_alerting import fast_alertmanager_settings, receivers, start_alertmanager  # noqa: F401 (fixture)
 
 pytestmark = [
@@ -92,7 +93,7 @@ def stack(spawn, tmp_path, simulator, receivers):
     wait_for_http(f"http://127.0.0.1:{exporter_port}/health")
 
     prometheus_dir = tmp_path / "prometheus"
-    build.write({f"rules/{name}": build.dump(content)
+    generated.write({f"rules/{name}": build.dump(content)
                  for name, content in rules.rule_files(alert_settings).items()}, prometheus_dir)
     alertmanager_address = alertmanager.removeprefix("http://")
     (prometheus_dir / "prometheus.yml").write_text(yaml.safe_dump({
