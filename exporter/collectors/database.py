@@ -52,17 +52,16 @@ MAX_NEW_ROWS_PER_SCRAPE = 100_000
 # from the header, the rest from the timestamp, primary-key and sync_status indexes), then one row
 # per event type among the rows with ids in (?, ?]. `+type` keeps SQLite on the rowid range instead
 # of walking the whole type index.
-SCRAPE_SQL = """
+OLDEST_PENDING_SQL = ("SELECT timestamp FROM events WHERE id = "
+                      "(SELECT min(id) FROM events WHERE sync_status = 'pending')")
+SCRAPE_SQL = f"""
 SELECT 'figures', p.page_count, s.page_size, f.freelist_count,
        (SELECT max(timestamp) FROM events), (SELECT min(timestamp) FROM events),
-       (SELECT coalesce(max(id), 0) FROM events),
-       (SELECT timestamp FROM events WHERE id = (SELECT min(id) FROM events WHERE sync_status = 'pending'))
+       (SELECT coalesce(max(id), 0) FROM events), ({OLDEST_PENDING_SQL})
 FROM pragma_page_count() AS p, pragma_page_size() AS s, pragma_freelist_count() AS f
 UNION ALL
 SELECT 'rows', type, count(*), NULL, NULL, NULL, NULL, NULL FROM events WHERE id > ? AND id <= ? GROUP BY +type
 """
-OLDEST_PENDING_SQL = ("SELECT timestamp FROM events WHERE id = "
-                      "(SELECT min(id) FROM events WHERE sync_status = 'pending')")
 
 
 def classify_error(exc: sqlite3.Error) -> str:
@@ -114,7 +113,7 @@ class Reader:
 
     Holding nothing between reads matters: in WAL mode an open connection keeps a
     shared lock on the file, which would stop the app (or a maintenance job) from
-    ever taking an exclusive lock. Opening costs about 0.2 ms.
+    ever taking an exclusive lock. Opening costs about 0.3 ms (measured).
     """
 
     def __init__(self, path: Path, busy_timeout_ms: int, cache_kib: int | None = None):
@@ -260,7 +259,7 @@ class DatabaseWatcher:
     def read_scrape(self) -> dict:
         """Everything cheap about the database, in one statement."""
         st = self.scrape_reader.stat()
-        result: dict = {"files": self._file_sizes(), "filesystem": self._filesystem()}
+        result: dict = {"files": self._file_sizes(st), "filesystem": self._filesystem()}
         if st is None:
             return self._with_state(result, "missing")
         identity = (st.st_dev, st.st_ino)
@@ -321,9 +320,9 @@ class DatabaseWatcher:
             result.update(state=state, counts=self.counts, integrity=self.integrity, ingested=dict(self.ingested))
         return result
 
-    def _file_sizes(self) -> dict[str, int]:
-        sizes = {}
-        for name, suffix in (("db", ""), ("wal", "-wal"), ("shm", "-shm")):
+    def _file_sizes(self, st: os.stat_result | None) -> dict[str, int]:
+        sizes = {"db": st.st_size if st else 0}
+        for name, suffix in (("wal", "-wal"), ("shm", "-shm")):
             try:
                 sizes[name] = os.stat(f"{self.path}{suffix}").st_size
             except OSError:
@@ -331,14 +330,14 @@ class DatabaseWatcher:
         return sizes
 
     def _filesystem(self) -> tuple[int, int] | None:
-        directory = self.path.parent
-        while not directory.exists() and directory != directory.parent:
-            directory = directory.parent
-        try:
-            fs = os.statvfs(directory)
-        except OSError:
-            return None
-        return fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize
+        """Free and total bytes where the database is (or will be: the nearest existing parent)."""
+        for directory in (self.path.parent, *self.path.parent.parents):
+            try:
+                fs = os.statvfs(directory)
+            except OSError:
+                continue
+            return fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize
+        return None
 
     def backup_status(self) -> dict | None:
         try:
