@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from exporter.collectors.process import ProcessFinder, read_pidfile
+from exporter.collectors.process import ProcessFinder, alive, read_pidfile
 from exporter.config import Config
 
 
@@ -51,7 +51,7 @@ def find_devflow(config: Config) -> list[Found]:
     for target in search.scan():
         try:
             proc = psutil.Process(target.pid)
-            if proc.create_time() != target.create_time or not running(proc):
+            if proc.create_time() != target.create_time or not alive(proc):
                 continue
         except psutil.Error:
             continue
@@ -81,19 +81,11 @@ def stop(found: list[Found], timeout: float) -> list[Found]:
         except psutil.NoSuchProcess:
             pass
     deadline = time.monotonic() + timeout
-    alive = [f for f in found if running(f.process)]
-    while alive and time.monotonic() < deadline:
+    remaining = [f for f in found if alive(f.process)]
+    while remaining and time.monotonic() < deadline:
         time.sleep(0.05)
-        alive = [f for f in alive if running(f.process)]
-    return alive
-
-
-def running(proc: psutil.Process) -> bool:
-    """Alive and not a zombie (an exited process its parent has not reaped yet counts as stopped)."""
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+        remaining = [f for f in remaining if alive(f.process)]
+    return remaining
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:
