@@ -10,6 +10,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 # The event types the server emits; anything else folds into "other" in labels.
 EVENT_TYPES = (
@@ -58,6 +59,19 @@ def connect_writer(path: str | Path, timeout: float = 5.0) -> sqlite3.Connection
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def connect_readonly(path: str | Path, *, timeout: float = 5.0, immutable: bool = False) -> sqlite3.Connection:
+    """A read-only connection that cannot change the file (immutable: not even -wal/-shm beside it)."""
+    uri = f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
+    return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+
+
+def integrity_errors(conn: sqlite3.Connection, *, quick: bool = False, limit: int = 5) -> list[str]:
+    """Problems `PRAGMA integrity_check` (or quick_check) reports; empty when the database is sound."""
+    pragma = "quick_check" if quick else "integrity_check"
+    rows = [row[0] for row in conn.execute(f"PRAGMA {pragma}({int(limit)})")]
+    return [] if rows == ["ok"] else rows
 
 
 def create_database(path: str | Path) -> sqlite3.Connection:

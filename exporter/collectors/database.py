@@ -33,11 +33,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 from exporter import catalog
 from exporter.config import Config
-from exporter.devflow_db import EVENT_TYPES, TABLES
+from exporter.devflow_db import EVENT_TYPES, TABLES, connect_readonly, integrity_errors
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +128,7 @@ class Reader:
 
     def read(self, queries):
         """Run `queries(conn)` on a fresh read-only connection."""
-        uri = f"file:{quote(str(self.path))}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None)
+        conn = connect_readonly(self.path, timeout=self.busy_timeout)
         try:
             if self.cache_kib:
                 conn.execute(f"PRAGMA cache_size=-{self.cache_kib}")
@@ -150,7 +148,7 @@ class DatabaseWatcher:
         # Appended to the HELP of every metric that comes from the background count.
         self.cached_help = f" Counted in the background at most every {self.counts_interval:g}s, not per scrape."
         self.integrity_interval = settings.integrity_interval_seconds
-        self.integrity_pragma = "quick_check" if settings.integrity_check == "quick" else "integrity_check"
+        self.quick_integrity_check = settings.integrity_check == "quick"
         self.labels = TypeLabels(settings.max_event_types)
         self.scrape_reader = Reader(self.path, settings.busy_timeout_ms)
         # Full counts stream through the table once: a big page cache would only raise the exporter's RSS.
@@ -243,10 +241,10 @@ class DatabaseWatcher:
     def _check_integrity(self) -> None:
         started = time.perf_counter()
         try:
-            rows = self.background_reader.read(lambda c: c.execute(f"PRAGMA {self.integrity_pragma}").fetchall())
-            ok = rows == [("ok",)]
-            if not ok:
-                log.warning("integrity check of %s failed: %s", self.path, rows[:3])
+            errors = self.background_reader.read(lambda c: integrity_errors(c, quick=self.quick_integrity_check))
+            ok = not errors
+            if errors:
+                log.warning("integrity check of %s failed: %s", self.path, errors[:3])
         except sqlite3.Error as exc:
             if classify_error(exc) == "locked":
                 return  # try again on schedule; a lock says nothing about integrity

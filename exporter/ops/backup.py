@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter import devflow_db
 from exporter.config import Config
 from exporter.ops import common, logfiles
 
@@ -176,7 +177,7 @@ def create_backup(config: Config, options: Options) -> dict:
 def copy_database(db: Path, dest: Path, step_pages: int) -> dict:
     """Copy one snapshot of `db` into `dest` and verify it; returns the manifest's database entry."""
     try:
-        src = common.connect_readonly(db, timeout=10.0)
+        src = devflow_db.connect_readonly(db, timeout=10.0)
     except sqlite3.Error as exc:
         raise common.OpsError(f"cannot open {db} read-only: {exc}") from None
     dst = sqlite3.connect(dest, isolation_level=None)
@@ -192,7 +193,7 @@ def copy_database(db: Path, dest: Path, step_pages: int) -> dict:
             raise common.OpsError(f"copying {db} failed: {exc}") from None
         # A backup is one self-contained file: no -wal beside it to lose.
         dst.execute("PRAGMA journal_mode=DELETE")
-        errors = common.integrity_errors(dst)
+        errors = devflow_db.integrity_errors(dst)
         if errors:
             raise common.OpsError(f"the copy of {db} fails integrity_check: {errors[0]} (is the source damaged? "
                                   f"run devflow-monitor doctor)")
@@ -299,7 +300,7 @@ def print_summary(result: dict, removed: list[Path], days: int, keep_min: int, s
 
 def _inspect_source(db: Path) -> dict:
     try:
-        conn = common.connect_readonly(db, timeout=10.0)
+        conn = devflow_db.connect_readonly(db, timeout=10.0)
         try:
             return {"page_size": conn.execute("PRAGMA page_size").fetchone()[0],
                     "page_count": conn.execute("PRAGMA page_count").fetchone()[0],

@@ -9,7 +9,6 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 from exporter import __version__
 
@@ -138,19 +137,6 @@ def on_disk_size(db: Path) -> int:
 
 
 # --- SQLite -----------------------------------------------------------------------
-
-def connect_readonly(path: Path, *, timeout: float = 5.0, immutable: bool = False) -> sqlite3.Connection:
-    """A read-only connection that cannot change the file (immutable: not even -wal/-shm beside it)."""
-    uri = f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
-    return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
-
-
-def integrity_errors(conn: sqlite3.Connection, *, quick: bool = False, limit: int = 5) -> list[str]:
-    """Problems `PRAGMA integrity_check` (or quick_check) reports; empty when the database is sound."""
-    pragma = "quick_check" if quick else "integrity_check"
-    rows = [row[0] for row in conn.execute(f"PRAGMA {pragma}({int(limit)})")]
-    return [] if rows == ["ok"] else rows
-
 
 def table_names(conn: sqlite3.Connection) -> list[str]:
     return [row[0] for row in conn.execute(

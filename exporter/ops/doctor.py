@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from exporter import catalog
+from exporter import catalog, devflow_db
 from exporter.config import Config
 from exporter.ops import common, logfiles, target
 
@@ -174,9 +174,9 @@ def check_database(db: Path, quick: bool) -> Check:
                      "restore the latest backup: devflow-monitor restore BACKUP_DIR", details)
     started = time.perf_counter()
     try:
-        conn = common.connect_readonly(db, timeout=2.0)
+        conn = devflow_db.connect_readonly(db, timeout=2.0)
         try:
-            errors = common.integrity_errors(conn, quick=quick)
+            errors = devflow_db.integrity_errors(conn, quick=quick)
             tables = common.table_names(conn)
         finally:
             conn.close()

@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from exporter import devflow_db
 from exporter.config import Config
 from exporter.ops import backup, common, logfiles, target
 
@@ -152,7 +153,7 @@ def delete_step(db: Path, retention: Retention, dry_run: bool) -> Step:
     cutoff_text = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(cutoff_ms / 1000))
     details = {"cutoff_ms": cutoff_ms, "retention_days": retention.days}
     if dry_run:
-        conn = common.connect_readonly(db)
+        conn = devflow_db.connect_readonly(db)
         try:
             count, oldest = conn.execute("SELECT count(*), min(timestamp) FROM events WHERE timestamp < ?",
                                          (cutoff_ms,)).fetchone()
@@ -339,7 +340,7 @@ def print_steps(db: Path, steps: list[Step], dry_run: bool) -> None:
 
 def _check_readable(db: Path) -> None:
     try:
-        conn = common.connect_readonly(db, timeout=5.0)
+        conn = devflow_db.connect_readonly(db, timeout=5.0)
         try:
             tables = common.table_names(conn)
         finally:
@@ -351,7 +352,7 @@ def _check_readable(db: Path) -> None:
 
 
 def _page_figures(db: Path) -> tuple[int, int, int]:
-    conn = common.connect_readonly(db, timeout=5.0)
+    conn = devflow_db.connect_readonly(db, timeout=5.0)
     try:
         return tuple(conn.execute(f"PRAGMA {name}").fetchone()[0]
                      for name in ("page_size", "page_count", "freelist_count"))

@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+from exporter import devflow_db
 from exporter.config import Config
 from exporter.ops import backup, common, target
 
@@ -134,9 +135,9 @@ def verify(db_file: Path, manifest: dict | None) -> dict:
         if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
             raise common.OpsError(f"{db_file} is not a SQLite database")
     try:
-        conn = common.connect_readonly(db_file, immutable=True)
+        conn = devflow_db.connect_readonly(db_file, immutable=True)
         try:
-            errors = common.integrity_errors(conn)
+            errors = devflow_db.integrity_errors(conn)
             tables = common.table_names(conn) if not errors else []
             events = conn.execute("SELECT count(*) FROM events").fetchone()[0] if "events" in tables else None
         finally:
