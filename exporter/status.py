@@ -12,6 +12,8 @@ import time
 
 import psutil
 
+from exporter.collectors.probe import HEALTHY_WORDS
+
 # What the guide's "database" field says for each state the database collector sees.
 DATABASE_WORDS = {"ok": "connected", "missing": "missing", "locked": "locked", "corrupt": "corrupt",
                   "unreadable": "unreadable"}
@@ -38,7 +40,7 @@ def guide_status(collector_set) -> dict:
 
     if proc is None and process is not None:
         status = "down"
-    elif db_state not in (None, "ok") or app.get("status") not in (None, "healthy", "ok"):
+    elif db_state not in (None, "ok") or app.get("status") not in (None, *HEALTHY_WORDS):
         status = "degraded"
     else:
         status = "healthy"
