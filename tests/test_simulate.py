@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import signal
@@ -12,8 +13,8 @@ import urllib.request
 
 import psutil
 import pytest
+from conftest import cli, http_get, start_simulator, wait_until
 
-from conftest import cli, http_get, start_simulator
 from exporter.devflow_db import EVENT_TYPES, TABLES
 
 HEALTH_KEYS = {"status", "uptime", "version", "monitors", "database", "memory"}
@@ -34,12 +35,7 @@ def log_lines(sim, name: str) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def eventually(predicate, timeout: float = 8.0, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {message}"
-        time.sleep(0.1)
-    return result
+eventually = functools.partial(wait_until, timeout=8.0)
 
 
 def get_json(url: str) -> tuple[int, dict]:
@@ -213,7 +209,8 @@ def audit_ids(paths) -> list[int]:
 
 
 def test_rotation_by_rename_then_sigusr1_moves_writing_to_a_new_file_and_loses_no_line(simulator):
-    audit = next((simulator.log_dir / "audit").iterdir())
+    # The audit file appears with the first audit line, a moment after start.
+    audit = eventually(lambda: next((simulator.log_dir / "audit").iterdir(), None), message="an audit file")
     server_log = simulator.log_dir / "server.log"
     eventually(lambda: len(log_lines(simulator, "server.log")) > 5, message="server.log lines")
     server_log.rename(server_log.with_name("server.log.1"))
