@@ -47,12 +47,17 @@ def live(tmp_path_factory):
     url = f"http://127.0.0.1:{exporter_port}"
     try:
         wait_for_http(url + "/health")
-        wait_until(lambda: "devflow_events_ingested_total{" in http_get(url + "/metrics")[1],
-                   message="events to show")
+        wait_until(lambda: _ready(http_get(url + "/metrics")[1]), message="events and a first probe")
         yield {"url": url, "metrics": url + "/metrics", "config": config}
     finally:
         for proc in reversed(started):
             stop_process(proc)
+
+
+def _ready(metrics: str) -> bool:
+    """Events counted (known types show at 0 from the start) and the app probed once."""
+    counted = re.search(rf"^{catalog.EVENTS_INGESTED.name}{{[^}}]*}} [1-9]", metrics, re.M)
+    return bool(counted) and f"{catalog.APP_MONITOR_STATE.name}{{" in metrics
 
 
 @pytest.mark.parametrize("view, labels", [
