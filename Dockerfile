@@ -1,24 +1,21 @@
 # The devflow-monitor exporter as a container: `docker compose up` builds it from this repository.
-# Wheels are built in a throw-away stage, so the runtime image carries no compiler.
-FROM python:3.12.7-slim-bookworm AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# A C/C++ toolchain only for dependencies without a wheel for this platform (jsonnet on some arches).
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential \
- && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY exporter ./exporter
-COPY dashboards ./dashboards
-COPY alerting ./alerting
-RUN pip wheel --wheel-dir /wheels .
-
+# Its dependencies all ship wheels (the generators' grafanalib and jsonnet are a build extra it
+# does not install), so the image needs no compiler.
 FROM python:3.12.7-slim-bookworm
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DEVFLOW_MONITOR_COLLECTORS_LOGS_STATE_FILE=/var/lib/devflow-monitor/log-offsets.json
-COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links /wheels devflow-monitor \
- && rm -rf /wheels \
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY cli ./cli
+COPY exporter ./exporter
+COPY ops ./ops
+COPY simulator ./simulator
+COPY stack ./stack
+COPY dashboards ./dashboards
+COPY alerting ./alerting
+COPY generate ./generate
+RUN pip install /src \
+ && rm -rf /src \
  && groupadd --system --gid 10001 devflow \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/devflow-monitor --create-home devflow \
  && install -d -o 10001 -g 10001 /devflow

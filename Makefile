@@ -21,15 +21,15 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 rules: $(STAMP)
-	$(BIN)/python -m alerting.build
+	$(BIN)/python -m devflow_monitor.alerting.build
 	$(BIN)/python -m mixin.build
 
 dashboards: $(STAMP)
-	$(BIN)/python -m dashboards.build
+	$(BIN)/python -m devflow_monitor.dashboards.build
 	$(BIN)/python -m mixin.build
 
 docs: $(STAMP)
-	$(BIN)/python -m exporter.catalog
+	$(BIN)/python -m devflow_monitor.generate.metrics_doc
 
 up: $(STAMP)
 	$(BIN)/devflow-monitor stack up

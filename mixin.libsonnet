@@ -10,10 +10,10 @@
 //   { alerts: devflow.prometheusAlerts, rules: devflow.prometheusRules, dashboards: devflow.grafanaDashboards }
 //
 // `_config` has the shape of alerting/settings.py's settings, so one override file serves both this mixin
-// and `python -m alerting.build --settings FILE`. Here it may change `selector`, `runbook_url` (with an
+// and `python -m devflow_monitor.alerting.build --settings FILE`. Here it may change `selector`, `runbook_url` (with an
 // {anchor} placeholder) and each alert's `for`, `severity` and `enabled`, plus `dashboardTags` and
 // `grafanaDashboardFolder`. Thresholds and windows are compiled into the expressions: change those with
-// `python -m alerting.build --settings FILE`. The inputs in mixin/ come from `python -m mixin.build`.
+// `python -m devflow_monitor.alerting.build --settings FILE`. The inputs in mixin/ come from `python -m mixin.build`.
 
 local alerting = import 'mixin/alerting.json';
 local dashboards = import 'mixin/dashboards.libsonnet';
@@ -51,7 +51,7 @@ local fill(value, context) =
     ],
     assert std.length(extra) == 0 :
            'devflow mixin: ' + std.join(', ', extra) + ' is compiled into the rules; '
-           + 'change it with `python -m alerting.build --settings FILE` instead',
+           + 'change it with `python -m devflow_monitor.alerting.build --settings FILE` instead',
 
     groups+: std.filter(function(group) std.length(group.rules) > 0, [
       group {

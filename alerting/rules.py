@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alerting.settings import Settings, seconds
-from exporter import catalog
+from devflow_monitor.alerting.settings import Settings, seconds
+from devflow_monitor.exporter import catalog
 
 UP = "up"  # written by Prometheus for every scrape target, not by the exporter
 

@@ -21,9 +21,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from alerting.rules import UP, AlertRule, active_alerts, number, recorded
-from alerting.settings import Alert, Settings, SettingsError, seconds
-from exporter import catalog
+from devflow_monitor.alerting.rules import UP, AlertRule, active_alerts, number, recorded
+from devflow_monitor.alerting.settings import Alert, Settings, SettingsError, seconds
+from devflow_monitor.exporter import catalog
 
 INSTANCE = "devflow-host:9764"
 STEP_MINUTES = 1

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from exporter import devflow_db
+from devflow_monitor.exporter import devflow_db
 
 CACHE_DIR = Path(os.environ.get("DEVFLOW_BENCH_CACHE", "~/.cache/devflow-monitor-bench")).expanduser()
 SPAN_MS = 30 * 24 * 3600 * 1000

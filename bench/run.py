@@ -41,7 +41,7 @@ from pathlib import Path
 import psutil
 
 from bench import dbgen
-from exporter import catalog
+from devflow_monitor.exporter import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
@@ -352,7 +352,7 @@ def exporter_config(workdir: Path, extra: Path | None) -> Path:
 def start_exporter(children: Children, workdir: Path, info: dict, target: Target, config: Path) -> Subject:
     port = free_port()
     closed = free_port()  # nothing listens here: the probe sees the public build's missing endpoints
-    command = [sys.executable, "-m", "exporter.cli", "serve", "--config.file", str(config),
+    command = [sys.executable, "-m", "devflow_monitor.cli", "serve", "--config.file", str(config),
                "--web.listen-address", f"127.0.0.1:{port}", "--devflow.database", str(info["path"]),
                "--devflow.pidfile", str(target.pidfile), "--devflow.url", f"http://127.0.0.1:{closed}",
                "--devflow.port", str(closed), "--no-collector.logs", "--log.level", "warning"]

@@ -1,7 +1,7 @@
 """Grafana dashboards as code.
 
 One module per dashboard (each defines `dashboard`, built with `dashboards.grafana`);
-`python -m dashboards.build` (`make dashboards`) writes their JSON to dashboards/json/,
+`python -m devflow_monitor.dashboards.build` (`make dashboards`) writes their JSON to dashboards/json/,
 which Grafana loads through the file provider in dashboards/provisioning/.
 """
 

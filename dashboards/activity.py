@@ -1,8 +1,8 @@
 """Activity: the guide's `--view=activity`: what DevFlow recorded, and what waits to be synced."""
 
-from exporter import catalog
-from dashboards import grafana as G
-from dashboards.grafana import age, rate, row, series, target
+from devflow_monitor.exporter import catalog
+from devflow_monitor.dashboards import grafana as G
+from devflow_monitor.dashboards.grafana import age, rate, row, series, target
 
 THIRTY_DAYS = 30 * 24 * 3600  # the guide's maintenance deletes events older than 30 days
 

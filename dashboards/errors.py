@@ -1,8 +1,8 @@
 """Errors: the guide's `--view=errors` and its log analysis (section 2.2)."""
 
-from exporter import catalog
-from dashboards import grafana as G, queries
-from dashboards.grafana import rate, row, series, target
+from devflow_monitor.exporter import catalog
+from devflow_monitor.dashboards import grafana as G, queries
+from devflow_monitor.dashboards.grafana import rate, row, series, target
 
 SERVER_ERRORS = 'code=~"5.."'
 HTTP_5XX_RATIO = (f"sum by (instance) ({rate(catalog.HTTP_REQUESTS, SERVER_ERRORS)}) / "

@@ -1,8 +1,8 @@
 """Exporter: is the monitoring itself working? Scrapes, collectors and their background work."""
 
-from exporter import catalog
-from dashboards import grafana as G
-from dashboards.grafana import age, rate, row, series, target
+from devflow_monitor.exporter import catalog
+from devflow_monitor.dashboards import grafana as G
+from devflow_monitor.dashboards.grafana import age, rate, row, series, target
 
 dashboard = G.dashboard(
     "devflow-exporter", "DevFlow / Exporter",

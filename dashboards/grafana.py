@@ -30,7 +30,7 @@ import attr
 from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
 
-from exporter.catalog import EXPORTER_BUILD_INFO, Metric
+from devflow_monitor.exporter.catalog import EXPORTER_BUILD_INFO, Metric
 
 # --- conventions shared by every dashboard -----------------------------------------
 SCHEMA_VERSION = 39  # Grafana 10.3 / 11.0

@@ -1,8 +1,8 @@
 """Overview: the guide's `/status` answer at a glance (section 1.1), plus firing alerts."""
 
-from exporter import catalog
-from dashboards import grafana as G, queries
-from dashboards.grafana import age, quantile, row, series, target
+from devflow_monitor.exporter import catalog
+from devflow_monitor.dashboards import grafana as G, queries
+from devflow_monitor.dashboards.grafana import age, quantile, row, series, target
 
 # Alerts fired by absent() or by host rules carry no job/instance: `|` keeps them in view.
 FIRING = f'{G.ALERTS}{{alertstate="firing", job=~"$job|", instance=~"$instance|"}}'

@@ -1,8 +1,8 @@
 """Performance: the guide's `--view=performance` and its analyze-performance.sh (section 3.2)."""
 
-from exporter import catalog
-from dashboards import grafana as G, queries
-from dashboards.grafana import quantile, rate, row, series, target
+from devflow_monitor.exporter import catalog
+from devflow_monitor.dashboards import grafana as G, queries
+from devflow_monitor.dashboards.grafana import quantile, rate, row, series, target
 
 FDS_OF_LIMIT = f"{series(catalog.PROCESS_OPEN_FDS)} / on (job, instance) {series(catalog.PROCESS_MAX_FDS)}"
 FREE_DISK = f"{series(catalog.DB_FS_FREE)} / on (job, instance) {series(catalog.DB_FS_SIZE)}"

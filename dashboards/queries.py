@@ -1,7 +1,7 @@
 """PromQL that more than one dashboard shows, so the Overview and the detail views agree."""
 
-from exporter import catalog
-from dashboards.grafana import rate, series
+from devflow_monitor.exporter import catalog
+from devflow_monitor.dashboards.grafana import rate, series
 
 # Log levels are matched without regard to case: the formats write ERROR, error and Error.
 ERROR_LEVELS = 'level=~"(?i)error|fatal"'

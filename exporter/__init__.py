@@ -1,3 +1,3 @@
-"""devflow-monitor: Prometheus exporter and operator CLI for the DevFlow Monitor MCP server."""
+"""The daemon (`devflow-monitor serve`): collectors, the metric catalog, configuration and HTTP."""
 
 __version__ = "0.1.0"

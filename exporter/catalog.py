@@ -212,23 +212,3 @@ def by_name(name: str) -> Metric:
         if name in samples:
             return metric
     raise KeyError(name)
-
-
-def markdown() -> str:
-    """The metrics reference (docs/metrics.md), generated so it cannot drift from the catalog."""
-    lines = ["# Metrics", "", "Generated from `exporter/catalog.py` by `make docs`; do not edit.", "",
-             "| Metric | Type | Labels | Meaning |", "| --- | --- | --- | --- |"]
-    for metric in all_metrics():
-        labels = ", ".join(f"`{label}`" for label in metric.labels)
-        lines.append(f"| `{metric.name}` | {metric.kind} | {labels} | {metric.help} |")
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    import sys
-    from pathlib import Path
-
-    from exporter.generated import sync
-
-    docs = Path(__file__).resolve().parent.parent / "docs"
-    sys.exit(sync({"metrics.md": markdown()}, docs, check="--check" in sys.argv, remake="make docs"))

@@ -22,9 +22,9 @@ from pathlib import Path
 import yaml
 from prometheus_client.exposition import choose_encoder
 
-from exporter import __version__
-from exporter.exposition import render_text
-from exporter.config import Config, ConfigError
+from devflow_monitor.exporter import __version__
+from devflow_monitor.exporter.exposition import render_text
+from devflow_monitor.exporter.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send_json(200, body)
 
     def _status(self):
-        from exporter.status import guide_status
+        from devflow_monitor.exporter.status import guide_status
 
         with self.server.scrape_lock:
             body = guide_status(self.server.collector_set)

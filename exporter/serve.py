@@ -10,23 +10,24 @@ import threading
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from exporter import http
-from exporter.collectors import CollectorSet
-from exporter.config import Config, parse_listen_address
+from devflow_monitor.exporter import http
+from devflow_monitor.exporter.collectors import CollectorSet
+from devflow_monitor.exporter.config import Config, parse_listen_address
+from devflow_monitor.exporter.flags import COLLECTORS, add_config_arguments, config_from_args
 
 log = logging.getLogger("devflow_monitor")
 
 # Collector name -> "module:Class", imported only when enabled (a disabled collector costs no memory).
 # Order is the order of the families in /metrics.
 COLLECTOR_CLASSES = {
-    "process": "exporter.collectors.process:ProcessCollector",
-    "database": "exporter.collectors.database:DatabaseCollector",
-    "host": "exporter.collectors.host:HostCollector",
-    "logs": "exporter.collectors.logs:LogsCollector",
-    "probe": "exporter.collectors.probe:ProbeCollector",
+    "process": "devflow_monitor.exporter.collectors.process:ProcessCollector",
+    "database": "devflow_monitor.exporter.collectors.database:DatabaseCollector",
+    "host": "devflow_monitor.exporter.collectors.host:HostCollector",
+    "logs": "devflow_monitor.exporter.collectors.logs:LogsCollector",
+    "probe": "devflow_monitor.exporter.collectors.probe:ProbeCollector",
 }
 # Built after the others because it reads the probe's last /status.
-EVENTQUEUE_CLASS = "exporter.collectors.eventqueue:EventQueueCollector"
+EVENTQUEUE_CLASS = "devflow_monitor.exporter.collectors.eventqueue:EventQueueCollector"
 
 
 def _load_class(spec: str):
@@ -36,7 +37,7 @@ def _load_class(spec: str):
 
 def build_collectors(config: Config) -> CollectorSet:
     """Instantiate every enabled collector, in the order of COLLECTOR_CLASSES."""
-    from exporter.collectors.database import DatabaseWatcher
+    from devflow_monitor.exporter.collectors.database import DatabaseWatcher
 
     # The database and event-queue collectors share one watcher: one ingest cursor, one background count.
     watcher = None
@@ -62,8 +63,6 @@ def build_registry(collector_set: CollectorSet) -> CollectorRegistry:
 
 
 def register(subparsers) -> None:
-    from exporter.cli import add_config_arguments
-
     serve = subparsers.add_parser(
         "serve", help="run the Prometheus exporter",
         description="Serve DevFlow metrics on /metrics, exporter liveness on /health and the guide's "
@@ -80,8 +79,6 @@ def register(subparsers) -> None:
 
 
 def run_check_config(args) -> int:
-    from exporter.cli import COLLECTORS, config_from_args
-
     config = config_from_args(args)
     if config.web.config_file:
         http.load_web_config(config.web.config_file)
@@ -109,8 +106,6 @@ def limit_malloc_arenas() -> None:
 
 
 def run_serve(args) -> int:
-    from exporter.cli import config_from_args
-
     config = config_from_args(args)
     limit_malloc_arenas()
     logging.basicConfig(level=config.log_level.upper(),

@@ -12,7 +12,7 @@ import time
 
 import psutil
 
-from exporter.collectors.probe import HEALTHY_WORDS
+from devflow_monitor.exporter.collectors.probe import HEALTHY_WORDS
 
 # What the guide's "database" field says for each state the database collector sees.
 DATABASE_WORDS = {"ok": "connected", "missing": "missing", "locked": "locked", "corrupt": "corrupt",

@@ -7,7 +7,7 @@ mixin/alerting.json holds the rules of alerting/ as Jsonnet format strings: they
 alerting.rules from settings whose selector, runbook URL and per-alert `for` and severity are markers,
 and each marker becomes a `%(name)s` placeholder that mixin.libsonnet fills from its `_config`. So the
 mixin is the Python output, not a second copy of it; thresholds stay compiled in (change them with
-`python -m alerting.build --settings FILE`, which reads the same `_config` shape).
+`python -m devflow_monitor.alerting.build --settings FILE`, which reads the same `_config` shape).
 mixin/dashboards.libsonnet imports every dashboard of dashboards/json/ (Jsonnet cannot glob).
 """
 
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import yaml
 
-from alerting import rules
-from alerting.settings import Settings, to_dict
-from dashboards import DASHBOARDS
-from dashboards.grafana import TAGS
-from exporter.generated import sync
+from devflow_monitor.alerting import rules
+from devflow_monitor.alerting.settings import Settings, to_dict
+from devflow_monitor.dashboards import DASHBOARDS
+from devflow_monitor.dashboards.grafana import TAGS
+from devflow_monitor.generate.files import sync
 
 MIXIN_DIR = Path(__file__).resolve().parent
 ROOT = MIXIN_DIR.parent

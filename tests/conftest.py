@@ -30,7 +30,7 @@ def port() -> int:
 
 def cli(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
     """Run `devflow-monitor ARGS` as a child process and capture its output."""
-    return subprocess.run([sys.executable, "-m", "exporter.cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "devflow_monitor.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, **kwargs)
 
 
@@ -121,7 +121,7 @@ def start_exporter(spawn, tmp_path):
         config = tmp_path / f"exporter-{len(list(tmp_path.glob('exporter-*.yml')))}.yml"
         config.write_text(yaml.safe_dump(merged))
         port = free_port()
-        proc = spawn([sys.executable, "-m", "exporter.cli", "serve", "--config.file", str(config),
+        proc = spawn([sys.executable, "-m", "devflow_monitor.cli", "serve", "--config.file", str(config),
                       "--web.listen-address", f"127.0.0.1:{port}", *flags])
         url = f"http://127.0.0.1:{port}"
         wait_for_http(url + "/health")
@@ -150,7 +150,7 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, message:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The DevFlow simulator (exporter/simulate.py) as a child process: the target most tests watch.
+# The DevFlow simulator (simulator/simulate.py) as a child process: the target most tests watch.
 # ---------------------------------------------------------------------------------------------------
 
 class RunningSimulator:
@@ -191,7 +191,7 @@ def start_simulator(spawn, directory: Path, *, rate: float = 20, faults=(), list
     directory = Path(directory)
     url = f"http://127.0.0.1:{free_port()}" if listen else None
     sim = RunningSimulator(None, directory, url)
-    args = [sys.executable, "-m", "exporter.cli", "simulate", "--database", str(sim.database),
+    args = [sys.executable, "-m", "devflow_monitor.cli", "simulate", "--database", str(sim.database),
             "--listen", url.removeprefix("http://") if url else "none", "--log-dir", str(sim.log_dir),
             "--pidfile", str(sim.pidfile), "--rate", str(rate), "--seed", str(seed), *extra_args]
     if faults:

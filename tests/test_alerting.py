@@ -25,9 +25,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alerting import alertmanager, build, rules, settings, unittests
+from devflow_monitor.alerting import alertmanager, build, rules, settings, unittests
 from conftest import ROOT, free_port, wait_for_http, wait_until
-from exporter import catalog, generated
+from devflow_monitor.exporter import catalog
+from devflow_monitor.generate import files as generated
 
 ALERTING = ROOT / "alerting"
 RUNBOOK = ROOT / "docs" / "runbook.md"
@@ -333,16 +334,16 @@ def test_expecting_a_listener_adds_the_port_alert_and_alerts_on_no_listener(tmp_
 # --- build and overrides ------------------------------------------------------------------------------
 
 def test_committed_files_match_the_settings():
-    result = run(sys.executable, "-m", "alerting.build", "--check", cwd=ROOT)
+    result = run(sys.executable, "-m", "devflow_monitor.alerting.build", "--check", cwd=ROOT)
     assert result.returncode == 0, result.stderr
 
 
 def test_check_names_a_stale_file_and_fails(tmp_path):
-    assert run(sys.executable, "-m", "alerting.build", "--out", tmp_path, cwd=ROOT).returncode == 0
-    assert run(sys.executable, "-m", "alerting.build", "--out", tmp_path, "--check", cwd=ROOT).returncode == 0
+    assert run(sys.executable, "-m", "devflow_monitor.alerting.build", "--out", tmp_path, cwd=ROOT).returncode == 0
+    assert run(sys.executable, "-m", "devflow_monitor.alerting.build", "--out", tmp_path, "--check", cwd=ROOT).returncode == 0
     alerts = tmp_path / "rules" / "alerts.yml"
     alerts.write_text(alerts.read_text().replace("for: 5m", "for: 6m", 1))
-    result = run(sys.executable, "-m", "alerting.build", "--out", tmp_path, "--check", cwd=ROOT)
+    result = run(sys.executable, "-m", "devflow_monitor.alerting.build", "--out", tmp_path, "--check", cwd=ROOT)
     assert result.returncode == 1
     assert "rules/alerts.yml" in result.stderr and "make rules" in result.stderr
 
@@ -395,7 +396,7 @@ def test_jsonnet_override_merges_over_defaults_with_super(tmp_path):
 
 
 def test_printed_settings_are_a_complete_override_that_changes_nothing(tmp_path):
-    printed = run(sys.executable, "-m", "alerting.build", "--print-settings", cwd=ROOT)
+    printed = run(sys.executable, "-m", "devflow_monitor.alerting.build", "--print-settings", cwd=ROOT)
     assert printed.returncode == 0, printed.stderr
     override = tmp_path / "all.yml"
     override.write_text(printed.stdout)
@@ -414,7 +415,7 @@ def test_printed_settings_are_a_complete_override_that_changes_nothing(tmp_path)
 def test_bad_override_is_one_line_on_stderr_and_exit_2(tmp_path, text, suffix, message):
     override = tmp_path / f"override{suffix}"
     override.write_text(text)
-    result = run(sys.executable, "-m", "alerting.build", "--settings", override, "--out", tmp_path / "out", cwd=ROOT)
+    result = run(sys.executable, "-m", "devflow_monitor.alerting.build", "--settings", override, "--out", tmp_path / "out", cwd=ROOT)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "out").exists()

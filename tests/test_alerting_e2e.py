@@ -26,9 +26,9 @@ import urllib.request
 import pytest
 import yaml
 
-from alerting import build, rules, settings
+from devflow_monitor.alerting import build, rules, settings
 from conftest import free_port, wait_for_http, wait_until
-from exporter import generated
+from devflow_monitor.generate import files as generated
 from test_alerting import fast_alertmanager_settings, receivers, start_alertmanager  # noqa: F401 (fixture)
 
 pytestmark = [
@@ -84,7 +84,7 @@ def stack(spawn, tmp_path, simulator, receivers):
                        "probe": {"interval_seconds": 0, "timeout_seconds": 0.5}},
         "backup": {"status_file": str(tmp_path / "backup-status.json")},
     }))
-    spawn([sys.executable, "-m", "exporter.cli", "serve", "--config.file", str(exporter_config),
+    spawn([sys.executable, "-m", "devflow_monitor.cli", "serve", "--config.file", str(exporter_config),
            "--web.listen-address", f"127.0.0.1:{exporter_port}",
            "--devflow.database", str(simulator.database), "--devflow.pidfile", str(simulator.pidfile),
            "--devflow.url", simulator.url, "--devflow.port", simulator.url.rsplit(":", 1)[1],

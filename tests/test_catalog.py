@@ -8,7 +8,7 @@ import sys
 
 from conftest import ROOT
 
-from exporter import catalog
+from devflow_monitor.exporter import catalog
 
 NAME = re.compile(r"devflow_[a-z0-9_]+")
 BASE_UNIT_SUFFIXES = ("_bytes", "_seconds", "_total", "_info", "_ratio")
@@ -27,6 +27,6 @@ def test_names_follow_prometheus_practice():
 
 
 def test_metrics_reference_is_fresh():
-    result = subprocess.run([sys.executable, "-m", "exporter.catalog", "--check"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "devflow_monitor.generate.metrics_doc", "--check"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

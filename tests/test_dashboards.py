@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dashboards import DASHBOARDS, grafana
-from dashboards.build import render_all
-from exporter import catalog
+from devflow_monitor.dashboards import DASHBOARDS, grafana
+from devflow_monitor.dashboards.build import render_all
+from devflow_monitor.exporter import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON_DIR = ROOT / "dashboards" / "json"
@@ -397,7 +397,7 @@ def test_dashboards_share_one_tag_set_and_link_to_each_other():
 
 
 def test_committed_json_is_what_the_code_generates():
-    result = subprocess.run([sys.executable, "-m", "dashboards.build", "--check"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "devflow_monitor.dashboards.build", "--check"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, "dashboards/json is stale; run `make dashboards`\n" + result.stderr
 
@@ -406,7 +406,7 @@ def test_check_reports_changed_missing_and_orphaned_files(tmp_path):
     out = tmp_path / "json"
 
     def build(*args):
-        return subprocess.run([sys.executable, "-m", "dashboards.build", "--out", str(out), *args],
+        return subprocess.run([sys.executable, "-m", "devflow_monitor.dashboards.build", "--out", str(out), *args],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
 
     assert build("--check").returncode == 1  # nothing there yet

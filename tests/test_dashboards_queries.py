@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, free_port, http_get, wait_for_http
-from dashboards import DASHBOARDS
-from exporter import catalog
+from devflow_monitor.dashboards import DASHBOARDS
+from devflow_monitor.exporter import catalog
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +110,7 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(spawn, tmp_path):
     exporter_config, prometheus_config = write_configs(tmp_path, exporter_port)
     logs, database, pidfile = tmp_path / "logs", tmp_path / "devflow.db", tmp_path / "devflow.pid"
     logs.mkdir()
-    monitor = [sys.executable, "-m", "exporter.cli"]
+    monitor = [sys.executable, "-m", "devflow_monitor.cli"]
 
     def output(name):
         return open(tmp_path / f"{name}.out", "w")

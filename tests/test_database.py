@@ -12,8 +12,8 @@ import sys
 
 from conftest import ROOT, http_get, wait_until
 
-from exporter import catalog
-from exporter.devflow_db import EVENT_TYPES, create_database, insert_event
+from devflow_monitor.exporter import catalog
+from devflow_monitor.exporter.devflow_db import EVENT_TYPES, create_database, insert_event
 
 TYPES = ("file:changed", "git:commit", "test:passed")
 

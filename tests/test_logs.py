@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, http_get, wait_for_http, wait_until
-from exporter import catalog, config
-from exporter.collectors import CollectorSet
-from exporter.collectors import logs as logs_module
-from exporter.collectors.logs import LogsCollector
-from exporter.logformat import LEVELS, LevelCounter
+from devflow_monitor.exporter import catalog, config
+from devflow_monitor.exporter.collectors import CollectorSet
+from devflow_monitor.exporter.collectors import logs as logs_module
+from devflow_monitor.exporter.collectors.logs import LogsCollector
+from devflow_monitor.exporter.logformat import LEVELS, LevelCounter
 
 WRITER_RECORDS = 100_000
 ACCESS_LINE = '127.0.0.1 - - [02/Aug/2025:14:00:01 +0000] "GET {path} HTTP/1.1" {status} 312 {duration}'
@@ -428,8 +428,8 @@ def test_stop_then_start_in_one_process_continues_and_is_woken_by_file_events(tm
 
 KILLED_CHILD = """
 import sys, time
-from exporter import config
-from exporter.collectors import logs
+from devflow_monitor.exporter import config
+from devflow_monitor.exporter.collectors import logs
 logs.STATE_INTERVAL_SECONDS = 0.1
 cfg = config.load(env={}, overrides={"devflow.log_files": [sys.argv[1]], "devflow.access_log": None,
                                      "collectors.logs.state_file": sys.argv[2],
@@ -738,7 +738,7 @@ def test_serve_publishes_log_counts_on_metrics(tmp_path, spawn):
     cfg.write_text(f"collectors:\n  logs:\n    state_file: {tmp_path / 'state.json'}\n"
                    f"    poll_interval_seconds: 0.1\n")
     port = free_port()
-    spawn([sys.executable, "-m", "exporter.cli", "serve", "--config.file", str(cfg),
+    spawn([sys.executable, "-m", "devflow_monitor.cli", "serve", "--config.file", str(cfg),
            "--web.listen-address", f"127.0.0.1:{port}", "--devflow.log-files", str(log),
            "--devflow.database", str(tmp_path / "none.db"), "--devflow.url", f"http://127.0.0.1:{free_port()}"])
     wait_for_http(f"http://127.0.0.1:{port}/metrics")

@@ -12,11 +12,11 @@ import _jsonnet
 import pytest
 import yaml
 
-from alerting import rules
-from alerting.settings import Settings, load
+from devflow_monitor.alerting import rules
+from devflow_monitor.alerting.settings import Settings, load
 from conftest import ROOT
-from dashboards import DASHBOARDS
-from dashboards.build import render_all
+from devflow_monitor.dashboards import DASHBOARDS
+from devflow_monitor.dashboards.build import render_all
 
 sys.path.insert(0, str(ROOT))  # mixin/ is a folder of the checkout, not an installed package
 from mixin import build as mixin_build  # noqa: E402
@@ -119,7 +119,7 @@ def test_dashboard_tags_override_retags_dashboards_and_their_links(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("{ _config+:: { alerts+: { DevFlowHighCpuUsage+: { threshold: 0.9 } } } }", "python -m alerting.build"),
+    ("{ _config+:: { alerts+: { DevFlowHighCpuUsage+: { threshold: 0.9 } } } }", "python -m devflow_monitor.alerting.build"),
     ("{ _config+:: { alerts+: { DevFlowNoSuchAlert: { 'for': '1m' } } } }", "DevFlowNoSuchAlert"),
 ], ids=["threshold", "unknown-alert"])
 def test_overrides_the_mixin_cannot_honour_fail_with_a_message(tmp_path, override, message):

@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import cli
 from test_ops_support import Writer, one_line, sha256
 
-from exporter.devflow_db import create_database, insert_event
+from devflow_monitor.exporter.devflow_db import create_database, insert_event
 
 
 def rows_digest(conn: sqlite3.Connection, max_id: int) -> list:

@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT, cli, free_port, stop_process, wait_for_http, wait_until
 from test_ops_support import start_fake_server
 
-from exporter.devflow_db import create_database, insert_event
+from devflow_monitor.exporter.devflow_db import create_database, insert_event
 
 
 class Setup:
@@ -38,7 +38,7 @@ class Setup:
         self.server = start_fake_server(spawn, tmp_path, pidfile=self.pidfile, port=self.port, log=self.log)
         wait_until(lambda: self.log.exists() and self.log.stat().st_size > 2000, message="the server to log")
         self.exporter_port = free_port()
-        self.exporter = spawn([sys.executable, "-m", "exporter.cli", "serve", "--web.listen-address",
+        self.exporter = spawn([sys.executable, "-m", "devflow_monitor.cli", "serve", "--web.listen-address",
                                f"127.0.0.1:{self.exporter_port}", "--devflow.database", str(self.db),
                                "--devflow.pidfile", str(self.pidfile), "--devflow.port", str(self.port),
                                "--no-collector.logs", "--no-collector.probe"])

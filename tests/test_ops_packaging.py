@@ -23,7 +23,7 @@ import pytest
 from conftest import ROOT, wait_until
 from test_ops_support import start_fake_server
 
-from exporter.cli import build_parser
+from devflow_monitor.cli import build_parser
 
 PACKAGING = ROOT / "packaging"
 UNITS = sorted((PACKAGING / "systemd").iterdir())

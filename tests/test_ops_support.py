@@ -12,11 +12,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
-from conftest import ROOT, free_port, wait_until
-from exporter.devflow_db import EVENT_TYPES, SCHEMA
+from conftest import free_port, wait_until
+from devflow_monitor.exporter.devflow_db import EVENT_TYPES, SCHEMA
 
 DAY_MS = 86_400_000
 
@@ -26,7 +27,7 @@ DAY_MS = 86_400_000
 # and reports both on SIGTERM.
 WRITER = r"""
 import json, os, signal, sys, time
-from exporter.devflow_db import EVENT_TYPES, create_database, insert_event
+from devflow_monitor.exporter.devflow_db import EVENT_TYPES, create_database, insert_event
 db, stats, pidfile, pause = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 conn = create_database(db)
 stopping = []
@@ -64,8 +65,9 @@ os.replace(stats + ".tmp", stats)
 # listening port, rows to write (left in the WAL), a log it writes numbered lines to and reopens on
 # SIGUSR1, as the guide's server does for logrotate.
 FAKE_SERVER = r"""
-import argparse, os, signal, socket, sys, time
-from exporter.devflow_db import create_database, insert_event
+import argparse, os, signal, site, socket, sys, time
+site.addsitedir(os.environ["VENV_SITE"])
+from devflow_monitor.exporter.devflow_db import create_database, insert_event
 p = argparse.ArgumentParser()
 p.add_argument("--pidfile"); p.add_argument("--port", type=int); p.add_argument("--database")
 p.add_argument("--rows", type=int, default=0); p.add_argument("--log"); p.add_argument("--ready")
@@ -133,8 +135,10 @@ def start_fake_server(spawn, workdir: Path, **options) -> subprocess.Popen:
     args = ["node", str(script), "--ready", str(ready)]
     for key, value in options.items():
         args += [f"--{key}", str(value)]
-    # With argv[0] "node" Python cannot find its own home from argv[0]: name it, and the repo.
-    env = {**os.environ, "PYTHONHOME": sys.base_prefix, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    # With argv[0] "node" Python cannot find its own home from argv[0]: name it, and this virtualenv's
+    # packages, where the project's editable install hooks in through a .pth file.
+    env = {**os.environ, "PYTHONHOME": sys.base_prefix, "VENV_SITE": sysconfig.get_paths()["purelib"],
+           "PYTHONUNBUFFERED": "1"}
     proc = spawn(args, executable=sys.executable, env=env)
     wait_until(lambda: ready.exists() or proc.poll() is not None, message="the fake server to start")
     assert proc.poll() is None, "the fake server exited at start"

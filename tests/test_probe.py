@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port, wait_for_http
-from exporter import catalog, config
-from exporter.collectors.probe import MONITOR_STATES, STATES, ProbeCollector
+from devflow_monitor.exporter import catalog, config
+from devflow_monitor.exporter.collectors.probe import MONITOR_STATES, STATES, ProbeCollector
 
 GUIDE_BODY = {"status": "healthy", "uptime": 3600, "version": "1.0.0",
               "monitors": {"file": "active", "git": "active", "test": "idle"},
@@ -155,7 +155,7 @@ def test_each_app_behaviour_is_its_own_state_on_both_endpoints(app, state):
 
 def test_missing_listener_is_a_quiet_no_listener_state(caplog):
     collector = make_probe(f"http://127.0.0.1:{free_port()}")
-    with caplog.at_level(logging.DEBUG, logger="exporter.collectors.probe"):
+    with caplog.at_level(logging.DEBUG, logger="devflow_monitor.exporter.collectors.probe"):
         for _ in range(3):
             samples = scrape(collector)
     assert current_state(samples, "health") == current_state(samples, "status") == "no_listener"
@@ -168,7 +168,7 @@ def test_missing_listener_is_a_quiet_no_listener_state(caplog):
 def test_failures_are_logged_once_per_change_not_per_scrape(app, caplog):
     serve_both(app, Route(500, b"boom"))
     collector = make_probe(app.url)
-    with caplog.at_level(logging.DEBUG, logger="exporter.collectors.probe"):
+    with caplog.at_level(logging.DEBUG, logger="devflow_monitor.exporter.collectors.probe"):
         for _ in range(3):
             scrape(collector)
         serve_both(app, json_route(GUIDE_BODY))
@@ -377,7 +377,7 @@ def test_base_url_with_a_path_prefix_probes_below_it(app):
 
 
 def test_probe_reads_every_state_of_the_simulator(spawn, tmp_path, port):
-    spawn([sys.executable, "-m", "exporter.cli", "simulate", "--database", str(tmp_path / "devflow.db"),
+    spawn([sys.executable, "-m", "devflow_monitor.cli", "simulate", "--database", str(tmp_path / "devflow.db"),
            "--listen", f"127.0.0.1:{port}", "--rate", "5"], stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     wait_for_http(url + "/health")

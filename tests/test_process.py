@@ -10,7 +10,7 @@ import sys
 import psutil
 from conftest import ROOT, Exporter, free_port, wait_for_http, wait_until
 
-from exporter import catalog
+from devflow_monitor.exporter import catalog
 
 # A stand-in for `node .../server/index.js`: the default pattern must find it by its command line.
 FAKE_SERVER = [sys.executable, "-c", "import sys, time; time.sleep(120)", "node", "/opt/devflow/server/index.js"]
@@ -100,7 +100,7 @@ def test_never_matches_itself_its_parent_shell_or_its_children(tmp_path, spawn):
     port = free_port()
     # A pattern unique to this test, so other devflow processes on the machine cannot match it.
     pattern = f"devflow-{port}"
-    command = (f"{sys.executable} -m exporter.cli serve --web.listen-address 127.0.0.1:{port} "
+    command = (f"{sys.executable} -m devflow_monitor.cli serve --web.listen-address 127.0.0.1:{port} "
                f"--devflow.database {tmp_path}/devflow.db --devflow.process-pattern {pattern} "
                "--no-collector.logs --no-collector.probe; true")
     # The shell stays as the exporter's parent, and its command line contains the pattern too.

@@ -18,9 +18,9 @@ import yaml
 from conftest import FAST_SETTINGS, cli, free_port, http_get, parse_metrics, wait_until
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter import catalog
-from exporter.collectors import CollectorSet
-from exporter.devflow_db import create_database, insert_event
+from devflow_monitor.exporter import catalog
+from devflow_monitor.exporter.collectors import CollectorSet
+from devflow_monitor.exporter.devflow_db import create_database, insert_event
 
 
 def test_routes_answer_with_their_shapes(tmp_path, start_exporter):
@@ -114,7 +114,7 @@ def test_tls_and_basic_auth_from_exporter_toolkit_web_config(tmp_path, start_exp
     exporter_port = free_port()
     config = tmp_path / "c.yml"
     config.write_text(yaml.safe_dump(FAST_SETTINGS))
-    proc = subprocess.Popen([sys.executable, "-m", "exporter.cli", "serve", "--config.file", str(config),
+    proc = subprocess.Popen([sys.executable, "-m", "devflow_monitor.cli", "serve", "--config.file", str(config),
                              "--web.listen-address", f"127.0.0.1:{exporter_port}", "--web.config.file", str(web),
                              "--devflow.database", str(tmp_path / "x.db")])
     try:
@@ -208,7 +208,7 @@ class Awkward:
 
 
 def test_fast_text_exposition_says_what_prometheus_client_says(tmp_path):
-    from exporter.exposition import render_text
+    from devflow_monitor.exporter.exposition import render_text
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CollectorSet([Awkward(), Healthy()]))

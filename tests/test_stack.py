@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, cli, free_port, http_get, wait_until
-from exporter import stack
+from devflow_monitor.stack import runner as stack
 
 COMPOSE = shutil.which("docker-compose")
 PROMTOOL = shutil.which("promtool")

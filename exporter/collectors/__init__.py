@@ -15,7 +15,7 @@ import platform
 import time
 from typing import Iterable, Protocol
 
-from exporter import __version__, catalog
+from devflow_monitor.exporter import __version__, catalog
 
 log = logging.getLogger(__name__)
 

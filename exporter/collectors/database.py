@@ -34,9 +34,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exporter import catalog
-from exporter.config import Config
-from exporter.devflow_db import EVENT_TYPES, TABLES, connect_readonly, integrity_errors
+from devflow_monitor.exporter import catalog
+from devflow_monitor.exporter.config import Config
+from devflow_monitor.exporter.devflow_db import EVENT_TYPES, TABLES, connect_readonly, integrity_errors
 
 log = logging.getLogger(__name__)
 

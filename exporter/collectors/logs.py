@@ -52,9 +52,9 @@ import threading
 import time
 from pathlib import Path
 
-from exporter import catalog
-from exporter.config import Config
-from exporter.logformat import (ERROR_LEVELS, LEVELS, AccessLogParser, HttpTotals, LevelCounter,
+from devflow_monitor.exporter import catalog
+from devflow_monitor.exporter.config import Config
+from devflow_monitor.exporter.logformat import (ERROR_LEVELS, LEVELS, AccessLogParser, HttpTotals, LevelCounter,
                                 invalid_utf8_lines)
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from exporter import __version__, catalog
+from devflow_monitor.exporter import __version__, catalog
 
 log = logging.getLogger(__name__)
 

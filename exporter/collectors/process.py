@@ -26,8 +26,8 @@ from pathlib import Path
 
 import psutil
 
-from exporter import catalog
-from exporter.config import Config
+from devflow_monitor.exporter import catalog
+from devflow_monitor.exporter.config import Config
 
 log = logging.getLogger(__name__)
 

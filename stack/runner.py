@@ -102,7 +102,7 @@ def register(subparsers) -> None:
             parser.add_argument("--exporter-config", metavar="FILE",
                                 help="config file for the native exporter (default: its built-in defaults)")
         if action == "demo":
-            from exporter.simulate import FAULTS
+            from devflow_monitor.simulator.simulate import FAULTS
 
             parser.add_argument("--fault", default="error_burst", choices=sorted(FAULTS), metavar="NAME",
                                 help=f"simulator fault to inject: {', '.join(FAULTS)} (default error_burst)")
@@ -393,7 +393,7 @@ def plan_native(settings: Settings) -> tuple[list[Component], dict[str, str]]:
     """The components to start, and the ones skipped with the reason."""
     state, repo, skipped = settings.state, settings.repo, {}
     # -P: the state folder (cwd) holds an `exporter/` folder of its own that must not shadow the package.
-    python = [sys.executable, "-P", "-m", "exporter.cli"]
+    python = [sys.executable, "-P", "-m", "devflow_monitor.cli"]
     python_env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
     components = []
     exporter_env = dict(python_env)

@@ -24,16 +24,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from exporter import devflow_db
-from exporter.config import Config
-from exporter.ops import backup, common, logfiles, target
+from devflow_monitor.exporter import devflow_db
+from devflow_monitor.exporter.config import Config
+from devflow_monitor.ops import backup, common, logfiles, target
+from devflow_monitor.exporter.flags import add_config_arguments, config_from_args
 
 DAY = 86400.0
 
 
 def register(subparsers) -> None:
-    from exporter.cli import add_config_arguments
-
     parser = subparsers.add_parser(
         "maintain", help="retention delete in short batches, ANALYZE, VACUUM when safe, old log cleanup",
         description="Delete events older than the retention in short transactions so DevFlow's writes never "
@@ -89,8 +88,6 @@ class Retention:
 
 
 def run(args) -> int:
-    from exporter.cli import config_from_args
-
     config = config_from_args(args)
     if args.retention_days <= 0 or args.batch_target_ms <= 0 or args.max_batch < 1 or args.pause_ms < 0:
         return common.fail("maintain", "--retention-days, --batch-target-ms and --max-batch must be positive",

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import psutil
 
-from exporter import catalog, devflow_db
-from exporter.config import Config
-from exporter.ops import common, logfiles, target
+from devflow_monitor.exporter import catalog, devflow_db
+from devflow_monitor.exporter.config import Config
+from devflow_monitor.ops import common, logfiles, target
+from devflow_monitor.exporter.flags import add_config_arguments, config_from_args
 
 CHECKS = ("process", "port", "database", "wal", "disk", "logs", "exporter", "prometheus", "alertmanager")
 STATUS_ORDER = {"ok": 0, "skip": 0, "warn": 1, "fail": 2}
@@ -39,8 +40,6 @@ class Check:
 
 
 def register(subparsers) -> None:
-    from exporter.cli import add_config_arguments
-
     parser = subparsers.add_parser(
         "doctor", help="check DevFlow and its monitoring, with recommended actions",
         description="Check the DevFlow process, its port, database (integrity, WAL), disk space and recent "
@@ -74,8 +73,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from exporter.cli import config_from_args
-
     config = config_from_args(args)
     if args.log_lines < 1 or args.timeout <= 0:
         return common.fail("doctor", "--log-lines and --timeout must be positive")

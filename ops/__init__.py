@@ -6,5 +6,5 @@
 - `maintain`  retention in short batches, ANALYZE, VACUUM only with room for it, old log cleanup
 - `dashboard` the guide's CLI views over the exporter's /metrics or Prometheus
 
-Each module defines `register(subparsers)` for `exporter.cli`.
+Each module defines `register(subparsers)` for `devflow_monitor.cli`.
 """

@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from exporter.logformat import ERROR_LEVELS, LevelCounter
+from devflow_monitor.exporter.logformat import ERROR_LEVELS, LevelCounter
 
 # What logrotate (numbered or dateext) and similar tools leave beside `name`.
 ROTATED_SUFFIX = re.compile(r"^[.-](\d{1,4}|\d{8}(\d{2})?|\d{4}-\d\d-\d\d[\w.-]*?)(\.(gz|bz2|xz|zst))?$")

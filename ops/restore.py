@@ -20,16 +20,15 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from exporter import devflow_db
-from exporter.config import Config
-from exporter.ops import backup, common, target
+from devflow_monitor.exporter import devflow_db
+from devflow_monitor.exporter.config import Config
+from devflow_monitor.ops import backup, common, target
+from devflow_monitor.exporter.flags import add_config_arguments, config_from_args
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def register(subparsers) -> None:
-    from exporter.cli import add_config_arguments
-
     parser = subparsers.add_parser(
         "restore", help="verify a backup and swap it in for the DevFlow database",
         description="Verify BACKUP (checksum, integrity), refuse while DevFlow runs unless --stop, keep the "
@@ -52,8 +51,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from exporter.cli import config_from_args
-
     config = config_from_args(args)
     try:
         result = restore(config, Path(args.backup).expanduser().absolute(), stop=args.stop,

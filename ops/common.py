@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from exporter import __version__
+from devflow_monitor.exporter import __version__
 
 TOOL = "devflow-monitor"
 

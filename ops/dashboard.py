@@ -28,8 +28,9 @@ from urllib.parse import quote, urlencode
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import catalog as c
-from exporter.ops import common
+from devflow_monitor.exporter import catalog as c
+from devflow_monitor.ops import common
+from devflow_monitor.exporter.flags import add_config_arguments, config_from_args
 
 VIEWS = ("overview", "performance", "errors", "activity")
 SPARK = "▁▂▃▄▅▆▇█"
@@ -39,8 +40,6 @@ HISTORY = 120
 
 
 def register(subparsers) -> None:
-    from exporter.cli import add_config_arguments
-
     parser = subparsers.add_parser(
         "dashboard", help="live terminal dashboard (overview, performance, errors, activity)",
         description="A live view of DevFlow from the exporter's /metrics (or from Prometheus), refreshed in "
@@ -463,8 +462,6 @@ def render(view: str, history: History, source_label: str, interval: float, *, c
 
 
 def run(args) -> int:
-    from exporter.cli import config_from_args
-
     config = config_from_args(args)
     if args.interval <= 0 or args.timeout <= 0 or args.frames < 0:
         return common.fail("dashboard", "--interval and --timeout must be positive, --frames at least 0")

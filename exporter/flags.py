@@ -1,25 +1,11 @@
-"""`devflow-monitor` command line: one subcommand per module, Prometheus-style flags."""
+"""The exporter's configuration flags (Prometheus style), shared by `serve` and every command that
+reads the exporter's configuration."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 
-from exporter import __version__
-from exporter.config import ConfigError, load
-
-# Each module defines `register(subparsers)`; its parser's `func(args)` returns the exit status.
-COMMAND_MODULES = [
-    "exporter.serve",
-    "exporter.simulate",
-    "exporter.stack",
-    "exporter.ops.doctor",
-    "exporter.ops.backup",
-    "exporter.ops.restore",
-    "exporter.ops.maintain",
-    "exporter.ops.dashboard",
-]
+from devflow_monitor.exporter.config import load
 
 COLLECTORS = ("process", "database", "eventqueue", "logs", "probe", "host")
 
@@ -78,30 +64,3 @@ def config_from_args(args: argparse.Namespace):
 
 def _dest(dotted: str) -> str:
     return dotted.replace(".", "__")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="devflow-monitor",
-        description="Prometheus exporter and operator tools for the DevFlow Monitor MCP server.")
-    parser.add_argument("--version", action="version", version=f"devflow-monitor {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ConfigError as exc:
-        print(f"devflow-monitor: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

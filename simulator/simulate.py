@@ -42,7 +42,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from exporter.config import ConfigError
+from devflow_monitor.exporter.config import ConfigError
 
 FAULTS = {
     "stop_writing": "keep logging file and git events but persist no rows (the public build's defect)",
@@ -294,7 +294,7 @@ class Simulator:
 
     def __init__(self, database: Path, listen: tuple[str, int] | None, log_dir: Path | None, rate: float,
                  faults, pidfile: Path | None, seed: int | None):
-        from exporter import devflow_db   # imported here: `devflow-monitor --help` needs none of this
+        from devflow_monitor.exporter import devflow_db   # imported here: `devflow-monitor --help` needs none of this
 
         self.database, self.rate, self.pidfile = database, rate, pidfile
         self.faults = Faults(faults)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from exporter.collectors.process import ProcessFinder, alive, read_pidfile
-from exporter.config import Config
+from devflow_monitor.exporter.collectors.process import ProcessFinder, alive, read_pidfile
+from devflow_monitor.exporter.config import Config
 
 
 @dataclass

@@ -29,9 +29,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter import devflow_db
-from exporter.config import Config
-from exporter.ops import common, logfiles
+from devflow_monitor.exporter import devflow_db
+from devflow_monitor.exporter.config import Config
+from devflow_monitor.ops import common, logfiles
+from devflow_monitor.exporter.flags import add_config_arguments, config_from_args
 
 MANIFEST = "manifest.json"
 FORMAT = "devflow-monitor-backup/1"
@@ -40,8 +41,6 @@ PREFIX = "devflow-backup-"
 
 
 def register(subparsers) -> None:
-    from exporter.cli import add_config_arguments
-
     parser = subparsers.add_parser(
         "backup", help="online, verified backup of the database, config files and logs",
         description="Copy the DevFlow database with SQLite's online backup API while DevFlow keeps writing, "
@@ -86,8 +85,6 @@ def options_from_args(config: Config, args) -> Options:
 
 
 def run(args) -> int:
-    from exporter.cli import config_from_args
-
     config = config_from_args(args)
     if args.step_pages < 1 or args.keep_min < 1 or args.keep_max < 0:
         return common.fail("backup", "--step-pages and --keep-min must be at least 1, --keep-max at least 0",
