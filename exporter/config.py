@@ -2,23 +2,21 @@
 environment variables, then command-line flags (each layer wins over the last).
 
 `load()` returns a valid `Config` or raises `ConfigError` with one readable
-line; the CLI prints it and exits 2.
+line, `SOURCE: key.path: problem` (settings_loader.py, shared with the alert
+settings); the CLI prints it and exits 2.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import os
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-import yaml
+from devflow_monitor.exporter.settings_loader import ConfigError, merge, nested, read_yaml, show, suggest
 
 ENV_PREFIX = "DEVFLOW_MONITOR_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -30,10 +28,6 @@ DEFAULT_ACCESS_LOG_PATTERN = (
     r'^\S+ \S+ \S+ \[[^\]]+\] "[^"]*" (?P<status>\d{3}) \S+(?: "[^"]*" "[^"]*")?'
     r" (?P<duration>[\d.]+)(?P<unit>ms|s)?$"
 )
-
-
-class ConfigError(Exception):
-    """A configuration problem, phrased for the person who wrote the config."""
 
 
 @dataclass
@@ -134,189 +128,100 @@ class Config:
 def load(path: str | os.PathLike | None = None, *, env: typing.Mapping[str, str] | None = None,
          overrides: typing.Mapping[str, object] | None = None) -> Config:
     """Build a Config from defaults, the YAML file, the environment and flag overrides."""
-    config = Config()
+    config, origins = Config(), {}
     if path is not None:
-        _apply_mapping(config, _read_yaml(path), str(path))
-    env = os.environ if env is None else env
-    for key, raw in sorted(env.items()):
+        merge(config, read_yaml(path), str(path), origins=origins)
+    variables = {ENV_PREFIX + dotted.replace(".", "_").upper(): dotted for dotted in _leaves(config)}
+    for key, raw in sorted((os.environ if env is None else env).items()):
         if key.startswith(ENV_PREFIX):
-            dotted = _env_key_to_path(config, key)
-            _set(config, dotted, raw, f"environment variable {key}", from_text=True)
+            source = f"environment variable {show(key)}"
+            if key not in variables:
+                raise ConfigError(f"{source}: no such setting{suggest(key, variables)}")
+            merge(config, nested(variables[key], raw), source, text=True, origins=origins)
     for dotted, value in (overrides or {}).items():
-        _set(config, dotted, value, f"command-line flag for '{dotted}'", from_text=isinstance(value, str))
-    _validate(config)
+        merge(config, nested(dotted, value), "command line", text=True, origins=origins)
+    _validate(config, origins)
     return config
 
 
-def to_dict(config: Config) -> dict:
-    return dataclasses.asdict(config)
-
-
-def _read_yaml(path) -> dict:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: config file is not UTF-8 text") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}: {problem}{where}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
-    return data
-
-
-def _apply_mapping(obj, mapping: dict, source: str, prefix: str = "") -> None:
-    names = {f.name: f for f in dataclasses.fields(obj)}
-    for key, value in mapping.items():
-        dotted = f"{prefix}{key}"
-        key = str(key).replace("-", "_")
-        if key not in names:
-            raise ConfigError(f"{source}: unknown key '{dotted}'{_suggest(key, names)}")
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: '{dotted}' must be a mapping, got {_describe(value)}")
-            _apply_mapping(current, value, source, dotted + ".")
+def _leaves(tree, prefix: str = "") -> dict[str, object]:
+    """Every setting by its dotted name, e.g. collectors.database.busy_timeout_ms -> 100."""
+    leaves = {}
+    for f in dataclasses.fields(tree):
+        value = getattr(tree, f.name)
+        if dataclasses.is_dataclass(value):
+            leaves.update(_leaves(value, f"{prefix}{f.name}."))
         else:
-            _set(config=obj, dotted=key, value=value, source=f"{source}: '{dotted}'", from_text=False)
+            leaves[prefix + f.name] = value
+    return leaves
 
 
-def _set(config, dotted: str, value, source: str, *, from_text: bool) -> None:
-    *parents, leaf = dotted.split(".")
-    obj = config
-    for part in parents:
-        obj = getattr(obj, part)
-    hints = typing.get_type_hints(type(obj))
-    if leaf not in hints:
-        raise ConfigError(f"{source}: unknown setting '{dotted}'")
-    setattr(obj, leaf, _convert(value, hints[leaf], source, from_text))
+def _validate(config: Config, origins: dict[str, str]) -> None:
+    """Checks across settings; each message names the setting and the layer that set it."""
+    def where(dotted):
+        return f"{origins.get(dotted, 'defaults')}: {dotted}"
 
+    def fail(dotted, problem):
+        raise ConfigError(f"{where(dotted)}: {problem}")
 
-def _convert(value, hint, source: str, from_text: bool):
-    args = typing.get_args(hint)
-    optional = (typing.get_origin(hint) in (typing.Union, types.UnionType)) and type(None) in args
-    if optional:
-        if value is None or (from_text and value == ""):
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if from_text and str(value).lower() in ("1", "true", "yes", "on"):
-            return True
-        if from_text and str(value).lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{source}: expected true or false, got {_describe(value)}")
-    if hint in (int, float):
-        expected = "an integer" if hint is int else "a number"
-        if isinstance(value, bool) or not (isinstance(value, (int, float)) or from_text):
-            raise ConfigError(f"{source}: expected {expected}, got {_describe(value)}")
+    def path_test(dotted, test) -> bool:
         try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{source}: expected {expected}, got {_describe(value)}") from None
-        if not math.isfinite(number) or (hint is int and not number.is_integer()):
-            raise ConfigError(f"{source}: expected {expected}, got {_describe(value)}")
-        if number < 0:
-            raise ConfigError(f"{source}: must not be negative, got {value}")
-        return hint(number)
-    if hint is str:
-        if not isinstance(value, str) or (not from_text and value == ""):
-            raise ConfigError(f"{source}: expected text, got {_describe(value)}")
-        return value
-    if typing.get_origin(hint) is list:
-        if from_text and isinstance(value, str):
-            value = [part for part in value.split(",") if part]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{source}: expected a list of text, got {_describe(value)}")
-        return list(value)
-    raise AssertionError(f"unsupported config type {hint}")
+            return test()
+        except (OSError, RuntimeError) as exc:  # a name too long, an unknown ~user
+            fail(dotted, f"not a usable path: {exc}")
 
-
-def _env_key_to_path(config: Config, key: str) -> str:
-    """DEVFLOW_MONITOR_COLLECTORS_DATABASE_BUSY_TIMEOUT_MS -> collectors.database.busy_timeout_ms"""
-    rest = key[len(ENV_PREFIX):].lower()
-    obj, path = config, []
-    while True:
-        names = sorted((f.name for f in dataclasses.fields(obj)), key=len, reverse=True)
-        match = next((n for n in names if rest == n or rest.startswith(n + "_")), None)
-        if match is None:
-            raise ConfigError(f"environment variable {key}: no such setting")
-        path.append(match)
-        rest = rest[len(match) + 1:]
-        value = getattr(obj, match)
-        if not dataclasses.is_dataclass(value):
-            if rest:
-                raise ConfigError(f"environment variable {key}: no such setting")
-            return ".".join(path)
-        obj = value
-
-
-def _validate(config: Config) -> None:
-    """Checks across settings; each message names the setting, whichever layer set it."""
-    def fail(message):
-        raise ConfigError(f"invalid configuration: {message}")
-
+    for dotted, value in _leaves(config).items():
+        if value == "":  # optional settings are None when unset, so empty text is a mistake
+            fail(dotted, "must not be empty")
     if config.log_level not in LOG_LEVELS:
-        fail(f"log_level must be one of {', '.join(LOG_LEVELS)}, got '{config.log_level}'")
-    parse_listen_address(config.web.listen_address, "web.listen_address")
+        fail("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}")
+    parse_listen_address(config.web.listen_address, where("web.listen_address"))
     if not config.web.telemetry_path.startswith("/") or config.web.telemetry_path in ("/", "/health", "/status"):
-        fail(f"web.telemetry_path must be a path like /metrics, got '{config.web.telemetry_path}'")
-    if config.web.config_file and not Path(config.web.config_file).expanduser().is_file():
-        fail(f"web.config_file '{config.web.config_file}' does not exist")
-    for name, pattern in (("devflow.process_pattern", config.devflow.process_pattern),
-                          ("collectors.logs.access_log_pattern", config.collectors.logs.access_log_pattern)):
-        if not pattern:
-            fail(f"{name} must not be empty (it would match everything)")
+        fail("web.telemetry_path", f"must be a path like /metrics, got {config.web.telemetry_path!r}")
+    web_config = config.web.config_file
+    if web_config and not path_test("web.config_file", lambda: Path(web_config).expanduser().is_file()):
+        fail("web.config_file", f"{web_config!r} does not exist")
+    for dotted, pattern in (("devflow.process_pattern", config.devflow.process_pattern),
+                            ("collectors.logs.access_log_pattern", config.collectors.logs.access_log_pattern)):
         try:
             re.compile(pattern)
             re.compile(pattern.encode())  # log lines are matched as bytes
-        except re.error as exc:
-            fail(f"{name} is not a valid regular expression: {exc}")
+        except (re.error, OverflowError, RecursionError) as exc:
+            fail(dotted, f"not a valid regular expression: {exc}")
     if "status" not in re.compile(config.collectors.logs.access_log_pattern).groupindex:
-        fail("collectors.logs.access_log_pattern needs a named group (?P<status>...)")
+        fail("collectors.logs.access_log_pattern", "needs a named group (?P<status>...)")
     if not 0 < config.devflow.port < 65536:
-        fail(f"devflow.port must be between 1 and 65535, got {config.devflow.port}")
-    url = urlparse(config.devflow.url)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        fail(f"devflow.url must be an http(s) URL, got '{config.devflow.url}'")
-    if config.devflow.workdir and not Path(config.devflow.workdir).expanduser().is_dir():
-        fail(f"devflow.workdir '{config.devflow.workdir}' is not a directory")
-    if config.devflow.database_path.is_dir():
-        fail(f"devflow.database '{config.devflow.database_path}' is a directory, not a database file")
-    database = config.collectors.database
-    if database.integrity_check not in ("quick", "full"):
-        fail(f"collectors.database.integrity_check must be quick or full, got '{database.integrity_check}'")
-    if database.max_event_types < 1:
-        fail("collectors.database.max_event_types must be at least 1")
-    for name, value in (("collectors.process.scan_interval_seconds", config.collectors.process.scan_interval_seconds),
-                        ("collectors.database.counts_interval_seconds", database.counts_interval_seconds),
-                        ("collectors.logs.poll_interval_seconds", config.collectors.logs.poll_interval_seconds),
-                        ("collectors.probe.timeout_seconds", config.collectors.probe.timeout_seconds)):
+        fail("devflow.port", f"must be between 1 and 65535, got {config.devflow.port}")
+    try:
+        url = urlparse(config.devflow.url)
+        valid_url = url.scheme in ("http", "https") and url.hostname
+    except ValueError:  # an unclosed [IPv6 host
+        valid_url = False
+    if not valid_url:
+        fail("devflow.url", f"must be an http(s) URL, got {config.devflow.url!r}")
+    workdir = config.devflow.workdir
+    if workdir and not path_test("devflow.workdir", lambda: Path(workdir).expanduser().is_dir()):
+        fail("devflow.workdir", f"{workdir!r} is not a directory")
+    database = "devflow.workdir" if workdir else "devflow.database"
+    if path_test(database, lambda: config.devflow.database_path.is_dir()):
+        fail(database, f"'{config.devflow.database_path}' is a directory, not a database file")
+    collectors = config.collectors
+    if collectors.database.integrity_check not in ("quick", "full"):
+        fail("collectors.database.integrity_check",
+             f"must be quick or full, got {collectors.database.integrity_check!r}")
+    if collectors.database.max_event_types < 1:
+        fail("collectors.database.max_event_types", "must be at least 1")
+    for dotted, value in (("collectors.process.scan_interval_seconds", collectors.process.scan_interval_seconds),
+                          ("collectors.database.counts_interval_seconds", collectors.database.counts_interval_seconds),
+                          ("collectors.logs.poll_interval_seconds", collectors.logs.poll_interval_seconds),
+                          ("collectors.probe.timeout_seconds", collectors.probe.timeout_seconds)):
         if value <= 0:
-            fail(f"{name} must be positive, got {value:g}")
+            fail(dotted, f"must be positive, got {value:g}")
 
 
 def parse_listen_address(address: str, source: str = "listen address") -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     host = host.strip("[]")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"{source}: listen address must be HOST:PORT, got '{address}'")
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{source}: must be HOST:PORT, got {address!r}")
     return host or "0.0.0.0", int(port)
-
-
-def _suggest(key: str, names) -> str:
-    close = difflib.get_close_matches(key, list(names), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _describe(value) -> str:
-    return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__

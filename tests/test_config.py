@@ -34,11 +34,18 @@ def test_workdir_means_the_public_build_layout(tmp_path):
 
 BAD_CONFIGS = {
     "malformed yaml": ("devflow: [unclosed\n", "line"),
-    "not a mapping": ("- a\n- b\n", "top level must be a mapping"),
-    "unknown key": ("colectors: {}\n", "unknown key 'colectors' (did you mean 'collectors'?)"),
-    "unknown nested key": ("collectors:\n  database:\n    busy_timeout: 5\n", "unknown key 'collectors.database.busy_timeout'"),
-    "wrong type": ("devflow:\n  port: three thousand\n", "expected an integer"),
-    "section not a mapping": ("web: 8080\n", "'web' must be a mapping"),
+    "not a mapping": ("- a\n- b\n", "bad.yml: top level: expected a mapping, got list"),
+    "unknown key": ("colectors: {}\n", "bad.yml: colectors: unknown key (did you mean 'collectors'?)"),
+    "unknown nested key": ("collectors:\n  database:\n    busy_timeout: 5\n",
+                           "collectors.database.busy_timeout: unknown key (did you mean 'busy_timeout_ms'?)"),
+    "wrong type": ("devflow:\n  port: three thousand\n", "devflow.port: expected an integer, got str 'three thousand'"),
+    "section not a mapping": ("web: 8080\n", "web: expected a mapping, got int 8080"),
+    "bad duration": ("collectors:\n  probe:\n    interval_seconds: soon\n",
+                     "collectors.probe.interval_seconds: 'soon' is not a duration like 30s, 5m, 1h or 2d"),
+    "NUL in text": ('devflow:\n  database: "a\\0b"\n', "devflow.database: text must not contain NUL characters"),
+    "key that would break the line": ('"a\\nb": 1\n', "bad.yml: 'a\\nb': unknown key"),
+    "impossible date": ("log_level: 2001-13-01\n", "invalid YAML: month must be in 1..12"),
+    "nested too deep": ("a: " + "[" * 5000 + "\n", "invalid YAML"),
     "bad listen address": ("web:\n  listen_address: localhost\n", "HOST:PORT"),
     "bad regex": ("devflow:\n  process_pattern: '(unclosed'\n", "not a valid regular expression"),
     "port out of range": ("devflow:\n  port: 70000\n", "between 1 and 65535"),
@@ -46,13 +53,14 @@ BAD_CONFIGS = {
     "workdir missing": ("devflow:\n  workdir: /no/such/dir\n", "is not a directory"),
     "database is a directory": ("devflow:\n  database: /tmp\n", "is a directory"),
     "bad url": ("devflow:\n  url: localhost:3000\n", "http(s) URL"),
-    "negative interval": ("collectors:\n  process:\n    scan_interval_seconds: -1\n", "must not be negative"),
+    "negative interval": ("collectors:\n  process:\n    scan_interval_seconds: -1\n", "must not be negative, got -1"),
     "zero interval": ("collectors:\n  process:\n    scan_interval_seconds: 0\n", "must be positive"),
     "infinite interval": ("collectors:\n  database:\n    counts_interval_seconds: .inf\n", "expected a number"),
     "fractional port": ("devflow:\n  port: 3000.9\n", "expected an integer"),
-    "empty pattern": ("devflow:\n  process_pattern: ''\n", "expected text"),
+    "empty pattern": ("devflow:\n  process_pattern: ''\n", "bad.yml: devflow.process_pattern: must not be empty"),
+    "unknown home directory": ("devflow:\n  database: ~no-such-user-here/devflow.db\n", "devflow.database: not a usable path"),
     "pattern only valid as text": ("collectors:\n  logs:\n    access_log_pattern: '(?P<status>\\u0020)'\n", "not a valid regular expression"),
-    "bad log level": ("log_level: loud\n", "log_level must be one of"),
+    "bad log level": ("log_level: loud\n", "bad.yml: log_level: must be one of debug, info, warning, error, got 'loud'"),
 }
 
 
@@ -71,11 +79,14 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, case):
 
 def test_missing_config_file_and_bad_flag_value_fail_cleanly(tmp_path):
     result = cli("check-config", "--config.file", str(tmp_path / "absent.yml"))
-    assert result.returncode == 2 and "cannot read config file" in result.stderr
+    assert result.returncode == 2 and "absent.yml: cannot read: No such file or directory" in result.stderr
     result = cli("serve", "--devflow.port", "abc")
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "expected an integer" in result.stderr
-    result = cli("check-config", env={"DEVFLOW_MONITOR_NO_SUCH": "1", "PATH": "/usr/bin:/bin"})
-    assert result.returncode == 2 and "DEVFLOW_MONITOR_NO_SUCH: no such setting" in result.stderr
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "command line: devflow.port: expected an integer, got str 'abc'" in result.stderr
+    result = cli("check-config", env={"DEVFLOW_MONITOR_DEVFLOW_PROT": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert ("environment variable DEVFLOW_MONITOR_DEVFLOW_PROT: no such setting "
+            "(did you mean 'DEVFLOW_MONITOR_DEVFLOW_PORT'?)") in result.stderr
 
 
 def test_check_config_prints_the_effective_settings():
@@ -93,3 +104,22 @@ def test_config_error_type_is_raised_not_printed():
 def test_empty_pattern_from_the_environment_is_refused():
     with pytest.raises(ConfigError, match="must not be empty"):
         load(env={"DEVFLOW_MONITOR_DEVFLOW_PROCESS_PATTERN": ""})
+
+
+def test_a_check_after_loading_names_the_layer_that_set_the_value(tmp_path):
+    config_file = tmp_path / "c.yml"
+    config_file.write_text("log_level: loud\n")
+    with pytest.raises(ConfigError) as raised:
+        load(config_file, env={"DEVFLOW_MONITOR_LOG_LEVEL": "louder"})
+    assert str(raised.value).startswith("environment variable DEVFLOW_MONITOR_LOG_LEVEL: log_level: must be one of")
+    with pytest.raises(ConfigError, match=r"^command line: devflow\.port: must be between 1 and 65535, got 0$"):
+        load(config_file, env={}, overrides={"log_level": "info", "devflow.port": "0"})
+
+
+def test_seconds_take_a_duration_and_empty_optional_text_unsets(tmp_path):
+    config_file = tmp_path / "c.yml"
+    config_file.write_text("collectors:\n  probe:\n    interval_seconds: 2m\ndevflow:\n  access_log: ''\n")
+    config = load(config_file, env={"DEVFLOW_MONITOR_COLLECTORS_PROCESS_SCAN_INTERVAL_SECONDS": "1m30s"})
+    assert config.collectors.probe.interval_seconds == 120.0
+    assert config.collectors.process.scan_interval_seconds == 90.0
+    assert config.devflow.access_log is None
