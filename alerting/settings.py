@@ -16,49 +16,27 @@ from ../shared/devflow/FACTS.md. Users change them without touching Python:
 
   (`for` is a Jsonnet keyword, hence the quotes.)
 
-`load(path)` picks the format from the file name and raises `SettingsError`
-(one line) on anything it does not understand.
+`load(path)` picks the format from the file name and merges it with the loader the
+exporter's configuration uses (`exporter/settings_loader.py`): the same types, hints and
+one-line `ConfigError` (alias `SettingsError`), `FILE: key.path: problem`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+# The loader the exporter's configuration uses too: the same types, errors and hints for both files.
+from devflow_monitor.exporter.settings_loader import (ConfigError, check_duration, merge, read_text, read_yaml,
+                                                      seconds, to_dict)
+from devflow_monitor.exporter import runbook as served_runbook
 
 SEVERITIES = ("critical", "warning", "info")
-_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_UNITS = (7 * 86400, 86400, 3600, 60, 1)
 
-
-class SettingsError(Exception):
-    """A settings problem, phrased for the person who wrote the override."""
-
-
-def seconds(duration: str) -> int:
-    """Seconds in a Prometheus duration such as "1h30m" (weeks down to seconds)."""
-    match = _DURATION.match(duration)
-    if not duration or not match:
-        raise SettingsError(f"'{duration}' is not a duration like 30s, 5m, 1h or 2d")
-    return sum(int(part or 0) * unit for part, unit in zip(match.groups(), _UNITS))
-
-
-def duration(total_seconds: int) -> str:
-    """The shortest Prometheus duration for a whole number of seconds."""
-    if total_seconds == 0:
-        return "0s"
-    parts = []
-    for suffix, unit in zip("wdhms", _UNITS):
-        count, total_seconds = divmod(total_seconds, unit)
-        if count:
-            parts.append(f"{count}{suffix}")
-    return "".join(parts)
+SettingsError = ConfigError  # the name alerting's callers catch and raise
 
 
 # --- alerts -----------------------------------------------------------------------
@@ -169,6 +147,24 @@ class App:
     error_levels: str = "error|fatal"  # `level` label values counted as errors
 
 
+# --- the guide's real-time checklist -------------------------------------------------
+
+@dataclass
+class Checklist:
+    """Where the dashboards turn a value orange and `doctor` warns: the guide's real-time checklist.
+
+    The red levels (CPU 80%, error ratio 5%, response time 100 ms, RSS 50% of the machine, free
+    disk 5%, 10 errors in 100 log lines, backup age) are the alerts' thresholds above: one home each.
+    """
+    cpu_ratio: float = 0.70  # of one core, like ps %CPU ("CPU below 70%")
+    memory_ratio: float = 0.80  # memory used of total, the app's and the machine's ("memory below 80%")
+    error_ratio: float = 0.01  # error log records, and 5xx of HTTP responses ("error rate below 1%")
+    open_files_ratio: float = 0.80  # open file descriptors of the process's limit
+    disk_free_ratio: float = 0.10  # free share of the database's filesystem
+    disk_free_min_bytes: float = 1024.0 ** 3  # SQLite needs room for its journal, a backup and VACUUM
+    wal_size_bytes: float = 64 * 1024.0 ** 2  # a -wal file this large means checkpoints are held back
+
+
 # --- Alertmanager -------------------------------------------------------------------
 
 @dataclass
@@ -222,27 +218,16 @@ class Alertmanager:
 class Settings:
     selector: str = 'job="devflow"'  # label matchers of the exporter's scrape job
     rate_window: str = "5m"  # rate() window of the shared recording rules
-    # Where each alert's runbook section lives; {anchor} is the lower-cased alert name.
-    runbook_url: str = "docs/runbook.md#{anchor}"
+    # Each alert's runbook section as an absolute link (clickable in Slack, e-mail, Alertmanager); {anchor} is
+    # the lower-cased alert name. The default is the page the exporter serves at its default address.
+    runbook_url: str = served_runbook.DEFAULT_URL
     app: App = field(default_factory=App)
     alerts: dict[str, Alert] = field(default_factory=default_alerts)
+    checklist: Checklist = field(default_factory=Checklist)
     alertmanager: Alertmanager = field(default_factory=Alertmanager)
 
     def runbook(self, alertname: str) -> str:
         return self.runbook_url.format(anchor=alertname.lower())
-
-
-def to_dict(settings: Settings) -> dict:
-    """Plain data with the YAML / Jsonnet key names (`for`, `from`)."""
-    def plain(value):
-        if dataclasses.is_dataclass(value):
-            return {f.name.rstrip("_"): plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, dict):
-            return {key: plain(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [plain(item) for item in value]
-        return value
-    return plain(settings)
 
 
 def load(path: str | Path | None = None) -> Settings:
@@ -254,134 +239,67 @@ def load(path: str | Path | None = None) -> Settings:
     if path.suffix in (".jsonnet", ".libsonnet"):
         overrides = _read_jsonnet(path, to_dict(settings))
     elif path.suffix in (".yml", ".yaml"):
-        overrides = _read_yaml(path)
+        overrides = read_yaml(path)
     else:
-        raise SettingsError(f"{path}: settings file must end in .yml, .yaml, .jsonnet or .libsonnet")
+        raise ConfigError(f"{path}: settings file must end in .yml, .yaml, .jsonnet or .libsonnet")
     return apply(settings, overrides, str(path))
 
 
 def apply(settings: Settings, overrides: dict, source: str = "overrides") -> Settings:
     """A copy of `settings` with `overrides` (nested plain data) merged in and checked."""
     result = copy.deepcopy(settings)
-    _merge(result, overrides, source, "")
+    merge(result, overrides, source)
     _validate(result, source)
     return result
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise SettingsError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise SettingsError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    return data
-
-
 def _read_jsonnet(path: Path, defaults: dict) -> dict:
     """Evaluate `{_config:: defaults} + (import path)` and return its `_config`."""
-    import _jsonnet  # the `jsonnet` package's binding
-
-    if not path.is_file():
-        raise SettingsError(f"{path}: no such file")
+    try:
+        import _jsonnet  # the `jsonnet` package's binding, only in the build extra
+    except ImportError:
+        raise ConfigError(f"{path}: Jsonnet settings need the jsonnet package: "
+                          "pip install 'devflow-monitor[build]', or use a YAML file") from None
+    read_text(path)  # the same "cannot read" error as for YAML
     snippet = f"({{ _config:: std.extVar('defaults') }} + (import {json.dumps(str(path.resolve()))}))._config"
     try:
         text = _jsonnet.evaluate_snippet(str(path), snippet, ext_codes={"defaults": json.dumps(defaults)})
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "evaluation failed"
-        raise SettingsError(f"{path}: jsonnet: {first}") from None
-    data = json.loads(text)
-    if not isinstance(data, dict):
-        raise SettingsError(f"{path}: _config must be an object, got {type(data).__name__}")
-    return data
-
-
-def _merge(target, mapping, source: str, prefix: str) -> None:
-    if not isinstance(mapping, dict):
-        raise SettingsError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping")
-    if isinstance(target, dict):
-        for key, value in mapping.items():
-            if key not in target:
-                raise SettingsError(f"{source}: unknown key '{prefix}{key}'{_suggest(key, target)}")
-            _merge(target[key], value, source, f"{prefix}{key}.")
-        return
-    names = {f.name.rstrip("_"): f.name for f in dataclasses.fields(target)}
-    for key, value in mapping.items():
-        dotted = f"{prefix}{key}"
-        if key not in names:
-            raise SettingsError(f"{source}: unknown key '{dotted}'{_suggest(key, names)}")
-        current = getattr(target, names[key])
-        if dataclasses.is_dataclass(current) or isinstance(current, dict):
-            _merge(current, value, source, dotted + ".")
-        else:
-            setattr(target, names[key], _convert(current, value, f"{source}: '{dotted}'"))
-
-
-def _convert(current, value, where: str):
-    """`value` if it has the type of the default it replaces (an int may stand for a float)."""
-    if isinstance(current, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(current, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(current, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(current, list):
-        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        raise SettingsError(f"{where}: expected {_kind(current)}, got {type(value).__name__} {value!r}")
-    return value
+        raise ConfigError(f"{path}: jsonnet: {first}") from None
+    return json.loads(text)
 
 
 def _validate(settings: Settings, source: str) -> None:
-    def check_duration(text, where):
-        try:
-            seconds(text)
-        except SettingsError as exc:
-            raise SettingsError(f"{source}: {where}: {exc}") from None
+    """Checks the types cannot express; each message is `SOURCE: key.path: problem`."""
+    def fail(dotted, problem):
+        raise ConfigError(f"{source}: {dotted}: {problem}")
 
-    check_duration(settings.rate_window, "rate_window")
+    check_duration(settings.rate_window, f"{source}: rate_window")
+    try:
+        settings.runbook("")
+    except (KeyError, IndexError, ValueError):  # str.format's complaints about other braces
+        fail("runbook_url", f"may use no braces but {{anchor}}, got {settings.runbook_url!r}")
     if "{anchor}" not in settings.runbook_url:
-        raise SettingsError(f"{source}: runbook_url must contain {{anchor}}")
+        fail("runbook_url", "must contain {anchor}")
     for name, alert in settings.alerts.items():
         if alert.severity not in SEVERITIES:
-            raise SettingsError(f"{source}: alerts.{name}.severity must be one of {', '.join(SEVERITIES)}, "
-                                f"got '{alert.severity}'")
+            fail(f"alerts.{name}.severity", f"must be one of {', '.join(SEVERITIES)}, got {alert.severity!r}")
         for f in dataclasses.fields(alert):
             value = getattr(alert, f.name)
             if isinstance(value, str) and f.name != "severity":  # every other text field is a duration
-                check_duration(value, f"alerts.{name}.{f.name.rstrip('_')}")
-            elif isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-                raise SettingsError(f"{source}: alerts.{name}.{f.name} must not be negative")
+                check_duration(value, f"{source}: alerts.{name}.{f.name.rstrip('_')}")
         if seconds(alert.for_) == 0:
-            raise SettingsError(f"{source}: alerts.{name}.for must be longer than 0s")
+            fail(f"alerts.{name}.for", "must be longer than 0s")
     am = settings.alertmanager
-    for where in ("group_wait", "group_interval", "repeat_interval", "resolve_timeout"):
-        check_duration(getattr(am, where), f"alertmanager.{where}")
+    for key in ("group_wait", "group_interval", "repeat_interval", "resolve_timeout"):
+        check_duration(getattr(am, key), f"{source}: alertmanager.{key}")
     known = {"slack", "email", "null"}
     for severity, route in am.routes.items():
-        check_duration(route.repeat_interval, f"alertmanager.routes.{severity}.repeat_interval")
-        unknown = set(route.receivers) - known
-        if not route.receivers or unknown:
-            raise SettingsError(f"{source}: alertmanager.routes.{severity}.receivers must list some of "
-                                f"{', '.join(sorted(known))}, got {route.receivers}")
+        check_duration(route.repeat_interval, f"{source}: alertmanager.routes.{severity}.repeat_interval")
+        if not route.receivers or set(route.receivers) - known:
+            fail(f"alertmanager.routes.{severity}.receivers",
+                 f"must list some of {', '.join(sorted(known))}, got {route.receivers}")
     if am.default_receiver not in known:
-        raise SettingsError(f"{source}: alertmanager.default_receiver must be one of {', '.join(sorted(known))}")
+        fail("alertmanager.default_receiver", f"must be one of {', '.join(sorted(known))}")
 
-
-def _suggest(key, names) -> str:
-    close = difflib.get_close_matches(str(key), list(names), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _kind(value) -> str:
-    return {bool: "true or false", float: "a number", int: "an integer", list: "a list of text"}.get(
-        type(value), "text")

@@ -1,6 +1,6 @@
 """Grafana dashboards as code.
 
-One module per dashboard (each defines `dashboard`, built with `dashboards.grafana`);
+One module per dashboard (each defines `dashboard(settings)`, built with `dashboards.grafana`);
 `python -m devflow_monitor.dashboards.build` (`make dashboards`) writes their JSON to dashboards/json/,
 which Grafana loads through the file provider in dashboards/provisioning/.
 """

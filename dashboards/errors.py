@@ -1,5 +1,9 @@
 """Errors: the guide's `--view=errors` and its log analysis (section 2.2)."""
 
+from grafanalib.core import Dashboard
+
+from devflow_monitor.alerting.rules import percent
+from devflow_monitor.alerting.settings import Settings
 from devflow_monitor.exporter import catalog
 from devflow_monitor.dashboards import grafana as G, queries
 from devflow_monitor.dashboards.grafana import rate, row, series, target
@@ -9,62 +13,67 @@ HTTP_5XX_RATIO = (f"sum by (instance) ({rate(catalog.HTTP_REQUESTS, SERVER_ERROR
                   f"sum by (instance) ({rate(catalog.HTTP_REQUESTS)})")
 PROBE_FAILED = G.value_mappings((0, "", "transparent"), (1, "failing", "red"))
 
-dashboard = G.dashboard(
-    "devflow-errors", "DevFlow / Errors",
-    "Errors in the DevFlow logs, failed HTTP requests and failing health probes, against the guide's "
-    "checklist (error rate below 1%; the guide alerts above 5%).",
-    row(
-        "Log errors",
-        G.stat("Error ratio", "ERROR and FATAL records as a share of all log records. Checklist: below 1%; "
-               "the guide alerts above 5% for 3 minutes.",
-               target(queries.LOG_ERROR_RATIO, "{{instance}}"), unit="percentunit", thresholds=G.ERROR_RATIO,
-               background=True, sparkline=True, w=6),
-        G.stat("Last error", "When the exporter last read an ERROR or FATAL record, in any log file.",
-               # Grafana's dateTimeFromNow reads milliseconds.
-               target(f"max by (instance) ({series(catalog.LOG_LAST_ERROR)}) * 1000 > 0", "{{instance}}"),
-               unit="dateTimeFromNow", w=6),
-        G.stat("Error records per minute", "ERROR and FATAL records per minute, all files.",
-               target(f"sum by (instance) ({rate(catalog.LOG_LINES, queries.ERROR_LEVELS)}) * 60", "{{instance}}"),
-               unit="cpm", thresholds=G.ANY_IS_BAD, sparkline=True, w=6),
-        G.bargauge("Error records by file", "ERROR and FATAL records per second, by log file, now.",
-                   target(f"sum by (file) ({rate(catalog.LOG_LINES, queries.ERROR_LEVELS)})", "{{file}}",
-                          instant=True),
-                   unit="cps", w=6, h=4),
-        G.timeseries("Log records by level", "Log records per second by level, all files (a multi-line "
-                     "dump counts once), as the guide's `awk '{print $3}' | uniq -c`.",
-                     target(f"sum by (level) ({rate(catalog.LOG_LINES)})", "{{level}}"),
-                     unit="cps", stack=True, bars=True, min=0),
-        G.timeseries("Error ratio over time", "ERROR and FATAL records as a share of all log records.",
-                     target(queries.LOG_ERROR_RATIO, "{{instance}}"),
-                     unit="percentunit", thresholds=G.ERROR_RATIO, min=0),
-    ),
-    row(
-        "HTTP errors (access log)",
-        G.timeseries("5xx ratio", "Server errors as a share of all requests in the access log.",
-                     target(HTTP_5XX_RATIO, "{{instance}}"), unit="percentunit", thresholds=G.ERROR_RATIO, min=0),
-        G.timeseries("Requests by status class", "Requests per second in the access log, by status class.",
-                     target(f"sum by (instance, code) ({rate(catalog.HTTP_REQUESTS)})", "{{code}} {{instance}}"),
-                     unit="reqps", stack=True, min=0),
-    ),
-    row(
-        "Health probes",
-        G.stat("Probe", "1 when the endpoint answered 200 with the expected JSON.",
-               target(series(catalog.PROBE_SUCCESS), "{{endpoint}} {{instance}}"),
-               unit="none", mappings=G.OK_FAILED, thresholds=G.UP_IS_GOOD, background=True, w=6, h=8),
-        G.stat("HTTP status", "Status code of the last probe; 0 means no answer at all (no listener, "
-               "timeout), which is the public build's normal state.",
-               target(series(catalog.PROBE_HTTP_STATUS), "{{endpoint}} {{instance}}"),
-               unit="none", thresholds=G.thresholds("red", (200, "green"), (300, "orange"), (500, "red")), w=6, h=8),
-        G.state_timeline("Probe failures by state", "When each endpoint was failing, and how: no_listener, "
-                         "timeout, http_error, invalid_json, unexpected_shape or error.",
-                         target(series(catalog.PROBE_STATE, 'state!="ok"'), "{{endpoint}} {{state}} {{instance}}"),
-                         mappings=PROBE_FAILED, thresholds=G.ANY_IS_BAD, w=12, h=8),
-    ),
-    row(
-        "Log reading",
-        G.timeseries("Log read errors", "Problems the exporter met reading the log files, by reason "
-                     "(permission denied, vanished, over-long line, invalid UTF-8, unparsed access line, ...).",
-                     target(f"sum by (file, reason) ({rate(catalog.LOG_READ_ERRORS)})", "{{reason}} {{file}}"),
-                     unit="cps", min=0, w=24, h=6),
-    ),
-)
+
+def dashboard(settings: Settings) -> Dashboard:
+    steps, checklist, high = G.steps(settings), settings.checklist, settings.alerts["DevFlowHighErrorRate"]
+    return G.dashboard(
+        "devflow-errors", "DevFlow / Errors",
+        "Errors in the DevFlow logs, failed HTTP requests and failing health probes, against the guide's "
+        f"checklist (error rate below {percent(checklist.error_ratio)}; an alert fires above "
+        f"{percent(high.threshold)}).",
+        row(
+            "Log errors",
+            G.stat("Error ratio", "ERROR and FATAL records as a share of all log records. Checklist: below "
+                   f"{percent(checklist.error_ratio)}; an alert fires above {percent(high.threshold)} for {high.for_}.",
+                   target(queries.LOG_ERROR_RATIO, "{{instance}}"), unit="percentunit", thresholds=steps.log_error_ratio,
+                   background=True, sparkline=True, w=6),
+            G.stat("Last error", "When the exporter last read an ERROR or FATAL record, in any log file.",
+                   # Grafana's dateTimeFromNow reads milliseconds.
+                   target(f"max by (instance) ({series(catalog.LOG_LAST_ERROR)}) * 1000 > 0", "{{instance}}"),
+                   unit="dateTimeFromNow", w=6),
+            G.stat("Error records per minute", "ERROR and FATAL records per minute, all files.",
+                   target(f"sum by (instance) ({rate(catalog.LOG_LINES, queries.ERROR_LEVELS)}) * 60", "{{instance}}"),
+                   unit="cpm", thresholds=G.ANY_IS_BAD, sparkline=True, w=6),
+            G.bargauge("Error records by file", "ERROR and FATAL records per second, by log file, now.",
+                       target(f"sum by (file) ({rate(catalog.LOG_LINES, queries.ERROR_LEVELS)})", "{{file}}",
+                              instant=True),
+                       unit="cps", w=6, h=4),
+            G.timeseries("Log records by level", "Log records per second by level, all files (a multi-line "
+                         "dump counts once), as the guide's `awk '{print $3}' | uniq -c`.",
+                         target(f"sum by (level) ({rate(catalog.LOG_LINES)})", "{{level}}"),
+                         unit="cps", stack=True, bars=True, min=0),
+            G.timeseries("Error ratio over time", "ERROR and FATAL records as a share of all log records.",
+                         target(queries.LOG_ERROR_RATIO, "{{instance}}"),
+                         unit="percentunit", thresholds=steps.log_error_ratio, min=0),
+        ),
+        row(
+            "HTTP errors (access log)",
+            G.timeseries("5xx ratio", "Server errors as a share of all requests in the access log.",
+                         target(HTTP_5XX_RATIO, "{{instance}}"), unit="percentunit",
+                         thresholds=steps.http_error_ratio, min=0),
+            G.timeseries("Requests by status class", "Requests per second in the access log, by status class.",
+                         target(f"sum by (instance, code) ({rate(catalog.HTTP_REQUESTS)})", "{{code}} {{instance}}"),
+                         unit="reqps", stack=True, min=0),
+        ),
+        row(
+            "Health probes",
+            G.stat("Probe", "1 when the endpoint answered 200 with the expected JSON.",
+                   target(series(catalog.PROBE_SUCCESS), "{{endpoint}} {{instance}}"),
+                   unit="none", mappings=G.OK_FAILED, thresholds=G.UP_IS_GOOD, background=True, w=6, h=8),
+            G.stat("HTTP status", "Status code of the last probe; 0 means no answer at all (no listener, "
+                   "timeout), which is the public build's normal state.",
+                   target(series(catalog.PROBE_HTTP_STATUS), "{{endpoint}} {{instance}}"),
+                   unit="none", thresholds=G.thresholds("red", (200, "green"), (300, "orange"), (500, "red")), w=6, h=8),
+            G.state_timeline("Probe failures by state", "When each endpoint was failing, and how: no_listener, "
+                             "timeout, http_error, invalid_json, unexpected_shape or error.",
+                             target(series(catalog.PROBE_STATE, 'state!="ok"'), "{{endpoint}} {{state}} {{instance}}"),
+                             mappings=PROBE_FAILED, thresholds=G.ANY_IS_BAD, w=12, h=8),
+        ),
+        row(
+            "Log reading",
+            G.timeseries("Log read errors", "Problems the exporter met reading the log files, by reason "
+                         "(permission denied, vanished, over-long line, invalid UTF-8, unparsed access line, ...).",
+                         target(f"sum by (file, reason) ({rate(catalog.LOG_READ_ERRORS)})", "{{reason}} {{file}}"),
+                         unit="cps", min=0, w=24, h=6),
+        ),
+    )

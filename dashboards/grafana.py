@@ -1,21 +1,23 @@
-"""A small layer over grafanalib that writes dashboards for current Grafana (10 and 11).
+"""A small layer over grafanalib that writes dashboards for current Grafana (10 to 13).
 
 grafanalib 0.7.1 still writes Grafana 5-era JSON: schemaVersion 12, datasources as
 strings, maxDataPoints 100, a mean reduction on stat panels, `intervalFactor: 2` on
 every target and gauge options under the long-gone `fieldOptions`. Dashboard modules
 build panels only through the constructors below, which pick current options, and
-`render()` rewrites grafanalib's output into what Grafana saves itself: every outdated
-default is fixed in this one module.
+`render()` rewrites grafanalib's output (the plain data of its public `to_json_data()`)
+into what Grafana saves itself: every outdated default is fixed in this one module.
 
-A dashboard module reads as rows of panels:
+A dashboard module reads as rows of panels, with thresholds from the settings:
 
-    dashboard = grafana.dashboard(
-        "devflow-example", "DevFlow / Example", "What this dashboard answers.",
-        grafana.row("Process",
-            grafana.stat("Process up", "1 when the DevFlow process was found.",
-                         grafana.target(grafana.series(catalog.PROCESS_UP), "{{instance}}"),
-                         unit="none", mappings=grafana.UP_DOWN, thresholds=grafana.UP_IS_GOOD)),
-    )
+    def dashboard(settings: Settings) -> g.Dashboard:
+        steps = grafana.steps(settings)
+        return grafana.dashboard(
+            "devflow-example", "DevFlow / Example", "What this dashboard answers.",
+            grafana.row("Process",
+                grafana.stat("CPU", "CPU of the DevFlow process (1 = one core).",
+                             grafana.target(queries.CPU, "{{instance}}"),
+                             unit="percentunit", thresholds=steps.cpu)),
+        )
 
 Positions (gridPos) and panel ids are assigned by `dashboard()`: panels fill each row's
 24 columns left to right, short ones beside tall ones, and no two can overlap.
@@ -28,8 +30,8 @@ from dataclasses import dataclass
 
 import attr
 from grafanalib import core as g
-from grafanalib._gen import DashboardEncoder
 
+from devflow_monitor.alerting.settings import Settings, seconds
 from devflow_monitor.exporter.catalog import EXPORTER_BUILD_INFO, Metric
 
 # --- conventions shared by every dashboard -----------------------------------------
@@ -49,29 +51,49 @@ SCRAPE_SAMPLES = "scrape_samples_scraped"
 ALERTS = "ALERTS"
 PROMETHEUS_SERIES = frozenset({TARGET_UP, SCRAPE_DURATION, SCRAPE_SAMPLES, ALERTS})
 
-# --- the guide's real-time checklist ("모니터링 체크리스트") and its alert rules --------
-CPU_WARN = 0.70  # of one core, as `ps` shows %CPU
-CPU_CRIT = 0.80  # the guide's high_cpu_usage alert
-MEMORY_CRIT = 0.80
-RESPONSE_TIME_MAX = 0.100  # seconds
-ERROR_RATIO_WARN = 0.01
-ERROR_RATIO_CRIT = 0.05  # the guide's error_rate alert
-MEMORY_GROWTH_MAX = 10 * 2**20  # bytes per hour: the guide's memory_leak alert (10 MB/h)
-
-
 def thresholds(base: str, *steps: tuple[float, str]) -> list[dict]:
-    """Absolute threshold steps: `base` below the first value, then each (value, color)."""
-    return [{"color": base, "value": None}] + [{"color": color, "value": value} for value, color in steps]
+    """Absolute threshold steps: `base` below the lowest value, then each (value, color) in order."""
+    return [{"color": base, "value": None}] + [{"color": color, "value": value} for value, color in sorted(steps)]
 
 
 NEUTRAL = thresholds("blue")
-CPU = thresholds("green", (CPU_WARN, "orange"), (CPU_CRIT, "red"))
-MEMORY = thresholds("green", (MEMORY_CRIT, "red"))
-RESPONSE_TIME = thresholds("green", (RESPONSE_TIME_MAX, "red"))
-ERROR_RATIO = thresholds("green", (ERROR_RATIO_WARN, "orange"), (ERROR_RATIO_CRIT, "red"))
-MEMORY_GROWTH = thresholds("green", (MEMORY_GROWTH_MAX, "red"))
 UP_IS_GOOD = thresholds("red", (1, "green"))
 ANY_IS_BAD = thresholds("green", (1, "red"))
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Threshold steps of the panels that show a setting: orange where the guide's checklist ends,
+    red where an alert fires. Every value comes from alerting/settings.py."""
+
+    cpu: list[dict]
+    memory: list[dict]  # memory used of total, the app's or the machine's
+    rss_of_machine: list[dict]
+    memory_growth: list[dict]
+    response_time: list[dict]
+    log_error_ratio: list[dict]
+    http_error_ratio: list[dict]
+    open_files: list[dict]
+    free_disk: list[dict]  # red below the alert, orange below the checklist, green above
+    free_pages: list[dict]
+    event_age: list[dict]  # orange once events outlive the retention
+
+
+def steps(settings: Settings) -> Steps:
+    a, c = settings.alerts, settings.checklist
+    return Steps(
+        cpu=thresholds("green", (c.cpu_ratio, "orange"), (a["DevFlowHighCpuUsage"].threshold, "red")),
+        memory=thresholds("green", (c.memory_ratio, "orange")),
+        rss_of_machine=thresholds("green", (a["DevFlowHighMemoryUsage"].threshold, "red")),
+        memory_growth=thresholds("green", (a["DevFlowMemoryLeak"].growth_bytes_per_hour, "red")),
+        response_time=thresholds("green", (a["DevFlowProbeSlow"].threshold, "red")),
+        log_error_ratio=thresholds("green", (c.error_ratio, "orange"), (a["DevFlowHighErrorRate"].threshold, "red")),
+        http_error_ratio=thresholds("green", (c.error_ratio, "orange"), (a["DevFlowHttpErrorRate"].threshold, "red")),
+        open_files=thresholds("green", (c.open_files_ratio, "orange")),
+        free_disk=thresholds("red", (a["DevFlowDiskSpaceLow"].threshold, "orange"), (c.disk_free_ratio, "green")),
+        free_pages=thresholds("green", (a["DevFlowDatabaseFragmented"].max_free_ratio, "orange")),
+        event_age=thresholds("green", (seconds(a["DevFlowRetentionNotApplied"].retention), "orange")),
+    )
 
 
 def value_mappings(*entries: tuple[float, str, str]) -> list[dict]:
@@ -260,9 +282,16 @@ def dashboard(uid: str, title: str, description: str, *rows: Row) -> g.Dashboard
 
 # --- grafanalib JSON -> current Grafana JSON ------------------------------------------------
 def render(board: g.Dashboard) -> dict:
-    """The dashboard as Grafana 10/11 saves it."""
-    data = json.loads(json.dumps(board.to_json_data(), cls=DashboardEncoder))
+    """The dashboard as current Grafana saves it."""
+    data = json.loads(json.dumps(board.to_json_data(), default=_json_data))
     return _modernize_dashboard(data)
+
+
+def _json_data(obj):
+    """grafanalib's public contract: each object it builds turns itself into plain data."""
+    if not hasattr(obj, "to_json_data"):
+        raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+    return obj.to_json_data()
 
 
 def dumps(data: dict) -> str:
@@ -362,8 +391,8 @@ def _fix_gauge(panel: dict) -> None:
     calcs = defaults.pop("calcs")
     for key in ("limit", "override", "values", "links", "title"):
         defaults.pop(key, None)
-    config.pop("showThresholdLabels")
-    config.pop("showThresholdMarkers")
+    config.pop("showThresholdLabels", None)
+    config.pop("showThresholdMarkers", None)
     config.setdefault("overrides", [])
     panel["options"] = {
         "reduceOptions": _reduce_options(calcs), "orientation": "auto", "showThresholdLabels": False,
@@ -386,7 +415,7 @@ def _fix_bargauge(panel: dict) -> None:
 
 def _fix_table(panel: dict) -> None:
     custom = panel["fieldConfig"]["defaults"]["custom"]
-    custom.pop("displayMode")  # replaced by cellOptions in Grafana 10
+    custom.pop("displayMode", None)  # replaced by cellOptions in Grafana 10
     custom.update(cellOptions={"type": "auto"}, inspect=False)
     panel["options"].update(cellHeight="sm", footer={"show": False, "reducer": ["sum"], "fields": ""})
 

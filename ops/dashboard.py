@@ -6,13 +6,17 @@ terminal (a pipe, a log file) it prints plain frames one after another;
 `--once` prints one frame and exits (1 when the source cannot be read).
 
 Colours follow the guide: yellow is outside its real-time checklist, red is
-where one of its alerts fires.
+where one of its alerts fires. The levels come from the alert settings
+(alerting/settings.py, or the file given with `--settings`); the defaults:
 
-    CPU of the process    yellow >= 70%, red >= 80%       (checklist < 70%, alert > 80%)
-    memory used / total   yellow >= 80%                   (checklist < 80%)
-    RSS / machine memory  red >= 50%                      (shell check "memory above 50%")
-    response time         yellow >= 100 ms                (checklist < 100 ms)
-    error share           yellow >= 1%, red >= 5%         (checklist < 1%, alert > 5%)
+    CPU of the process    yellow >= 70%, red >= 80%       (checklist.cpu_ratio, DevFlowHighCpuUsage)
+    memory used / total   yellow >= 80%                   (checklist.memory_ratio)
+    RSS / machine memory  red >= 50%                      (DevFlowHighMemoryUsage)
+    response time         yellow >= 100 ms                (DevFlowProbeSlow)
+    error share           yellow >= 1%, red >= 5%         (checklist.error_ratio, DevFlowHigh/HttpErrorRate)
+    free disk             yellow < 10%, red < 5%          (checklist.disk_free_ratio, DevFlowDiskSpaceLow)
+    WAL file              yellow > 64 MiB                 (checklist.wal_size_bytes)
+    last backup           yellow older than 26h           (DevFlowBackupStale)
 
 Every metric name comes from `exporter.catalog`.
 """
@@ -28,6 +32,7 @@ from urllib.parse import quote, urlencode
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from devflow_monitor.alerting.settings import Settings, SettingsError, load, seconds
 from devflow_monitor.exporter import catalog as c
 from devflow_monitor.ops import common
 from devflow_monitor.exporter.flags import add_config_arguments, config_from_args
@@ -47,6 +52,8 @@ def register(subparsers) -> None:
                     "on a terminal.")
     add_config_arguments(parser)
     parser.add_argument("--view", choices=VIEWS, default="overview", help="which view (default overview)")
+    parser.add_argument("--settings", metavar="FILE",
+                        help="YAML or Jsonnet alert settings whose thresholds set the colours (default: built in)")
     parser.add_argument("--url", metavar="URL",
                         help="exporter metrics URL (default: --web.listen-address and --web.telemetry-path, "
                              "http://127.0.0.1:9764/metrics)")
@@ -229,6 +236,11 @@ def level_for(value: float | None, warn: float | None, crit: float | None) -> st
     return "ok"
 
 
+def level_below(value: float | None, warn: float, crit: float) -> str | None:
+    """The level of a value that is bad when low (free space)."""
+    return None if value is None else level_for(-value, -warn, -crit)
+
+
 def _fmt(value: float | None, fmt: str = "{:.1f}", missing: str = "-") -> str:
     return missing if value is None else fmt.format(value)
 
@@ -240,7 +252,7 @@ def _age(snapshot: Snapshot, name: str) -> str:
     return f"{common.human_duration(snapshot.time - stamp)} ago"
 
 
-def overview(h: History) -> list[Row]:
+def overview(h: History, settings: Settings) -> list[Row]:
     s = h.last
     up = s.value(c.PROCESS_UP.name)
     start = s.value(c.PROCESS_START_TIME.name)
@@ -263,7 +275,7 @@ def overview(h: History) -> list[Row]:
         Row("database", f"{db_state or '-'}, {common.human_bytes(s.value(c.DB_FILE_SIZE.name))} with WAL",
             None if db_state is None else ("ok" if db_state == "ok" else "crit")),
     ]
-    rows.append(_memory_row(h))
+    rows.append(_memory_row(h, settings))
     ingest = h.rate(c.EVENTS_INGESTED.name)
     rows += [
         Row("events stored", _fmt(s.value(c.EVENTS_STORED.name), "{:.0f}")),
@@ -271,14 +283,14 @@ def overview(h: History) -> list[Row]:
         Row("newest event", _age(s, c.EVENTS_NEWEST.name)),
         Row("outbox pending", _fmt(s.value(c.OUTBOX_EVENTS.name, status="pending"), "{:.0f}")
             + (f", oldest {_age(s, c.OUTBOX_OLDEST_PENDING.name)}" if s.value(c.OUTBOX_OLDEST_PENDING.name) else "")),
-        _backup_row(s),
+        _backup_row(s, settings),
         _collectors_row(s),
     ]
     return rows
 
 
-def performance(h: History) -> list[Row]:
-    s = h.last
+def performance(h: History, settings: Settings) -> list[Row]:
+    s, alerts, checklist = h.last, settings.alerts, settings.checklist
     cpu_trend = [None if v is None else 100 * v for v in h.rate_trend(c.PROCESS_CPU.name)]
     cpu = cpu_trend[-1] if cpu_trend else None
     rss = s.value(c.PROCESS_RSS.name)
@@ -287,32 +299,39 @@ def performance(h: History) -> list[Row]:
     latency = h.ratio_trend((c.HTTP_DURATION.sum, {}), (c.HTTP_DURATION.count, {}))
     probe = h.ratio_trend((c.PROBE_DURATION.sum, {}), (c.PROBE_DURATION.count, {}))
     rss_percent = None if rss_share is None else 100 * rss_share
+    rss_level = level_for(rss_percent, None, 100 * alerts["DevFlowHighMemoryUsage"].threshold)
+    slow_ms = 1000 * alerts["DevFlowProbeSlow"].threshold
     wal = s.value(c.DB_FILE_SIZE.name, file="wal")
     pages, free_pages = s.value(c.DB_PAGES.name), s.value(c.DB_FREELIST_PAGES.name)
+    free_disk = _div(s.value(c.DB_FS_FREE.name), s.value(c.DB_FS_SIZE.name))
     return [
-        Row("CPU", _fmt(cpu, "{:.1f}%"), level_for(cpu, 70, 80), cpu_trend),
-        Row("memory (RSS)", common.human_bytes(rss) if rss is not None else "-", level_for(rss_percent, None, 50),
+        Row("CPU", _fmt(cpu, "{:.1f}%"),
+            level_for(cpu, 100 * checklist.cpu_ratio, 100 * alerts["DevFlowHighCpuUsage"].threshold), cpu_trend),
+        Row("memory (RSS)", common.human_bytes(rss) if rss is not None else "-", rss_level,
             h.gauge_trend(c.PROCESS_RSS.name, 1 / (1024 * 1024))),
-        Row("RSS of machine", _fmt(rss_percent, "{:.1f}%"), level_for(rss_percent, None, 50)),
-        _memory_row(h),
+        Row("RSS of machine", _fmt(rss_percent, "{:.1f}%"), rss_level),
+        _memory_row(h, settings),
         Row("threads", _fmt(s.value(c.PROCESS_THREADS.name), "{:.0f}")),
         Row("open fds", _fmt(s.value(c.PROCESS_OPEN_FDS.name), "{:.0f}")
             + (f" of {s.value(c.PROCESS_MAX_FDS.name):.0f}" if s.value(c.PROCESS_MAX_FDS.name) else "")),
         Row("Open sockets", _fmt(s.value(c.PROCESS_SOCKETS.name), "{:.0f}")),
         Row("response (access log)", _ms(latency[-1] if latency else None),
-            level_for(_to_ms(latency[-1] if latency else None), 100, None), _trend_ms(latency)),
+            level_for(_to_ms(latency[-1] if latency else None), slow_ms, None), _trend_ms(latency)),
         Row("health probe", _ms(probe[-1] if probe else None),
-            level_for(_to_ms(probe[-1] if probe else None), 100, None), _trend_ms(probe)),
+            level_for(_to_ms(probe[-1] if probe else None), slow_ms, None), _trend_ms(probe)),
         Row("events / s", _fmt(h.rate(c.EVENTS_INGESTED.name), "{:.2f}"), None,
             h.rate_trend(c.EVENTS_INGESTED.name)),
         Row("database", common.human_bytes(s.value(c.DB_FILE_SIZE.name, file="db"))
             + (f", WAL {common.human_bytes(wal)}" if wal is not None else "")
-            + (f", {100 * free_pages / pages:.0f}% free pages" if pages and free_pages is not None else "")),
+            + (f", {100 * free_pages / pages:.0f}% free pages" if pages and free_pages is not None else ""),
+            level_for(wal, checklist.wal_size_bytes, None)),
+        Row("free disk", _fmt(None if free_disk is None else 100 * free_disk, "{:.1f}%"),
+            level_below(free_disk, checklist.disk_free_ratio, alerts["DevFlowDiskSpaceLow"].threshold)),
     ]
 
 
-def errors(h: History) -> list[Row]:
-    s = h.last
+def errors(h: History, settings: Settings) -> list[Row]:
+    s, alerts, warn = h.last, settings.alerts, 100 * settings.checklist.error_ratio
     log_share = [None if v is None else 100 * v for v in h.ratio_trend(
         (c.LOG_LINES.name, {"level": "error"}), (c.LOG_LINES.name, {}))]
     http_share = [None if v is None else 100 * v for v in h.ratio_trend(
@@ -321,9 +340,11 @@ def errors(h: History) -> list[Row]:
     latest_log = log_share[-1] if log_share else None
     latest_http = http_share[-1] if http_share else None
     rows = [
-        Row("error share (logs)", _fmt(latest_log, "{:.2f}%"), level_for(latest_log, 1, 5), log_share),
+        Row("error share (logs)", _fmt(latest_log, "{:.2f}%"),
+            level_for(latest_log, warn, 100 * alerts["DevFlowHighErrorRate"].threshold), log_share),
         Row("error lines / min", _fmt(per_minute[-1] if per_minute else None, "{:.1f}"), None, per_minute),
-        Row("HTTP 5xx share", _fmt(latest_http, "{:.2f}%"), level_for(latest_http, 1, 5), http_share),
+        Row("HTTP 5xx share", _fmt(latest_http, "{:.2f}%"),
+            level_for(latest_http, warn, 100 * alerts["DevFlowHttpErrorRate"].threshold), http_share),
     ]
     files = sorted({labels["file"] for labels, _ in s.series(c.LOG_LINES.name)})
     for path in files:
@@ -346,7 +367,7 @@ def errors(h: History) -> list[Row]:
     return rows
 
 
-def activity(h: History) -> list[Row]:
+def activity(h: History, settings: Settings) -> list[Row]:
     s = h.last
     rows = [Row("events / s", _fmt(h.rate(c.EVENTS_INGESTED.name), "{:.2f}"), None,
                 h.rate_trend(c.EVENTS_INGESTED.name))]
@@ -372,26 +393,25 @@ def activity(h: History) -> list[Row]:
 VIEW_ROWS = {"overview": overview, "performance": performance, "errors": errors, "activity": activity}
 
 
-def _memory_row(h: History) -> Row:
+def _memory_row(h: History, settings: Settings) -> Row:
     s = h.last
     used, total = s.value(c.APP_MEMORY_USED.name), s.value(c.APP_MEMORY_TOTAL.name)
     share = _div(used, total)
     if share is None:
         return Row("memory (app)", "unknown (no /status)")
     return Row("memory (app)", f"{common.human_bytes(used)} of {common.human_bytes(total)} ({100 * share:.0f}%)",
-               level_for(100 * share, 80, None), [_div(u, t) for u, t in zip(
+               level_for(share, settings.checklist.memory_ratio, None), [_div(u, t) for u, t in zip(
                    h.gauge_trend(c.APP_MEMORY_USED.name), h.gauge_trend(c.APP_MEMORY_TOTAL.name))])
 
 
-def _backup_row(s: Snapshot) -> Row:
+def _backup_row(s: Snapshot, settings: Settings) -> Row:
     last = s.value(c.BACKUP_LAST_SUCCESS.name)
     if not last:
         return Row("last backup", "none recorded", "warn")
     age = s.time - last
     size = s.value(c.BACKUP_LAST_SIZE.name)
-    # Daily backups per the guide's checklist: a day and a half without one is a missed run.
     return Row("last backup", f"{common.human_duration(age)} ago, {common.human_bytes(size)}",
-               "warn" if age > 1.5 * 86400 else "ok")
+               "warn" if age > seconds(settings.alerts["DevFlowBackupStale"].max_age) else "ok")
 
 
 def _collectors_row(s: Snapshot) -> Row:
@@ -439,8 +459,8 @@ def sparkline(values: list | None, width: int = SPARK_WIDTH, ascii_only: bool = 
     return "".join(out)
 
 
-def render(view: str, history: History, source_label: str, interval: float, *, color: bool, ascii_only: bool,
-           problem: str | None = None, live: bool = False) -> list[str]:
+def render(view: str, history: History, settings: Settings, source_label: str, interval: float, *, color: bool,
+           ascii_only: bool, problem: str | None = None, live: bool = False) -> list[str]:
     stamp = time.strftime("%H:%M:%S")
     header = f"DevFlow {view} | {source_label} | {stamp}"
     if live:
@@ -451,7 +471,7 @@ def render(view: str, history: History, source_label: str, interval: float, *, c
         if not history.snapshots:
             return lines
         lines += [f"  (showing the last data, {common.human_duration(time.time() - history.last.time)} old)", ""]
-    rows = VIEW_ROWS[view](history)
+    rows = VIEW_ROWS[view](history, settings)
     width = max(len(r.label) for r in rows)
     value_width = min(40, max(len(r.value) for r in rows))
     for row in rows:
@@ -465,6 +485,10 @@ def run(args) -> int:
     config = config_from_args(args)
     if args.interval <= 0 or args.timeout <= 0 or args.frames < 0:
         return common.fail("dashboard", "--interval and --timeout must be positive, --frames at least 0")
+    try:
+        settings = load(args.settings)
+    except SettingsError as exc:
+        return common.fail("dashboard", str(exc))
     if args.prometheus:
         source = PrometheusSource(args.prometheus, args.match, args.timeout)
     else:
@@ -481,7 +505,7 @@ def run(args) -> int:
         if args.once:
             return common.fail("dashboard", f"cannot read {source.url}: {exc}")
     if args.once:
-        return _once(args, source, history, color, ascii_only)
+        return _once(args, source, history, settings, color, ascii_only)
     frames = 0
     if live:
         sys.stdout.write("\x1b[?25l")  # hide the cursor while redrawing
@@ -492,8 +516,8 @@ def run(args) -> int:
                 history.add(source.sample())
             except common.OpsError as exc:
                 problem = str(exc)
-            lines = render(args.view, history, source.url, args.interval, color=color, ascii_only=ascii_only,
-                           problem=problem, live=live)
+            lines = render(args.view, history, settings, source.url, args.interval, color=color,
+                           ascii_only=ascii_only, problem=problem, live=live)
             if live:
                 # Home, redraw each line clearing its rest, clear below: no flicker, no scrolling.
                 sys.stdout.write("\x1b[H" + "".join(f"{line}\x1b[K\n" for line in lines) + "\x1b[J")
@@ -512,7 +536,7 @@ def run(args) -> int:
             sys.stdout.flush()
 
 
-def _once(args, source, history: History, color: bool, ascii_only: bool) -> int:
+def _once(args, source, history: History, settings: Settings, color: bool, ascii_only: bool) -> int:
     try:
         history.add(source.sample())
         if len(history.snapshots) < 2:
@@ -520,7 +544,8 @@ def _once(args, source, history: History, color: bool, ascii_only: bool) -> int:
             history.add(source.sample())
     except common.OpsError as exc:
         return common.fail("dashboard", f"cannot read {source.url}: {exc}")
-    print("\n".join(render(args.view, history, source.url, args.interval, color=color, ascii_only=ascii_only)))
+    print("\n".join(render(args.view, history, settings, source.url, args.interval, color=color,
+                           ascii_only=ascii_only)))
     return 0
 
 

@@ -5,6 +5,12 @@ exit status is what scripts need: 0 all ok, 1 warnings only, 2 any failure.
 Unlike the guide's script it never matches itself (`pgrep -f devflow`), checks
 the database it is configured for, counts errors by the level field, and also
 checks the parts that watch DevFlow (exporter, Prometheus, Alertmanager).
+
+Its limits are the alert settings' (alerting/settings.py, or the file given with
+`--settings`), so doctor and the alerts agree: memory is DevFlowHighMemoryUsage's,
+the log check is DevFlowErrorBurst's (more than 10 errors in 100 lines), free disk
+fails below DevFlowDiskSpaceLow and warns below `checklist.disk_free_ratio`, the
+WAL warns above `checklist.wal_size_bytes`. A flag given on the command line wins.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 
 import psutil
 
+from devflow_monitor.alerting.settings import Settings, SettingsError, load
 from devflow_monitor.exporter import catalog, devflow_db
 from devflow_monitor.exporter.config import Config
 from devflow_monitor.ops import common, logfiles, target
@@ -46,6 +53,8 @@ def register(subparsers) -> None:
                     "log errors, and whether the exporter, Prometheus and Alertmanager answer. "
                     "Exit status: 0 all ok, 1 warnings, 2 failures.")
     add_config_arguments(parser)
+    parser.add_argument("--settings", metavar="FILE",
+                        help="YAML or Jsonnet alert settings whose thresholds doctor checks against (default: built in)")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
     parser.add_argument("--quick", action="store_true",
                         help="PRAGMA quick_check instead of the full integrity_check (much faster on large DBs)")
@@ -57,26 +66,35 @@ def register(subparsers) -> None:
     parser.add_argument("--prometheus", metavar="URL", help="Prometheus base URL to check (e.g. http://127.0.0.1:9090)")
     parser.add_argument("--alertmanager", metavar="URL", help="Alertmanager base URL to check")
     parser.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="HTTP timeout (default 3)")
+    # These override one setting for one run; their defaults come from the settings.
     parser.add_argument("--log-lines", type=int, default=100, metavar="N",
                         help="how many of each log file's last lines to scan for errors (default 100)")
-    parser.add_argument("--log-errors-fail", type=int, default=10, metavar="N",
-                        help="fail when one file has more error lines than this in its last lines (default 10)")
-    parser.add_argument("--min-free-mb", type=float, default=1024, metavar="MB",
-                        help="fail when the database's filesystem has less free space (default 1024)")
-    parser.add_argument("--disk-warn-percent", type=float, default=10, metavar="PCT",
-                        help="warn when less than this share of the filesystem is free (default 10)")
-    parser.add_argument("--wal-warn-mb", type=float, default=64, metavar="MB",
-                        help="warn when the -wal file is larger (default 64)")
-    parser.add_argument("--memory-warn-percent", type=float, default=50, metavar="PCT",
-                        help="warn when DevFlow's RSS exceeds this share of the machine's memory (default 50)")
+    parser.add_argument("--log-errors-fail", type=int, metavar="N",
+                        help="fail when one file has more error lines than this in its last lines "
+                             "(default: DevFlowErrorBurst's min_errors, 10)")
+    parser.add_argument("--min-free-mb", type=float, metavar="MB",
+                        help="fail when the database's filesystem has less free space "
+                             "(default: checklist.disk_free_min_bytes, 1024)")
+    parser.add_argument("--disk-warn-percent", type=float, metavar="PCT",
+                        help="warn when less than this share of the filesystem is free "
+                             "(default: checklist.disk_free_ratio, 10)")
+    parser.add_argument("--wal-warn-mb", type=float, metavar="MB",
+                        help="warn when the -wal file is larger (default: checklist.wal_size_bytes, 64)")
+    parser.add_argument("--memory-warn-percent", type=float, metavar="PCT",
+                        help="warn when DevFlow's RSS exceeds this share of the machine's memory "
+                             "(default: DevFlowHighMemoryUsage's threshold, 50)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     config = config_from_args(args)
+    try:
+        limits = Limits.from_settings(load(args.settings), args)
+    except SettingsError as exc:
+        return common.fail("doctor", str(exc))
     if args.log_lines < 1 or args.timeout <= 0:
         return common.fail("doctor", "--log-lines and --timeout must be positive")
-    checks = diagnose(config, args)
+    checks = diagnose(config, args, limits)
     worst = max((STATUS_ORDER[c.status] for c in checks), default=0)
     if args.json:
         common.print_json({"database": str(config.devflow.database_path), "exit_code": worst,
@@ -86,15 +104,44 @@ def run(args) -> int:
     return worst
 
 
-def diagnose(config: Config, args) -> list[Check]:
+@dataclass
+class Limits:
+    """Where each check turns warn or fail: the settings' values, unless a flag overrides one."""
+    memory_warn_percent: float
+    wal_warn_bytes: float
+    min_free_bytes: float
+    disk_fail_percent: float
+    disk_warn_percent: float
+    log_errors_fail: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings, args) -> Limits:
+        alerts, checklist = settings.alerts, settings.checklist
+
+        def flag(name, default):
+            value = getattr(args, name)
+            return default if value is None else value
+
+        return cls(
+            memory_warn_percent=flag("memory_warn_percent", 100 * alerts["DevFlowHighMemoryUsage"].threshold),
+            wal_warn_bytes=flag("wal_warn_mb", checklist.wal_size_bytes / MIB) * MIB,
+            min_free_bytes=flag("min_free_mb", checklist.disk_free_min_bytes / MIB) * MIB,
+            disk_fail_percent=100 * alerts["DevFlowDiskSpaceLow"].threshold,
+            disk_warn_percent=flag("disk_warn_percent", 100 * checklist.disk_free_ratio),
+            # The guide's script and the alert agree: more than 10 errors in the last 100 lines.
+            log_errors_fail=flag("log_errors_fail", alerts["DevFlowErrorBurst"].min_errors),
+        )
+
+
+def diagnose(config: Config, args, limits: Limits) -> list[Check]:
     db = config.devflow.database_path
     runners = {
-        "process": lambda: check_process(config, args.memory_warn_percent),
+        "process": lambda: check_process(config, limits.memory_warn_percent),
         "port": lambda: check_port(config.devflow.port),
         "database": lambda: check_database(db, args.quick),
-        "wal": lambda: check_wal(db, args.wal_warn_mb * MIB),
-        "disk": lambda: check_disk(db, args.min_free_mb * MIB, args.disk_warn_percent),
-        "logs": lambda: check_logs(config.devflow.log_files, args.log_lines, args.log_errors_fail),
+        "wal": lambda: check_wal(db, limits.wal_warn_bytes),
+        "disk": lambda: check_disk(db, limits.min_free_bytes, limits.disk_fail_percent, limits.disk_warn_percent),
+        "logs": lambda: check_logs(config.devflow.log_files, args.log_lines, limits.log_errors_fail),
         "exporter": lambda: check_exporter(
             args.exporter_url or common.local_url(config.web.listen_address, "/health"), args.timeout),
         "prometheus": lambda: check_prometheus(args.prometheus, args.timeout),
@@ -218,14 +265,15 @@ def check_wal(db: Path, warn_bytes: float) -> Check:
     return Check("wal", "ok", f"-wal file is {common.human_bytes(size)}", details=details)
 
 
-def check_disk(db: Path, min_free: float, warn_percent: float) -> Check:
+def check_disk(db: Path, min_free: float, fail_percent: float, warn_percent: float) -> Check:
     free, total = common.disk_usage(db)
     db_size = common.on_disk_size(db) if db.exists() else 0
     percent = 100.0 * free / total if total else 0.0
     details = {"free_bytes": free, "total_bytes": total, "database_bytes": db_size}
     summary = f"{common.human_bytes(free)} free of {common.human_bytes(total)} ({percent:.0f}%)"
-    if free < min_free:
-        return Check("disk", "fail", summary + f": below the {common.human_bytes(min_free)} minimum",
+    if free < min_free or percent < fail_percent:
+        limit = common.human_bytes(min_free) if free < min_free else f"{fail_percent:g}%"
+        return Check("disk", "fail", summary + f": below the {limit} minimum",
                      "free space now (old backups, rotated logs: devflow-monitor maintain), or move the data; "
                      "SQLite fails writes when the disk is full", details)
     if percent < warn_percent or free < 2 * db_size:

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from conftest import ROOT, cli, free_port, http_get, stop_process, wait_for_http, wait_until
+from conftest import ROOT, cli, free_port, http_get, requires, stop_process, wait_for_http, wait_until
 from test_ops_support import one_line
 
+from devflow_monitor.alerting.settings import Settings
 from devflow_monitor.exporter import catalog
 from devflow_monitor.ops import dashboard
 
@@ -141,7 +142,7 @@ def _performance(cpu_seconds: float, rss_share: float, app_share: float, latency
               catalog.HTTP_DURATION: [([], [("+Inf", 100)], 5.0)]}
     after = {**common, catalog.PROCESS_CPU: [(["user"], 100.0 + cpu_seconds), (["system"], 20.0)],
              catalog.HTTP_DURATION: [([], [("+Inf", 200)], 5.0 + 100 * latency_s)]}
-    return {row.label: row for row in dashboard.performance(_history(before, after))}
+    return {row.label: row for row in dashboard.performance(_history(before, after), Settings())}
 
 
 def test_performance_colours_follow_the_guides_checklist_and_alerts():
@@ -164,7 +165,7 @@ def test_error_share_is_yellow_from_1_percent_and_red_from_5():
                   catalog.HTTP_REQUESTS: [(["2xx"], 0.0), (["5xx"], 0.0)]}
         after = {catalog.LOG_LINES: [(["server.log", "info"], 1000.0 - errors), (["server.log", "error"], errors)],
                  catalog.HTTP_REQUESTS: [(["2xx"], 1000.0 - errors), (["5xx"], errors)]}
-        rows = {row.label: row for row in dashboard.errors(_history(before, after))}
+        rows = {row.label: row for row in dashboard.errors(_history(before, after), Settings())}
         assert rows["HTTP 5xx share"].level == rows["error share (logs)"].level
         return rows["error share (logs)"]
 
@@ -193,6 +194,7 @@ def test_metric_names_in_the_dashboard_come_from_the_catalog():
 
 
 @pytest.mark.slow
+@requires("prometheus", "prometheus-alertmanager")
 def test_prometheus_source_and_the_stack_checks_of_doctor(live, tmp_path):
     prometheus_port, alertmanager_port = free_port(), free_port()
     exporter = live["url"].removeprefix("http://")
