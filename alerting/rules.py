@@ -2,15 +2,18 @@
 
 Metric names come from exporter.catalog only (`up` is Prometheus' own series),
 so renaming a metric breaks tests here instead of silently emptying a rule.
-Recording rules are named `level:metric:operations`; dashboards read the same
-names through `recorded()`.
+Recording rules are named `level:metric:operations` and serve the alerts. The
+dashboards compute the same figures from the raw series over `$__rate_interval`
+(dashboards/queries.py), so a panel follows the zoom and the $job / $instance
+variables instead of this file's fixed window and selector.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from devflow_monitor.alerting.settings import Settings, seconds
+from devflow_monitor.alerting.settings import Settings
+from devflow_monitor.alerting.settings import seconds as duration_seconds
 from devflow_monitor.exporter import catalog
 
 UP = "up"  # written by Prometheus for every scrape target, not by the exporter
@@ -36,9 +39,19 @@ PENDING = 'status="pending"'
 
 
 def number(value: float) -> str:
-    """A threshold as PromQL reads it, without losing digits (10485760, not 1.04858e+07)."""
+    """A threshold as PromQL reads it, without losing digits (10485760, not 1.04858e+07).
+
+    15 significant digits: 0.8 + 0.15 (an override's arithmetic) reads 0.95, as Jsonnet prints it in the mixin.
+    """
+    if hasattr(value, "promql"):  # a reference into the mixin's `_config` (mixin/build.py)
+        return value.promql()
     value = float(value)
-    return str(int(value)) if value.is_integer() else repr(value)
+    return str(int(value)) if value.is_integer() else f"{value:.15g}"
+
+
+def seconds(duration: str) -> int:
+    """Seconds in a duration such as "1h"; a reference into the mixin's `_config` stays one (mixin/build.py)."""
+    return duration.seconds() if hasattr(duration, "seconds") else duration_seconds(duration)
 
 
 def percent(ratio: float) -> str:
@@ -56,7 +69,7 @@ def per_second_name(metric: catalog.Metric) -> str:
 
 @dataclass(frozen=True)
 class Recorded:
-    """Names of the recorded series the alerts and the dashboards share (the name carries the rate window)."""
+    """Names of the recorded series the alerts read (the name carries the rate window)."""
     cpu_ratio: str  # CPU of the DevFlow process as a fraction of one core (ps %CPU / 100)
     memory_ratio: str  # resident memory as a fraction of the machine's memory
     log_rate: str  # log records per second, all files and levels

@@ -12,7 +12,6 @@ import email
 import email.policy
 import json
 import re
-import shutil
 import socketserver
 import subprocess
 import sys
@@ -25,8 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devflow_monitor.alerting import alertmanager, build, rules, settings, unittests
-from conftest import ROOT, free_port, wait_for_http, wait_until
+from devflow_monitor.alerting import alertmanager, build, rules, settings
+from conftest import ROOT, free_port, requires, wait_for_http, wait_until
 from devflow_monitor.exporter import catalog
 from devflow_monitor.generate import files as generated
 
@@ -36,8 +35,7 @@ GENERATED_RULES = [ALERTING / "rules" / "recording.yml", ALERTING / "rules" / "a
 GENERATED_TESTS = ALERTING / "tests" / "rules_test.yml"
 GENERATED_AM = ALERTING / "alertmanager.yml"
 
-pytestmark = pytest.mark.skipif(not shutil.which("promtool") or not shutil.which("amtool"),
-                                reason="promtool and amtool come from Debian's prometheus packages")
+pytestmark = requires("promtool", "amtool")
 
 
 def run(*args, **kwargs) -> subprocess.CompletedProcess:
@@ -404,12 +402,12 @@ def test_printed_settings_are_a_complete_override_that_changes_nothing(tmp_path)
 
 
 @pytest.mark.parametrize("text, suffix, message", [
-    ("rate_window: 30s", ".yml", "rate_window must be at least 1m"),
+    ("rate_window: 90s", ".yml", "rate_window must be at least 2m"),  # one sample in a left-open 1m range
     ("alerts: {DevFlowHighCpuUsge: {threshold: 1}}", ".yml", "did you mean 'DevFlowHighCpuUsage'"),
     ("alerts: {DevFlowHighCpuUsage: {threshold: high}}", ".yml", "expected a number"),
     ("alerts: {DevFlowProcessDown: {for: soon}}", ".yml", "not a duration"),
     ("alerts: {DevFlowProcessDown: {severity: page}}", ".yml", "must be one of critical, warning, info"),
-    ("alertmanager: {routes: {critical: {receivers: [pager]}}}", ".yml", "receivers must list"),
+    ("alertmanager: {routes: {critical: {receivers: [pager]}}}", ".yml", "receivers: must list"),
     ("{ _config+:: { alerts+: { nope: 1 } }", ".jsonnet", "jsonnet"),
 ])
 def test_bad_override_is_one_line_on_stderr_and_exit_2(tmp_path, text, suffix, message):
@@ -493,9 +491,34 @@ def test_alertmanager_routes_by_severity_inhibits_warnings_and_lists_every_alert
     assert states["b:9764"]["state"] == "active"
 
 
-def test_unit_test_value_formatting_matches_prometheus_template_functions():
-    assert unittests.humanize_percentage(4.800000000000001) == "480%"
-    assert unittests.humanize1024(20 * 1024 ** 2) == "20Mi"
-    assert unittests.humanize(600) == "600" and unittests.humanize(12345) == "12.35k"
-    assert unittests.humanize_duration(0.199) == "199ms"
-    assert unittests.humanize_duration(32 * 86400 + 3600) == "32d 1h 0m 0s"
+def left_open(text: str) -> str:
+    """Rule text whose ranges are a millisecond shorter: on Prometheus 2 that drops the sample on a range's left
+    edge, as Prometheus 3's left-open ranges do (no Prometheus 3 promtool is packaged for Debian, PyPI or npm)."""
+    return re.sub(r"\[(\w+)\]", lambda m: f"[{settings.seconds(m.group(1)) * 1000 - 1}ms]", text)
+
+
+def test_left_open_emulation_drops_the_sample_on_the_left_edge(tmp_path):
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [
+        {"record": "x:increase5m", "expr": "increase(x[5m])"}]}]}))
+    rules_yml = left_open((tmp_path / "rules.yml").read_text())
+    test = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": [{"series": "x", "values": "0 1x10"}],
+        # The only increase, 0 -> 1, is between the sample on the left edge (0m) and the next one.
+        "promql_expr_test": [{"expr": "x:increase5m > 0", "eval_time": "5m",
+                              "exp_samples": [{"labels": "x:increase5m", "value": 1}]}]}]}
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
+    assert run("promtool", "test", "rules", tmp_path / "test.yml").returncode == 0
+    (tmp_path / "rules.yml").write_text(rules_yml)
+    assert run("promtool", "test", "rules", tmp_path / "test.yml").returncode == 1
+
+
+def test_rule_tests_pass_when_ranges_leave_out_their_left_edge_as_on_prometheus_3(tmp_path):
+    data = yaml.safe_load(GENERATED_TESTS.read_text())
+    data["rule_files"] = []
+    for path in GENERATED_RULES:
+        (tmp_path / path.name).write_text(left_open(path.read_text()))
+        data["rule_files"].append(str(tmp_path / path.name))
+    assert "999ms]" in (tmp_path / "recording.yml").read_text()
+    (tmp_path / "left_open_test.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    result = run("promtool", "test", "rules", tmp_path / "left_open_test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,4 +1,4 @@
-"""mixin.libsonnet, evaluated with the `jsonnet` binding, against the Python output it must equal."""
+"""mixin.libsonnet, evaluated with the `jsonnet` binding, against the Python output it must equal, defaults and overrides alike."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 
 from devflow_monitor.alerting import rules
 from devflow_monitor.alerting.settings import Settings, load
-from conftest import ROOT
+from conftest import ROOT, requires
 from devflow_monitor.dashboards import DASHBOARDS
 from devflow_monitor.dashboards.build import render_all
 
@@ -71,7 +71,7 @@ def test_mixin_dashboards_equal_the_python_dashboards(tmp_path):
 
 def every_alert_override() -> tuple[str, dict]:
     """An override touching the selector, the runbook URL and every alert's `for` and severity."""
-    names = list(mixin_build.alerting_template()["defaults"]["alerts"])
+    names = [name for name, rule in rules.active_alerts(Settings()).items()]
     alerts = {name: {"for": f"{index + 7}m", "severity": ("critical", "warning", "info")[index % 3]}
               for index, name in enumerate(names)}
     alerts["DevFlowBackupMissing"] = {"enabled": False}
@@ -119,21 +119,55 @@ def test_dashboard_tags_override_retags_dashboards_and_their_links(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("{ _config+:: { alerts+: { DevFlowHighCpuUsage+: { threshold: 0.9 } } } }", "python -m devflow_monitor.alerting.build"),
-    ("{ _config+:: { alerts+: { DevFlowNoSuchAlert: { 'for': '1m' } } } }", "DevFlowNoSuchAlert"),
-], ids=["threshold", "unknown-alert"])
+    ("{ _config+:: { alerts+: { DevFlowHighCpuUsage+: { treshold: 0.9 } } } }", "alerts.DevFlowHighCpuUsage.treshold"),
+    ("{ _config+:: { alerts+: { DevFlowNoSuchAlert: { 'for': '1m' } } } }", "alerts.DevFlowNoSuchAlert"),
+    ("{ _config+:: { app+: { expect_listener: true } } }", "app.expect_listener"),
+    ("{ _config+:: { alerts+: { DevFlowBackupStale+: { max_age: 'a day' } } } }", "a day is not a duration"),
+], ids=["typo", "unknown-alert", "python-only", "bad-duration"])
 def test_overrides_the_mixin_cannot_honour_fail_with_a_message(tmp_path, override, message):
-    with pytest.raises(RuntimeError, match=message.replace(".", r"\.")):
+    with pytest.raises(RuntimeError, match=message):
         evaluate(tmp_path, override)
 
 
-def test_template_refuses_a_setting_used_outside_its_own_alert():
-    stray = {"description": f"see {mixin_build.marker('for:DevFlowProcessDown')}"}
-    with pytest.raises(mixin_build.TemplateError, match="DevFlowExporterDown"):
-        mixin_build._placeholders(stray, "DevFlowExporterDown")
+def test_a_rule_that_branches_on_a_config_value_is_refused_at_build_time():
+    with pytest.raises(mixin_build.TemplateError, match=r"c\.alerts\.DevFlowHighCpuUsage\.threshold"):
+        bool(mixin_build.referenced_settings(Settings())[0].alerts["DevFlowHighCpuUsage"].threshold > 1)
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
+THRESHOLD_AND_FOR = ("{ _config+:: { rate_window: '3m', alerts+: {\n"
+                     "  DevFlowHighCpuUsage+: { threshold: super.threshold + 0.15, 'for': '7m' },\n"
+                     "  DevFlowBackupStale+: { max_age: '50h' } } } }\n")
+
+
+@requires("promtool")
+def test_threshold_and_for_overridden_in_config_pass_promtool_and_the_python_rule_tests(tmp_path):
+    out = evaluate(tmp_path, THRESHOLD_AND_FOR)
+    cpu = next(rule for group in out["alerts"]["groups"] for rule in group["rules"]
+               if rule["alert"] == "DevFlowHighCpuUsage")
+    assert cpu["expr"] == "instance:devflow_process_cpu_seconds:ratio_rate3m > 0.95" and cpu["for"] == "7m"
+    assert "above 95% for 7m" in cpu["annotations"]["description"]
+    mixin_rules = tmp_path / "mixin-rules.yml"
+    mixin_rules.write_text(yaml.safe_dump({"groups": out["rules"]["groups"] + out["alerts"]["groups"]}))
+    check = subprocess.run([PROMTOOL, "check", "rules", str(mixin_rules)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    # The rule tests the Python build writes for the very same override file, run against the mixin's rules.
+    python_out = tmp_path / "python"
+    build = subprocess.run([sys.executable, "-m", "devflow_monitor.alerting.build", "--settings",
+                            str(tmp_path / "override.libsonnet"), "--out", str(python_out)],
+                           capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr
+    tests = yaml.safe_load((python_out / "tests" / "rules_test.yml").read_text())
+    tests["rule_files"] = [str(mixin_rules)]
+    (tmp_path / "mixin_test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    result = subprocess.run([PROMTOOL, "test", "rules", str(tmp_path / "mixin_test.yml")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {path.name: yaml.safe_load(path.read_text()) for path in (python_out / "rules").glob("*.yml")} == {
+        "alerts.yml": out["alerts"], "recording.yml": out["rules"]}
+
+
+@requires("promtool")
 def test_mixin_output_with_overrides_passes_promtool(tmp_path):
     out = evaluate(tmp_path, every_alert_override()[0])
     path = tmp_path / "mixin-rules.yml"
