@@ -14,6 +14,7 @@ COPY stack ./stack
 COPY dashboards ./dashboards
 COPY alerting ./alerting
 COPY generate ./generate
+COPY docs/__init__.py docs/runbook.md ./docs/
 RUN pip install /src \
  && rm -rf /src \
  && groupadd --system --gid 10001 devflow \

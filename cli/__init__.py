@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import select
 import sys
 
 from devflow_monitor.exporter import __version__
@@ -24,6 +26,7 @@ COMMANDS = {
     "restore": "devflow_monitor.ops.restore",
     "maintain": "devflow_monitor.ops.maintain",
     "dashboard": "devflow_monitor.ops.dashboard",
+    "webdash": "devflow_monitor.webdash.serve",
 }
 
 
@@ -41,8 +44,26 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# What a shell reports for a program killed by SIGPIPE (128 + 13): `cmd | head` under `set -o pipefail`
+# sees the output was cut, as with cat or grep, and no command claims a verdict it never finished printing.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        try:
+            return run_command(sys.argv[1:] if argv is None else argv)
+        finally:
+            sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's exit flush
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a socket's broken pipe is a bug to see, not a reader that stopped reading
+        # The interpreter flushes stdout again at exit; point it at /dev/null so that flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def run_command(argv: list[str]) -> int:
     args = build_parser(argv).parse_args(argv)
     try:
         return args.func(args)
@@ -51,3 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe or socket whose reader has gone (poll reports an error or hang-up)."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), 0)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))

@@ -49,10 +49,17 @@ def guide_status(collector_set) -> dict:
         "uptime": uptime,
         "version": app.get("version"),
         "monitors": {name: monitors.get(name, "unknown") for name in ("file", "git", "test")},
-        "database": DATABASE_WORDS.get(db_state, "unknown"),
+        "database": _database_word(db_state, server_running=None if process is None else proc is not None),
         "memory": {"used": memory_used, "total": _app_memory_total(app)},
         "observed_by": "devflow-monitor exporter",
     }
+
+
+def _database_word(db_state: str | None, server_running: bool | None) -> str:
+    """The guide's "connected" means DevFlow holds the database open: a readable file with no server is not."""
+    if db_state == "ok" and server_running is False:
+        return "disconnected"
+    return DATABASE_WORDS.get(db_state, "unknown")
 
 
 def _app_memory_total(app: dict):

@@ -11,6 +11,12 @@ restarts the copy from page one.
 The copy is checked (`integrity_check`, row counts equal to the source's in
 the same snapshot) before it counts: the folder is built under a hidden name
 and renamed only when complete, so a half-made backup never looks like one.
+A backup is whole or it is nothing: a file that cannot be copied (disk full,
+permission denied) fails the run, removes the hidden folder and records no
+success, so the backup-stale alert sees it. Only a log or config file removed
+while the backup runs is skipped (and listed as such). One run at a time holds
+the directory's lock, so a hidden folder found under it is a killed run's and
+is removed at once.
 A manifest records sizes, SHA-256 checksums and versions; `restore` verifies
 against it. Retention removes only folders this tool created (they carry its
 manifest), by age, always keeping the newest few. The status file tells the
@@ -19,6 +25,8 @@ exporter when the last backup succeeded and how big it was.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import json
 import os
@@ -38,6 +46,7 @@ MANIFEST = "manifest.json"
 FORMAT = "devflow-monitor-backup/1"
 DB_FILE = "devflow.db"
 PREFIX = "devflow-backup-"
+VANISHED = "removed while the backup ran"
 
 
 def register(subparsers) -> None:
@@ -124,49 +133,49 @@ def create_backup(config: Config, options: Options) -> dict:
         raise common.OpsError(f"database not found: {db}")
     source = _inspect_source(db)
     needed = int(source["page_count"] * source["page_size"] * 1.1) + (1 << 20)
-    try:
-        options.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        free = common.free_bytes(options.directory)
-        _remove_stale_partials(options.directory)
-        name = _unique_name(options.directory, PREFIX + common.utc_stamp(started))
-        work = options.directory / f".{name}.partial"
-        work.mkdir(mode=0o700)
-    except OSError as exc:
-        raise common.OpsError(f"cannot use backup directory {options.directory}: {common.os_error_text(exc)}") \
-            from None
-    if free < needed:
-        work.rmdir()
-        raise common.OpsError(f"not enough free space in {options.directory}: the copy needs about "
-                              f"{common.human_bytes(needed)}, {common.human_bytes(free)} free")
-    try:
-        database = copy_database(db, work / DB_FILE, options.step_pages)
-        files, skipped = [], []
-        _copy_config_files(config, options, work, files, skipped)
-        if options.logs:
-            _copy_logs(config, work, files, skipped)
-        manifest = {
-            "format": FORMAT,
-            "tool": common.TOOL,
-            "versions": common.versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "created_timestamp": started,
-            "host": socket.gethostname(),
-            "source": {"database": str(db.resolve()), **source},
-            "database": database,
-            "files": files,
-            "skipped": skipped,
-            "duration_seconds": round(time.time() - started, 3),
-        }
-        common.write_json_atomic(work / MANIFEST, manifest)
-        final = options.directory / name
-        os.rename(work, final)
-        common.fsync_path(options.directory)
-    except OSError as exc:
-        shutil.rmtree(work, ignore_errors=True)
-        raise common.OpsError(f"backup failed, nothing kept: {common.os_error_text(exc)}") from None
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    with _sole_backup_in(options.directory):
+        try:
+            free = common.free_bytes(options.directory)
+            _remove_partials(options.directory)
+            name = _unique_name(options.directory, PREFIX + common.utc_stamp(started))
+            work = options.directory / f".{name}.partial"
+            work.mkdir(mode=0o700)
+        except OSError as exc:
+            raise common.OpsError(f"cannot use backup directory {options.directory}: "
+                                  f"{common.os_error_text(exc)}") from None
+        if free < needed:
+            work.rmdir()
+            raise common.OpsError(f"not enough free space in {options.directory}: the copy needs about "
+                                  f"{common.human_bytes(needed)}, {common.human_bytes(free)} free")
+        try:
+            database = copy_database(db, work / DB_FILE, options.step_pages)
+            files, skipped = [], []
+            _copy_config_files(config, options, work, files, skipped)
+            if options.logs:
+                _copy_logs(config, work, files, skipped)
+            manifest = {
+                "format": FORMAT,
+                "tool": common.TOOL,
+                "versions": common.versions(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                "created_timestamp": started,
+                "host": socket.gethostname(),
+                "source": {"database": str(db.resolve()), **source},
+                "database": database,
+                "files": files,
+                "skipped": skipped,
+                "duration_seconds": round(time.time() - started, 3),
+            }
+            common.write_json_atomic(work / MANIFEST, manifest)
+            final = options.directory / name
+            os.rename(work, final)
+            common.fsync_path(options.directory)
+        except OSError as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            raise common.OpsError(f"backup failed, nothing kept: {common.os_error_text(exc)}") from None
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
     return {"path": str(final), "manifest": manifest, "size_bytes": size}
 
@@ -177,17 +186,15 @@ def copy_database(db: Path, dest: Path, step_pages: int) -> dict:
         src = devflow_db.connect_readonly(db, timeout=10.0)
     except sqlite3.Error as exc:
         raise common.OpsError(f"cannot open {db} read-only: {exc}") from None
-    dst = sqlite3.connect(dest, isolation_level=None)
+    dst = None
     try:
-        try:
-            # Pin one snapshot for the whole copy: steps then never restart, and the counts below match it.
-            src.execute("BEGIN")
-            src.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            src.backup(dst, pages=step_pages)
-            source_counts = common.row_counts(src)
-            src.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise common.OpsError(f"copying {db} failed: {exc}") from None
+        # Pin one snapshot for the whole copy: steps then never restart, and the counts below match it.
+        src.execute("BEGIN")
+        src.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        dst = sqlite3.connect(dest, isolation_level=None)
+        src.backup(dst, pages=step_pages)
+        source_counts = common.row_counts(src)
+        src.execute("COMMIT")
         # A backup is one self-contained file: no -wal beside it to lose.
         dst.execute("PRAGMA journal_mode=DELETE")
         errors = devflow_db.integrity_errors(dst)
@@ -197,9 +204,12 @@ def copy_database(db: Path, dest: Path, step_pages: int) -> dict:
         copy_counts = common.row_counts(dst)
         if copy_counts != source_counts:
             raise common.OpsError(f"the copy's row counts {copy_counts} differ from the source's {source_counts}")
+    except sqlite3.Error as exc:  # "database or disk is full" among others
+        raise common.OpsError(f"copying {db} failed: {exc}") from None
     finally:
         src.close()
-        dst.close()
+        if dst is not None:
+            dst.close()
     with open(dest, "rb+") as handle:
         os.fsync(handle.fileno())
     return {"file": DB_FILE, "size_bytes": dest.stat().st_size, "sha256": common.sha256_file(dest),
@@ -316,12 +326,33 @@ def _unique_name(directory: Path, name: str) -> str:
     return candidate
 
 
-def _remove_stale_partials(directory: Path) -> None:
-    """Folders a crashed run left half-made (a day old: never one another run is still writing)."""
+@contextlib.contextmanager
+def _sole_backup_in(directory: Path):
+    """Hold a lock on the backup directory itself for one run (no lock file to leave behind); the kernel
+    drops it when the run ends, however it ends."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise common.OpsError(f"cannot use backup directory {directory}: {common.os_error_text(exc)}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise common.OpsError(f"another backup is writing to {directory}; run again when it has finished") \
+            from None
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_partials(directory: Path) -> None:
+    """Folders a killed run left half-made: under the lock, no running backup can own one."""
     for entry in os.scandir(directory):
         if entry.name.startswith(f".{PREFIX}") and entry.name.endswith(".partial") and \
-                entry.is_dir(follow_symlinks=False) and entry.stat().st_mtime < time.time() - 86400:
-            shutil.rmtree(entry.path, ignore_errors=True)
+                entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
 
 
 def config_candidates(config: Config, options: Options) -> list[Path]:
@@ -352,8 +383,8 @@ def _copy_config_files(config: Config, options: Options, work: Path, files: list
         dest = folder / f"{index:02d}-{path.name}"
         try:
             shutil.copy2(path, dest)
-        except OSError as exc:
-            skipped.append({"source": str(path), "reason": exc.strerror or str(exc)})
+        except FileNotFoundError:
+            skipped.append({"source": str(path), "reason": VANISHED})
             continue
         files.append({"role": "config", "source": str(path.resolve()), "file": str(dest.relative_to(work)),
                       "size_bytes": dest.stat().st_size, "sha256": common.sha256_file(dest)})
@@ -364,26 +395,26 @@ def _copy_logs(config: Config, work: Path, files: list, skipped: list) -> None:
     folder = work / "logs"
     for index, path in enumerate(found):
         folder.mkdir(exist_ok=True, mode=0o700)
-        dest = folder / f"{index:02d}-{path.name}.gz"
         try:
-            copied = _gzip_prefix(path, dest)
-        except OSError as exc:
-            skipped.append({"source": str(path), "reason": exc.strerror or str(exc)})
-            dest.unlink(missing_ok=True)
+            source = open(path, "rb")
+        except FileNotFoundError:  # rotated away since it was listed; any other error fails the backup
+            skipped.append({"source": str(path), "reason": VANISHED})
             continue
+        dest = folder / f"{index:02d}-{path.name}.gz"
+        with source:
+            copied = _gzip_prefix(source, dest)
         files.append({"role": "log", "source": str(path.resolve()), "file": str(dest.relative_to(work)),
                       "source_bytes": copied, "size_bytes": dest.stat().st_size, "sha256": common.sha256_file(dest)})
 
 
-def _gzip_prefix(path: Path, dest: Path) -> int:
+def _gzip_prefix(source, dest: Path) -> int:
     """Compress the bytes the log had when we opened it (it keeps growing while we read)."""
-    with open(path, "rb") as source:
-        remaining = size = os.fstat(source.fileno()).st_size
-        with gzip.open(dest, "wb", compresslevel=6) as target:
-            while remaining > 0:
-                chunk = source.read(min(1 << 20, remaining))
-                if not chunk:
-                    break  # truncated under us (copytruncate rotation): keep what was there
-                target.write(chunk)
-                remaining -= len(chunk)
+    remaining = size = os.fstat(source.fileno()).st_size
+    with gzip.open(dest, "wb", compresslevel=6) as target:
+        while remaining > 0:
+            chunk = source.read(min(1 << 20, remaining))
+            if not chunk:
+                break  # truncated under us (copytruncate rotation): keep what was there
+            target.write(chunk)
+            remaining -= len(chunk)
     return size - remaining

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
+import os
+import resource
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from conftest import cli
+import pytest
+
+from conftest import ROOT, cli, wait_until
 from test_ops_support import Writer, one_line, sha256
 
 from devflow_monitor.exporter.devflow_db import create_database, insert_event
@@ -158,6 +165,79 @@ def test_backup_failures_are_one_line_leave_no_folder_and_no_status(tmp_path):
     assert "no.env" in one_line(missing_include.stderr)
     assert not status.exists()
     assert not backups.exists() or not any(backups.iterdir()), "no half-made backup is left behind"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """(directory, preexec_fn): a 3 MB tmpfs, a real full disk (needs mount rights, root here); else a
+    2 MB file-size limit in the child, which fails the same writes with EFBIG instead of ENOSPC."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                      capture_output=True).returncode == 0:
+        yield mount, None
+        subprocess.run(["umount", str(mount)], check=True)
+    else:
+        yield mount, lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+
+
+def test_backup_that_runs_out_of_disk_fails_keeps_nothing_and_records_no_success(tmp_path, small_disk):
+    directory, limit = small_disk
+    status = tmp_path / "status.json"
+    log = tmp_path / "server.log"
+    log.write_bytes(os.urandom(4 << 20))  # incompressible: its .gz cannot fit once the database is copied
+    args = ("--devflow.database", str(_small_db(tmp_path)), "--dir", str(directory / "backups"),
+            "--status-file", str(status))
+    good = cli("backup", *args, "--no-logs", preexec_fn=limit)
+    assert good.returncode == 0, good.stderr
+    recorded = status.read_bytes()
+
+    full = cli("backup", *args, "--devflow.log-files", str(log), preexec_fn=limit)
+    assert full.returncode == 1
+    assert "backup failed, nothing kept" in one_line(full.stderr)
+    assert "No space left on device" in full.stderr or "File too large" in full.stderr, full.stderr
+    assert status.read_bytes() == recorded, "the failed run must not count as the last success"
+    assert [p.name for p in (directory / "backups").iterdir()] == [Path(json.loads(recorded)["path"]).name], \
+        "nothing half-written is left beside the earlier backup"
+
+
+def test_folder_left_by_a_killed_backup_is_removed_by_the_next_run(tmp_path):
+    backups = tmp_path / "backups"
+    log = tmp_path / "server.log"
+    log.write_bytes(os.urandom(48 << 20))  # seconds of gzip work: time to kill the run in the middle
+    args = ("--devflow.database", str(_small_db(tmp_path)), "--dir", str(backups),
+            "--status-file", str(tmp_path / "status.json"))
+    killed = subprocess.Popen([sys.executable, "-m", "devflow_monitor.cli", "backup", *args,
+                               "--devflow.log-files", str(log)], cwd=ROOT)
+    try:
+        partial = wait_until(lambda: [p for p in backups.glob(".devflow-backup-*.partial") if (p / "logs").exists()],
+                             message="the backup copying logs")
+    finally:
+        killed.kill()  # SIGKILL: none of the backup's own clean-up runs
+        killed.wait()
+    assert partial[0].exists() and not (tmp_path / "status.json").exists()
+
+    result = cli("backup", *args, "--no-logs", "--json")
+    assert result.returncode == 0, result.stderr
+    assert sorted(backups.iterdir()) == [Path(json.loads(result.stdout)["path"])]
+
+
+def test_a_second_backup_into_the_same_directory_is_refused_while_the_first_runs(tmp_path):
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    running = backups / ".devflow-backup-20250101T000000Z.partial"  # the first run's work in progress
+    running.mkdir()
+    fd = os.open(backups, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # what a running backup holds
+        second = cli("backup", "--devflow.database", str(_small_db(tmp_path)), "--dir", str(backups),
+                     "--status-file", str(tmp_path / "status.json"))
+    finally:
+        os.close(fd)
+    assert second.returncode == 1
+    assert "another backup is writing to" in one_line(second.stderr)
+    assert running.exists(), "a running backup's folder is not touched"
+    assert not (tmp_path / "status.json").exists()
 
 
 def _small_db(tmp_path: Path) -> Path:
