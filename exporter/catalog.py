@@ -104,9 +104,9 @@ DB_FREELIST_PAGES = _gauge(
 DB_TABLE_ROWS = _gauge("devflow_db_table_rows", "Rows per table.", "table")
 DB_COUNTS_TIMESTAMP = _gauge(
     "devflow_db_counts_refresh_timestamp_seconds",
-    "When the background full count (rows per table, events per type, outbox) last finished.")
+    "When the background count (rows per table, events per type, outbox) of the current file last finished.")
 DB_COUNTS_DURATION = _gauge(
-    "devflow_db_counts_refresh_duration_seconds", "How long the last background full count took.")
+    "devflow_db_counts_refresh_duration_seconds", "How long the last background count took.")
 EVENTS_STORED = _gauge("devflow_events_stored", "Rows in the events table, by event type.", "type")
 EVENTS_INGESTED = _counter(
     "devflow_events_ingested_total",
@@ -117,7 +117,9 @@ EVENTS_NEWEST = _gauge(
 EVENTS_OLDEST = _gauge(
     "devflow_events_oldest_timestamp_seconds", "Timestamp of the oldest stored event.")
 DB_INTEGRITY_OK = _gauge(
-    "devflow_db_integrity_check_ok", "1 if the last scheduled integrity check passed, else 0.")
+    "devflow_db_integrity_check_ok",
+    "1 if the last scheduled integrity check of the current file passed, 0 if it found corruption; absent while "
+    "the file is missing, unreadable or replaced and not yet checked.")
 DB_INTEGRITY_TIMESTAMP = _gauge(
     "devflow_db_integrity_check_timestamp_seconds", "When the last scheduled integrity check finished.")
 DB_INTEGRITY_DURATION = _gauge(
@@ -160,6 +162,9 @@ HOST_CPUS = _gauge("devflow_host_cpus", "Logical CPUs of the machine.")
 LOG_LINES = _counter(
     "devflow_log_lines_total", "Log records read, by file and level (multi-line dumps count once).",
     "file", "level")
+LOG_PROTOCOL_MESSAGES = _counter(
+    "devflow_log_protocol_messages_total",
+    "MCP JSON-RPC messages (JSON lines with a \"jsonrpc\" key) read from the log file; not log records.", "file")
 LOG_BYTES = _counter("devflow_log_read_bytes_total", "Bytes read from the log file.", "file")
 LOG_LAST_ERROR = _gauge(
     "devflow_log_last_error_timestamp_seconds",

@@ -82,7 +82,7 @@ class EventQueueCollectorConfig:
 @dataclass
 class LogsCollectorConfig:
     enabled: bool = True
-    state_file: str = "~/.local/state/devflow-monitor/log-offsets.json"
+    state_file: str | None = "~/.local/state/devflow-monitor/log-offsets.json"  # empty: offsets kept in memory only
     poll_interval_seconds: float = 2.0  # stat safety net behind watchdog's events
     access_log_pattern: str = DEFAULT_ACCESS_LOG_PATTERN
 

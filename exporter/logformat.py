@@ -1,22 +1,30 @@
-"""DevFlow's log line formats (FACTS.md "Logs"): which lines start a record, at which level.
+"""DevFlow's log formats (docs/devflow.md "Logs"): which lines are records, at which level; and
+the names logrotate gives the copies it keeps.
 
 Levels are counted on bytes, in whole chunks of complete lines: one compiled
 regex finds the record starts of a chunk in C (`findall`), so counting keeps up
 with a log written at full speed. The access log, far smaller, is parsed line by
 line (AccessLogParser).
 
-Record starts (anything else is a continuation of the record before it, such as
-the body of a multi-line `[DEBUG] File event: file:change {` ... `}` dump):
+Record starts, each counted once at the level of its own level field:
 
     [INFO][GitMonitor] New commit detected: e6d47ac - chore: update
     [2026-11-26T11:37:33.687Z] [INFO] [ProjectManager] message
     2025-08-02 14:00:01 ERROR message
     {"timestamp": "...", "eventType": "...", "severity": "warning", "category": "..."}
+    Running migration 1...                        (no level field: `unknown`)
 
-The level is taken from the record's own level field, never from a level word
-inside the message (`[INFO] retrying after ERROR` is info). A record start
-without a known level word (`[GitMonitor] ...`, a JSON line without severity)
-counts as `unknown`.
+The level is never taken from a level word inside the message (`[INFO] retrying
+after ERROR` is info). A line without a known level word (`[GitMonitor] ...`, a
+JSON line without severity, a plain line) is a record of level `unknown`.
+
+Not records: continuation lines, which belong to the record before them: an
+indented line, a line that starts with a closing `}`, `]` or `)` (the body of a
+multi-line `[DEBUG] File event: file:change {` ... `}` dump, a stack's `    at`
+lines), and an error's header line in a stack (`GitError: fatal: ...`); blank
+lines. MCP's JSON-RPC messages on stdout (a JSON object with a "jsonrpc" key, in
+any key order: the SDK writes `{"result":...,"jsonrpc":"2.0","id":1}`) are the
+protocol, not log records: they are counted apart, as PROTOCOL.
 """
 
 from __future__ import annotations
@@ -24,8 +32,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from devflow_monitor.exporter.histogram import Histogram
+
 LEVELS = ("debug", "info", "warn", "error", "fatal", "unknown")
 ERROR_LEVELS = frozenset({"error", "fatal"})
+PROTOCOL = "protocol"  # what LevelCounter.count() returns for JSON-RPC messages: not a level
 
 # Level words as written by Node loggers, syslog and the audit log, folded to LEVELS.
 _LEVEL_WORDS = {
@@ -40,20 +51,29 @@ _LEVEL_WORDS = {
 # A chunk handed to LevelCounter.count() starts with the newline that ended the line
 # before it, so every record start is "\n" + prefix: sre then scans for the
 # literal "\n" in C and tries the alternatives only at line starts.
-# Group 1 is the level word; a record start without a readable level (a JSON
-# line without severity, a timestamped line without a level) matches one of the
-# last alternatives with the group empty, and counts as `unknown`. In a JSON
-# line the first "severity" key wins: the audit log writes its own before any nested one.
-_RECORD_START_BODY = (
-    rb'(?:'
-    rb'(?:\[(?:\d{4}-[^\]\n]*\] +\[)?'           # [LEVEL] or [ISO-8601] [LEVEL]
-    rb'|\d{4}-\d\d-\d\d[ T][^ \n]* +\[?'          # YYYY-MM-DD HH:MM:SS LEVEL
-    rb'|\{[ \t]*"[^\n]*?"severity" *: *"'         # JSON line: "severity": "LEVEL"
-    rb')(\w+)(?=[\]" :\r\n])'
-    rb'|\[\d{4}-\d\d-\d\d|\d{4}-\d\d-\d\d[ T]\d\d:\d\d|\{[ \t]*")')
-_RECORD_START = re.compile(rb'\n' + _RECORD_START_BODY)
+# Group 1 is the level word, or 'jsonrpc"' for a protocol message; a record
+# without a readable level matches the last alternative with the group empty,
+# and counts as `unknown`. In a JSON line the first "severity" key wins: the
+# audit log writes its own before any nested one.
+def _record_start(protocol: bool) -> bytes:
+    return (
+        rb'(?:'
+        rb'(?:\[(?:\d{4}-[^\]\n]*\] +\[)?'            # [LEVEL] or [ISO-8601] [LEVEL]
+        rb'|\d{4}-\d\d-\d\d[ T][^ \n]* +\[?'           # YYYY-MM-DD HH:MM:SS LEVEL
+        # A JSON-RPC message, before "severity" (a result may carry one); the greedy look-ahead is the fast one.
+        + (rb'|\{(?=[^\n]*"jsonrpc" *:)[^\n]*?"(?=jsonrpc")' if protocol else b'')
+        + rb'|\{[ \t]*"[^\n]*?"severity" *: *"'          # JSON line: "severity": "LEVEL"
+        rb')(jsonrpc"|\w+)(?=[\]" :\r\n])'
+        rb'|(?=[^\s\]})])(?!\w*(?:Error|Exception):)'  # any other line but a continuation: no level
+        rb')')
+
+
+_RECORD_START = re.compile(b'\n' + _record_start(protocol=False))
+# Only chunks that hold a JSON-RPC key pay for looking for one (stdout); the others count about 10% faster.
+_RECORD_START_OR_PROTOCOL = re.compile(b'\n' + _record_start(protocol=True))
+_PROTOCOL_KEY = b'"jsonrpc"'
 # The same rules for one line at a time (with its newline): the benchmark's per-line reference.
-LINE_RECORD_START = re.compile(_RECORD_START_BODY)
+LINE_RECORD_START = re.compile(_record_start(protocol=True))
 
 _WORD_CACHE_LIMIT = 1024  # distinct raw level words remembered; garbage words are folded each time
 
@@ -62,15 +82,16 @@ class LevelCounter:
     """Counts records by normalised level in chunks of complete lines."""
 
     def __init__(self):
-        self._word_level: dict[bytes, str] = {b"": "unknown"}
+        self._word_level: dict[bytes, str] = {b"": "unknown", b'jsonrpc"': PROTOCOL}
 
     def count(self, buf: bytes, start: int, end: int) -> dict[str, int]:
-        """Records by level in buf[start:end], which begins with a newline and ends with one.
+        """Records by level (and PROTOCOL messages) in buf[start:end], which begins and ends with a newline.
 
         The leading newline is the end of the previous line (or a stand-in at
         the start of a file); only records that start after it are counted.
         """
-        words = Counter(_RECORD_START.findall(buf, start, end))
+        pattern = _RECORD_START_OR_PROTOCOL if buf.find(_PROTOCOL_KEY, start, end) >= 0 else _RECORD_START
+        words = Counter(pattern.findall(buf, start, end))
         levels: dict[str, int] = {}
         for word, n in words.items():
             level = self.level_of(word)
@@ -85,6 +106,28 @@ class LevelCounter:
                 self._word_level[word] = level
         return level
 
+
+# --- file names -----------------------------------------------------------------------------------
+
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".z", ".zip", ".7z", ".br")
+# What logrotate leaves beside server.log: numbered (server.log.1) and dateext copies
+# (server.log-20250802, server.log-2025080214, server.log-2025-08-02), compressed or not.
+_ROTATED_SUFFIX = re.compile(r"(?:\.\d{1,4}|[.-]\d{8}(?:\d{2})?|[.-]\d{4}-\d\d-\d\d)$")
+
+
+def is_compressed(name: str) -> bool:
+    return name.lower().endswith(COMPRESSED_SUFFIXES)
+
+
+def rotated_from(name: str) -> str | None:
+    """The live log's name a rotated copy was made from (server.log for server.log.2.gz), or None."""
+    lower = name.lower()
+    stem = next((name[:-len(suffix)] for suffix in COMPRESSED_SUFFIXES if lower.endswith(suffix)), name)
+    match = _ROTATED_SUFFIX.search(stem)
+    return stem[:match.start()] if match and match.start() > 0 else None
+
+
+# --- line contents -----------------------------------------------------------------------------------
 
 def invalid_utf8_lines(buf: bytes, start: int, end: int) -> int:
     """How many lines of buf[start:end] are not valid UTF-8 (0 fast for ASCII chunks)."""
@@ -114,40 +157,21 @@ _CODE_CLASS = re.compile(r"\dxx")  # the `code` label values AccessLogParser pro
 
 
 class HttpTotals:
-    """Requests by status class and response times: a histogram with HTTP_BUCKETS."""
+    """Requests by status class and their response times (a Histogram with HTTP_BUCKETS)."""
 
     def __init__(self):
         self.requests: dict[str, int] = dict.fromkeys(HTTP_CODE_CLASSES, 0)
-        self.buckets = [0] * (len(HTTP_BUCKETS) + 1)  # per bucket, not cumulative; the last is +Inf
-        self.duration_sum = 0.0
-        self.duration_count = 0
+        self.durations = Histogram(HTTP_BUCKETS)
 
-    def observe(self, seconds: float) -> None:
-        index = 0
-        while index < len(HTTP_BUCKETS) and seconds > HTTP_BUCKETS[index]:
-            index += 1
-        self.buckets[index] += 1
-        self.duration_sum += seconds
-        self.duration_count += 1
-
-    def merge(self, other: "HttpTotals") -> None:
+    def merge(self, other: HttpTotals) -> None:
         for code, n in other.requests.items():
             self.requests[code] = self.requests.get(code, 0) + n
-        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets)]
-        self.duration_sum += other.duration_sum
-        self.duration_count += other.duration_count
-
-    def cumulative_buckets(self) -> list[tuple[str, int]]:
-        """(le, count) pairs as a Prometheus histogram wants them, ending with +Inf."""
-        out, running = [], 0
-        for bound, n in zip((*map(str, HTTP_BUCKETS), "+Inf"), self.buckets):
-            running += n
-            out.append((bound, running))
-        return out
+        self.durations.merge(other.durations)
 
     def to_state(self) -> dict:
-        return {"requests": dict(self.requests), "buckets": list(self.buckets),
-                "sum": self.duration_sum, "count": self.duration_count}
+        durations = self.durations
+        return {"requests": dict(self.requests), "buckets": list(durations.counts),
+                "sum": durations.sum, "count": durations.count}
 
     def restore(self, state: dict) -> bool:
         """Continue totals saved by to_state(); False, and nothing changed, if malformed or of another layout."""
@@ -157,10 +181,10 @@ class HttpTotals:
             duration_sum, duration_count = float(state["sum"]), int(state["count"])
         except (AttributeError, KeyError, TypeError, ValueError):
             return False
-        if len(buckets) != len(self.buckets) or not all(map(_CODE_CLASS.fullmatch, requests)):
+        if len(buckets) != len(self.durations.counts) or not all(map(_CODE_CLASS.fullmatch, requests)):
             return False
         self.requests.update(requests)
-        self.buckets, self.duration_sum, self.duration_count = buckets, duration_sum, duration_count
+        self.durations.counts, self.durations.sum, self.durations.count = buckets, duration_sum, duration_count
         return True
 
 
@@ -197,7 +221,7 @@ class AccessLogParser:
             if duration:
                 unit = (match.group("unit") or b"") if self._has_unit else b""
                 try:
-                    totals.observe(float(duration) * _DURATION_UNITS.get(unit.lower(), 1.0))
+                    totals.durations.observe(float(duration) * _DURATION_UNITS.get(unit.lower(), 1.0))
                 except ValueError:
                     pass
         return totals, unmatched

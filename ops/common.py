@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 from devflow_monitor.exporter import __version__
+from devflow_monitor.exporter.devflow_db import disk_usage
+from devflow_monitor.exporter.files import fsync_path, write_json_atomic  # noqa: F401 (re-exported)
 
 TOOL = "devflow-monitor"
 
@@ -90,37 +92,6 @@ def utc_stamp(when: float | None = None) -> str:
 def sha256_file(path: Path) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file's or a directory's metadata to disk (a rename is durable only after this)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
-
-
-def disk_usage(path: Path) -> tuple[int, int]:
-    """(free bytes for unprivileged users, total bytes) of the filesystem holding `path` or its nearest parent."""
-    probe = Path(path)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    stat = os.statvfs(probe)
-    return stat.f_bavail * stat.f_frsize, stat.f_blocks * stat.f_frsize
 
 
 def free_bytes(path: Path) -> int:

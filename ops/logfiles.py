@@ -3,7 +3,7 @@ rotated copies.
 
 Error records are recognised by `exporter.logformat`, the classifier the logs
 collector counts with, so doctor and the exporter agree: by the record's own
-level field in every format of FACTS.md, never by grepping for "ERROR" anywhere
+level field in every format of docs/devflow.md, never by grepping for "ERROR" anywhere
 (which counts "0 errors" and misses `"severity":"error"`), and a multi-line dump
 counts once.
 """
@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 from pathlib import Path
 
-from devflow_monitor.exporter.logformat import ERROR_LEVELS, LevelCounter
-
-# What logrotate (numbered or dateext) and similar tools leave beside `name`.
-ROTATED_SUFFIX = re.compile(r"^[.-](\d{1,4}|\d{8}(\d{2})?|\d{4}-\d\d-\d\d[\w.-]*?)(\.(gz|bz2|xz|zst))?$")
+from devflow_monitor.exporter.logformat import ERROR_LEVELS, LevelCounter, rotated_from
 
 
 def configured_files(patterns: list[str]) -> tuple[list[Path], list[str]]:
@@ -72,7 +68,6 @@ def rotated_copies(path: Path) -> list[Path]:
         return []
     copies = []
     for entry in entries:
-        if entry.name.startswith(path.name) and entry.name != path.name and entry.is_file(follow_symlinks=False):
-            if ROTATED_SUFFIX.match(entry.name[len(path.name):]):
-                copies.append(Path(entry.path))
+        if rotated_from(entry.name) == path.name and entry.is_file(follow_symlinks=False):
+            copies.append(Path(entry.path))
     return sorted(copies)

@@ -192,6 +192,26 @@ def test_json_level_is_the_first_severity_key_also_with_a_space_after_the_brace(
     assert counts == {"info": 1, "warn": 1, "unknown": 1}
 
 
+def test_stdout_counts_json_rpc_messages_apart_and_plain_lines_as_unknown_records(tmp_path):
+    out = tmp_path / "devflow-monitor.out"
+    out.write_bytes(
+        b"Running migration 1...\n"
+        b"[2026-11-26T11:37:33.687Z] [INFO] [ProjectManager] Project registered\n"
+        b'{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2024-11-05"}}\n'
+        b'{"result":{"content":[{"type":"text","text":"ok"}],"events":[{"severity":"error"}]},'
+        b'"jsonrpc":"2.0","id":1}\n'  # the SDK writes "jsonrpc" last; a result may carry a severity
+        b'{"method":"notifications/message","params":{"level":"info"},"jsonrpc" : "2.0"}\n'
+        b"\n"
+        b"Migrations complete\n"
+        b"[2026-11-26T11:37:34.001Z] [ERROR] [StorageManager] Cannot open database: Error: SQLITE_BUSY\n"
+        b"Error: SQLITE_BUSY: database is locked\n    at Database.run (db.js:1:2)\n")
+    collector = make_collector(tmp_path, [out])
+    collector.read_once()
+    assert levels_of(collector, out) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1, "unknown": 2}
+    assert value(collector, catalog.LOG_PROTOCOL_MESSAGES.name, file=out) == 3
+    collector.close()
+
+
 def test_mixed_records_in_one_file_are_counted_exactly(tmp_path):
     log = tmp_path / "server.log"
     truth = append(log, records(5000, seed=7))
@@ -321,6 +341,79 @@ def test_copytruncate_then_rename_before_the_next_pass_loses_no_line(tmp_path, r
     assert levels_of(collector, log) == add(first, unread, refilled, after)
     assert value(collector, catalog.LOG_BYTES.name, file=log) == sum(
         (tmp_path / name).stat().st_size for name in ("app.log.2", "app.log.1", "app.log"))
+    collector.close()
+
+
+def fds_on_deleted_files(directory: Path, but: int) -> list[str]:
+    """This process's descriptors, other than `but`, on files deleted from `directory`."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if int(fd) != but and target.startswith(str(directory)) and target.endswith(" (deleted)"):
+            found.append(target)
+    return found
+
+
+@pytest.mark.parametrize("recreate", [False, True], ids=["removed", "removed_and_created_again"])
+def test_deleted_log_is_read_to_its_end_and_released_in_the_same_pass(tmp_path, recreate):
+    log = tmp_path / "server.log"
+    collector = make_collector(tmp_path, [log], poll=60)
+    with open(log, "ab", buffering=0) as app:  # the app keeps its descriptor, as Node does
+        app.write(b"[INFO] before\n")
+        collector.read_once()
+        app.write(b"[ERROR] written just before the rm\n")
+        log.unlink()
+        if recreate:
+            log.write_bytes(b"[WARN] the new file\n")
+        collector.read_once()
+        assert fds_on_deleted_files(tmp_path, but=app.fileno()) == []
+    expected = {"info": 1, "error": 1, "warn": 1 if recreate else 0}
+    assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), **expected}
+    collector.close()
+
+
+def read_info_lines_then_cut_in_half(tmp_path: Path, inside_a_line: bool = False,
+                                     restart: bool = False) -> tuple[Path, LogsCollector]:
+    """10,000 INFO lines read, then `truncate -s 50%`: the head stays, unlike copytruncate's truncation to 0."""
+    log = tmp_path / "server.log"
+    log.write_bytes(b"".join(b"[INFO] line %05d\n" % i for i in range(10_000)))
+    collector = make_collector(tmp_path, [log])
+    collector.read_once()
+    if restart:
+        collector.close()
+    os.truncate(log, log.stat().st_size // 2 - (7 if inside_a_line else 0))
+    return log, make_collector(tmp_path, [log]) if restart else collector
+
+
+def append_error_lines(log: Path) -> None:
+    with open(log, "ab") as app:
+        app.write(b"".join(b"[ERROR] line %05d\n" % i for i in range(5_000)))
+
+
+@pytest.mark.parametrize("inside_a_line", [False, True], ids=["at_a_line_end", "inside_a_line"])
+@pytest.mark.parametrize("restart", [False, True], ids=["live", "across_restart"])
+def test_log_cut_shorter_counts_nothing_twice(tmp_path, inside_a_line, restart):
+    log, collector = read_info_lines_then_cut_in_half(tmp_path, inside_a_line, restart)
+    collector.read_once()
+    append_error_lines(log)  # the app's next line starts where the file now ends
+    collector.read_once()
+    assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 10_000, "error": 5_000}
+    assert value(collector, catalog.LOG_ROTATIONS.name, file=log, kind="truncate") == 1
+    assert value(collector, catalog.LOG_READ_ERRORS.name, file=log, reason="truncated_unread") == 0
+    collector.close()
+
+
+def test_log_cut_shorter_and_regrown_before_it_is_read_counts_nothing_twice_and_the_loss(tmp_path):
+    log, collector = read_info_lines_then_cut_in_half(tmp_path)
+    append_error_lines(log)  # past our offset again before we look: where the cut was is unknown
+    collector.read_once()
+    counts = levels_of(collector, log)
+    assert counts["info"] == 10_000
+    assert 0 < counts["error"] < 5_000  # those after our old offset; the ones before it are lost ...
+    assert value(collector, catalog.LOG_READ_ERRORS.name, file=log, reason="truncated_unread") == 1  # ... and said so
     collector.close()
 
 
@@ -595,7 +688,9 @@ def test_invalid_utf8_is_a_read_error_and_the_records_still_count(tmp_path):
     log.write_bytes(b"[INFO] ok\n[ERROR] bad \xff\xfe bytes\n[WARN] \xea\xb0\x80 is fine\n\xc3\n  \xff dump line\n")
     collector = make_collector(tmp_path, [log])
     collector.read_once()
-    assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1, "warn": 1}
+    # The lone "\xc3" line has no level: a record all the same (unknown); the indented one continues it.
+    assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1, "warn": 1,
+                                         "unknown": 1}
     assert value(collector, catalog.LOG_READ_ERRORS.name, file=log, reason="invalid_utf8") == 3
     collector.close()
 

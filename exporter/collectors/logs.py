@@ -1,5 +1,9 @@
 """logs: tails DevFlow's log files and counts records by level; the access log gives HTTP figures.
 
+This module is the reader: it finds the files, follows them through rotation
+and counts what is new. The line formats are in exporter/logformat.py, the
+positions, counters and state file in exporter/logstate.py.
+
 A background thread reads; watchdog wakes it when a watched directory changes
 and a periodic stat is the safety net (an inotify queue can overflow, some
 filesystems have none). collect() only copies counters under a lock: lines are
@@ -11,19 +15,23 @@ handler, and launchd keeps stdout/stderr open, so it goes on writing to the
 renamed file. The old file is therefore read by its open descriptor for as long
 as it is written to, and closed only once the app has moved on (the new file
 has grown since the rotation and the old one has been quiet for a few seconds),
-after a day without a write, or when more than MAX_ROTATED pile up. copytruncate
-is seen as the file shrinking (or its bytes before our offset changing), also
-when the truncated file was then renamed away; the lines we had not read yet
-are taken from the uncompressed copy when it is there, and counted as a read
-error (truncated_unread) when it is not. Compressed files (.gz, ...) are never
-read.
+after a day without a write, or when more than MAX_ROTATED pile up. A deleted
+file is closed as soon as it is read to its end, in the same pass, so that its
+disk space is freed.
 
-Read offsets and the counters are saved together (atomically) in the state
-file, so a restarted exporter continues its totals exactly: it neither recounts
-a 1 GB log nor skips what was written while it was down. A file is known again
-by its inode and the bytes before the offset (device numbers can change across
-reboots). A saved position that cannot be finished (the file is gone) is a read
-error, never silent.
+Truncation is seen as the file shrinking, or its bytes before our offset
+changing. If the file still starts with the bytes we read, it was cut shorter
+(`truncate -s`): what is left was counted already, so reading goes on from the
+cut. Otherwise it was emptied and written anew (copytruncate, also when the
+truncated file was then renamed away): it is read again from its start, and the
+lines we had not read yet are taken from the uncompressed copy when it is there,
+and counted as a read error (truncated_unread) when it is not. Compressed files
+(.gz, ...) are never read.
+
+Read offsets and the counters are saved together in the state file, so a
+restarted exporter continues its totals exactly: it neither recounts a 1 GB log
+nor skips what was written while it was down. A saved position that cannot be
+finished (the file is gone) is a read error, never silent.
 
 With more than MAX_FILES globbed files (dated audit logs), the most recently
 modified are read; one fully read and idle makes room for a newer one, and
@@ -32,6 +40,7 @@ continues its totals if it is written to again.
 Sample output:
 
     devflow_log_lines_total{file="/var/log/devflow/server.log",level="error"} 3.0
+    devflow_log_protocol_messages_total{file="/tmp/devflow-monitor.out"} 212.0
     devflow_log_read_bytes_total{file="/var/log/devflow/server.log"} 18231.0
     devflow_log_rotations_total{file="/var/log/devflow/server.log",kind="rename"} 1.0
     devflow_http_requests_total{code="2xx"} 1042.0
@@ -43,7 +52,6 @@ from __future__ import annotations
 import errno
 import fnmatch
 import glob
-import json
 import logging
 import os
 import re
@@ -54,8 +62,11 @@ from pathlib import Path
 
 from devflow_monitor.exporter import catalog
 from devflow_monitor.exporter.config import Config
-from devflow_monitor.exporter.logformat import (ERROR_LEVELS, LEVELS, AccessLogParser, HttpTotals, LevelCounter,
-                                invalid_utf8_lines)
+from devflow_monitor.exporter.files import write_json_atomic
+from devflow_monitor.exporter.logformat import (ERROR_LEVELS, PROTOCOL, AccessLogParser, HttpTotals, LevelCounter,
+                                                invalid_utf8_lines, is_compressed, rotated_from)
+from devflow_monitor.exporter.logstate import (FINGERPRINT_BYTES, Reader, TailedFile, load_state,
+                                               state_document)
 
 log = logging.getLogger(__name__)
 
@@ -69,145 +80,6 @@ MAX_ROTATED = 8  # renamed-away files kept open per path; beyond, the longest qu
 STATE_INTERVAL_SECONDS = 5.0
 MIN_PASS_GAP_SECONDS = 0.05  # a burst of inotify events wakes the reader at most this often
 MAX_FILES = 64  # files tracked at once; of more globbed ones, the most recently modified (with a warning)
-FINGERPRINT_BYTES = 64  # bytes before the read offset that must not change while we hold it
-
-COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".z", ".zip", ".7z", ".br")
-# logrotate's numbered (server.log.1) and dateext (server.log-20250802) names, skipped by globs.
-_ROTATED_NAME = re.compile(r"\.\d+$|-\d{8}(\d{2})?$")
-READ_ERROR_REASONS = ("permission_denied", "not_a_file", "vanished", "io_error", "line_too_long",
-                      "invalid_utf8", "truncated_unread", "access_line_unparsed")
-ROTATION_KINDS = ("rename", "truncate")
-
-
-class _Reader:
-    """One open file (one inode) and where we are in it."""
-
-    def __init__(self, fd: int, st: os.stat_result, offset: int = 0, skipping: bool = False,
-                 fingerprint: bytes = b""):
-        self.fd = fd
-        self.dev, self.ino = st.st_dev, st.st_ino
-        self.pos = offset  # file offset of the next os.read
-        self.pending = b"\n"  # newline that ended the last complete line, then the incomplete line
-        self.skipping = skipping  # inside an over-long line: drop bytes up to the next newline
-        self.fingerprint = fingerprint  # the file's bytes just before `consumed`
-        self.last_growth = time.monotonic()
-        self.path_bytes_at_rotation = 0  # _TailedFile.path_bytes when this file was renamed away
-        os.lseek(fd, offset, os.SEEK_SET)
-
-    @property
-    def consumed(self) -> int:
-        """Offset up to which every line has been counted (always a line start)."""
-        return self.pos if self.skipping else self.pos - (len(self.pending) - 1)
-
-    def restart(self) -> None:
-        self.pos, self.pending, self.skipping, self.fingerprint = 0, b"\n", False, b""
-        os.lseek(self.fd, 0, os.SEEK_SET)
-
-    def resume_at(self, saved: dict) -> bool:
-        """Take a saved position if it is of this file; else stay at 0.
-
-        The same inode and device, or the same inode and unchanged bytes before
-        the offset: device numbers can change across reboots and containers.
-        """
-        if saved["inode"] != self.ino:
-            return False
-        self.pos, self.skipping, self.fingerprint = saved["offset"], saved["skipping"], saved["fingerprint"]
-        if saved["dev"] == self.dev or self.fingerprint_holds():
-            os.lseek(self.fd, self.pos, os.SEEK_SET)
-            return True
-        self.restart()
-        return False
-
-    def truncated(self) -> bool:
-        """True when the file shrank below our offset or was truncated and written again (copytruncate)."""
-        return os.fstat(self.fd).st_size < self.pos or not self.fingerprint_holds()
-
-    def remember(self, newest: bytes) -> None:
-        """Keep the last FINGERPRINT_BYTES before `consumed`; `newest` are the bytes just consumed."""
-        self.fingerprint = (self.fingerprint + newest[-FINGERPRINT_BYTES:])[-FINGERPRINT_BYTES:]
-
-    def fingerprint_holds(self) -> bool:
-        """False when the bytes before our offset changed: truncated and written again."""
-        if not self.fingerprint:
-            return True
-        start = self.consumed - len(self.fingerprint)
-        return os.pread(self.fd, len(self.fingerprint), start) == self.fingerprint
-
-    def position(self) -> dict:
-        """Where to continue, as _position() reads it from the state file."""
-        return {"dev": self.dev, "inode": self.ino, "offset": self.consumed, "skipping": self.skipping,
-                "fingerprint": self.fingerprint}
-
-    def close(self) -> None:
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
-
-
-class _TailedFile:
-    """One configured or globbed path: its counters and the readers of its current and rotated files."""
-
-    def __init__(self, path: str, explicit: bool, access: bool):
-        self.path = path
-        self.explicit = explicit
-        self.access = access
-        self.reader: _Reader | None = None
-        self.rotated: list[_Reader] = []
-        self.saved_reader: dict | None = None  # from the state file, used when the path is first opened
-        self.saved_rotated: list[dict] = []
-        self.lines = dict.fromkeys(LEVELS, 0)
-        self.bytes = 0
-        self.read_errors = dict.fromkeys(READ_ERROR_REASONS, 0)
-        self.rotations = dict.fromkeys(ROTATION_KINDS, 0)
-        self.last_error: float | None = None
-        self.size: int | None = None
-        self.mtime: float | None = None
-        self.last_seen_size = 0  # size at the previous stat, to skip the fingerprint check while it is unchanged
-        self.path_bytes = 0  # bytes read from whatever file is at the path: the app has moved on when it grows
-        self.problem: str | None = None  # a lasting error is counted once, when it starts
-
-    def to_state(self) -> dict:
-        # Positions restored but not used yet (the path has not been opened this run) are kept as they were.
-        reader = self.reader.position() if self.reader else self.saved_reader
-        rotated = [r.position() for r in self.rotated] + self.saved_rotated
-        return {"reader": _position_state(**reader) if reader else None,
-                "rotated": [_position_state(**r) for r in rotated], "lines": dict(self.lines),
-                "bytes": self.bytes, "read_errors": dict(self.read_errors), "rotations": dict(self.rotations),
-                "last_error": self.last_error}
-
-    def release(self) -> None:
-        """Close every file, keeping the positions: opening the path again continues from them."""
-        if self.reader is not None:
-            self.saved_reader = self.reader.position()
-        self.saved_rotated = [r.position() for r in self.rotated] + self.saved_rotated
-        for reader in [self.reader, *self.rotated]:
-            if reader is not None:
-                reader.close()
-        self.reader, self.rotated = None, []
-
-    def busy(self) -> bool:
-        """Not read to the end yet, or still reading a renamed-away file."""
-        return bool(self.rotated) or (self.reader is not None and self.reader.pos < (self.size or 0))
-
-    def restore(self, state: dict) -> bool:
-        """Continue the totals and positions of the state file; False (and nothing taken) if malformed."""
-        try:
-            counters = [(target, {key: int(value) for key, value in (state.get(name) or {}).items()
-                                  if key in target})
-                        for name, target in (("lines", self.lines), ("read_errors", self.read_errors),
-                                             ("rotations", self.rotations))]
-            nbytes = int(state.get("bytes", 0))
-            last_error = state.get("last_error")
-            last_error = None if last_error is None else float(last_error)
-            reader = _position(state["reader"]) if state.get("reader") else None
-            rotated = [_position(entry) for entry in state.get("rotated") or []]
-        except (AttributeError, KeyError, TypeError, ValueError):
-            return False
-        for target, values in counters:
-            target.update(values)
-        self.bytes, self.last_error, self.saved_reader, self.saved_rotated = nbytes, last_error, reader, rotated
-        return True
 
 
 class LogsCollector:
@@ -222,13 +94,17 @@ class LogsCollector:
         self._state_path = Path(settings.state_file).expanduser() if settings.state_file else None
         self._poll = max(0.05, float(settings.poll_interval_seconds))
         self._rotate_wait = max(ROTATE_WAIT_SECONDS, 2 * self._poll)
-        self._levels = LevelCounter()
         self._access = AccessLogParser(settings.access_log_pattern) if self._access_path else None
-        self._http = HttpTotals() if self._access_path else None
-        self._files: dict[str, _TailedFile] = {}
-        self._saved: dict[str, dict] = self._load_state()  # by path, for files not tracked (yet, or any more)
-        self._last_pass_failed = False  # an unexpected error (a bug): collect() reports the collector failed
+        # _lock guards what collect() reads while the reader thread writes it: _files (the dict; each
+        # TailedFile's counters, see logstate) and _http. The two Events are thread-safe. Everything
+        # else is the reader thread's own; start(), stop() and close() touch it only while no pass runs.
         self._lock = threading.Lock()
+        self._files: dict[str, TailedFile] = {}
+        self._http = HttpTotals() if self._access_path else None
+        self._levels = LevelCounter()  # its level-word cache is the reader thread's
+        self._saved: dict[str, dict] = (load_state(self._state_path, self._http) if self._state_path
+                                        else {})  # by path, for files not tracked (yet, or any more)
+        self._last_pass_failed = False  # set by the reader thread, read by `healthy`: one bool, no lock needed
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -236,7 +112,7 @@ class LogsCollector:
         self._watched_dirs: set[str] = set()
         self._warned: set[str] = set()
         self._state_written = 0.0
-        self._dirty = False
+        self._dirty = False  # counters changed since the state file was written
         all_patterns = self._patterns + ([self._access_path] if self._access_path else [])
         self._event_filter = re.compile("|".join(fnmatch.translate(p) for p in all_patterns) or "(?!)")
 
@@ -299,7 +175,7 @@ class LogsCollector:
         self._evict(cut)
         for path, explicit, access in wanted:
             if path not in self._files:
-                tailed = _TailedFile(path, explicit, access)
+                tailed = TailedFile(path, explicit, access)
                 saved = self._saved.pop(path, None)
                 if saved is not None and not tailed.restore(saved):
                     self._warn_once("state:" + path, "logs: ignoring malformed state of %s", path)
@@ -329,15 +205,15 @@ class LogsCollector:
         if self._access_path:
             found[self._access_path] = (True, True)
         for pattern in self._patterns:
-            if not _has_magic(pattern):
+            if not glob.has_magic(pattern):
                 found.setdefault(pattern, (True, False))
                 continue
             for path in sorted(glob.glob(pattern)):
                 name = os.path.basename(path)
-                if _is_compressed(name) or _ROTATED_NAME.search(name) or os.path.isdir(path):
+                if is_compressed(name) or rotated_from(name) or os.path.isdir(path):
                     continue
                 found.setdefault(path, (False, False))
-        found = {p: v for p, v in found.items() if not _is_compressed(p)}
+        found = {p: v for p, v in found.items() if not is_compressed(p)}
         globbed = [p for p, (explicit, _) in found.items() if not explicit]
         room = max(0, MAX_FILES - (len(found) - len(globbed)))
         cut: set[str] = set()
@@ -373,7 +249,7 @@ class LogsCollector:
 
     # --- reading one path ------------------------------------------------------------------------
 
-    def _poll_file(self, tailed: _TailedFile) -> None:
+    def _poll_file(self, tailed: TailedFile) -> None:
         try:
             st = os.stat(tailed.path)
         except FileNotFoundError:
@@ -409,7 +285,7 @@ class LogsCollector:
             tailed.path_bytes += got
             tailed.problem = None
 
-    def _open(self, tailed: _TailedFile) -> _Reader | None:
+    def _open(self, tailed: TailedFile) -> Reader | None:
         try:
             fd = os.open(tailed.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
@@ -419,7 +295,7 @@ class LogsCollector:
             opened = os.fstat(fd)
             regular = stat.S_ISREG(opened.st_mode)
             if regular:
-                reader = _Reader(fd, opened)
+                reader = Reader(fd, opened)
                 self._resume(tailed, reader)
         except BaseException:
             os.close(fd)  # a failed resume must not leak the descriptor
@@ -432,13 +308,15 @@ class LogsCollector:
         tailed.last_seen_size = opened.st_size
         return reader
 
-    def _resume(self, tailed: _TailedFile, reader: _Reader) -> None:
+    def _resume(self, tailed: TailedFile, reader: Reader) -> None:
         """Continue where the last run stopped, also in files rotated away meanwhile."""
         saved, tailed.saved_reader = tailed.saved_reader, None
         rotated, tailed.saved_rotated = tailed.saved_rotated, []
         if saved and reader.resume_at(saved):
             if reader.truncated():
                 self._truncated(tailed, reader)
+            elif not reader.head:
+                reader.read_head()
         elif saved:  # another file at the path: ours was renamed away while we were down
             rotated.insert(0, saved)
             with self._lock:
@@ -446,7 +324,7 @@ class LogsCollector:
         for position in rotated:
             self._adopt_rotated(tailed, position)
 
-    def _adopt_rotated(self, tailed: _TailedFile, saved: dict) -> None:
+    def _adopt_rotated(self, tailed: TailedFile, saved: dict) -> None:
         """Find a file of the state file renamed away by rotation (same inode) and finish it from its offset."""
         for _, path, st in _uncompressed_files(os.path.dirname(tailed.path)):
             if st.st_ino != saved["inode"] or path == tailed.path:
@@ -455,7 +333,7 @@ class LogsCollector:
                 fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             except OSError:
                 continue
-            reader, ours = _Reader(fd, os.fstat(fd)), False
+            reader, ours = Reader(fd, os.fstat(fd)), False
             try:
                 ours = reader.resume_at(saved)
             finally:
@@ -466,7 +344,7 @@ class LogsCollector:
                 return
         self._count_error(tailed, "vanished")  # what was written to it after our offset is lost
 
-    def _path_gone(self, tailed: _TailedFile) -> None:
+    def _path_gone(self, tailed: TailedFile) -> None:
         """The path does not exist: rotation in progress (renamed) or the file was deleted."""
         with self._lock:
             tailed.size = tailed.mtime = None
@@ -480,7 +358,7 @@ class LogsCollector:
             self._problem(tailed, "vanished")
         self._retire(tailed, None if deleted else "rename")
 
-    def _retire(self, tailed: _TailedFile, kind: str | None) -> None:
+    def _retire(self, tailed: TailedFile, kind: str | None) -> None:
         """The path now names another file (or none): _drain_rotated reads ours on until the app moves on."""
         reader = tailed.reader
         tailed.reader = None
@@ -494,8 +372,9 @@ class LogsCollector:
                 tailed.rotations[kind] += 1
         self._dirty = True
 
-    def _drain_rotated(self, tailed: _TailedFile) -> None:
-        """Read the renamed-away files; close one once the app writes elsewhere and it has been quiet."""
+    def _drain_rotated(self, tailed: TailedFile) -> None:
+        """Read the renamed-away files; close one once the app writes elsewhere and it has been quiet,
+        or as soon as it is deleted and read to its end."""
         now = time.monotonic()
         for reader in list(tailed.rotated):
             if reader.truncated():  # e.g. copytruncate, then renamed away before we looked
@@ -506,10 +385,11 @@ class LogsCollector:
                 continue
             quiet = now - reader.last_growth
             moved_on = tailed.path_bytes > reader.path_bytes_at_rotation
-            if (moved_on and quiet >= self._rotate_wait) or quiet >= ROTATED_IDLE_SECONDS:
+            if ((moved_on and quiet >= self._rotate_wait) or quiet >= ROTATED_IDLE_SECONDS
+                    or reader.deleted_and_drained()):
                 self._close_rotated(tailed, reader)
 
-    def _close_rotated(self, tailed: _TailedFile, reader: _Reader) -> None:
+    def _close_rotated(self, tailed: TailedFile, reader: Reader) -> None:
         self._finish(tailed, reader)
         tailed.rotated.remove(reader)
         reader.close()
@@ -517,21 +397,25 @@ class LogsCollector:
     def _stopping_now(self) -> bool:
         return self._stopping.is_set() and self._thread is not None
 
-    def _finish(self, tailed: _TailedFile, reader: _Reader) -> None:
+    def _finish(self, tailed: TailedFile, reader: Reader) -> None:
         """A rotated file is done: its last line may lack a newline, count it anyway."""
         if not reader.skipping and len(reader.pending) > 1:
             self._consume(tailed, reader, b"\n", from_file=False)
 
-    def _truncated(self, tailed: _TailedFile, reader: _Reader) -> None:
-        """copytruncate: read what we had not read yet from the copy, then start the file again at 0."""
-        if reader.consumed > 0 and not self._read_from_copy(tailed, reader):
-            self._count_error(tailed, "truncated_unread")  # what was written after our offset may be lost
-        reader.restart()
+    def _truncated(self, tailed: TailedFile, reader: Reader) -> None:
+        """The file shrank or its bytes before our offset changed: see the module docstring."""
+        if reader.head_kept():
+            if not reader.continue_after_cut():
+                self._count_error(tailed, "truncated_unread")  # regrown past our offset before we saw the cut
+        else:
+            if reader.consumed > 0 and not self._read_from_copy(tailed, reader):
+                self._count_error(tailed, "truncated_unread")  # what was written after our offset may be lost
+            reader.restart()
         with self._lock:
             tailed.rotations["truncate"] += 1
         self._dirty = True
 
-    def _read_from_copy(self, tailed: _TailedFile, reader: _Reader) -> bool:
+    def _read_from_copy(self, tailed: TailedFile, reader: Reader) -> bool:
         """Find the uncompressed copy (same bytes before our offset) and count its lines after the offset."""
         directory, base = os.path.split(tailed.path)
         candidates = [(st.st_mtime, path) for name, path, st in _uncompressed_files(directory)
@@ -542,7 +426,7 @@ class LogsCollector:
                 fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             except OSError:
                 continue
-            copy = _Reader(fd, os.fstat(fd), reader.consumed, reader.skipping, reader.fingerprint)
+            copy = Reader(fd, os.fstat(fd), reader.consumed, reader.skipping, reader.fingerprint)
             try:
                 if copy.fingerprint_holds():
                     self._read(tailed, copy, budget=None)
@@ -552,7 +436,7 @@ class LogsCollector:
                 copy.close()
         return False
 
-    def _read(self, tailed: _TailedFile, reader: _Reader, budget: int | None = READ_BUDGET_BYTES) -> int:
+    def _read(self, tailed: TailedFile, reader: Reader, budget: int | None = READ_BUDGET_BYTES) -> int:
         """Read and count what is new in the reader's file; returns how many bytes were read."""
         total = 0
         while budget is None or total < budget:
@@ -568,7 +452,7 @@ class LogsCollector:
         self._wake.set()  # budget used up: come back soon for the rest
         return total
 
-    def _consume(self, tailed: _TailedFile, reader: _Reader, data: bytes, from_file: bool = True) -> None:
+    def _consume(self, tailed: TailedFile, reader: Reader, data: bytes, from_file: bool = True) -> None:
         """Count the complete lines of pending + data; keep the incomplete last line for later.
 
         Bytes count as their lines are consumed: the saved offset is a line start,
@@ -578,6 +462,7 @@ class LogsCollector:
         errors: dict[str, int] = {}
         consumed = reader.consumed
         if from_file:
+            reader.keep_head(data)
             reader.pos += len(data)
         if reader.skipping:
             newline = data.find(b"\n")
@@ -610,7 +495,7 @@ class LogsCollector:
             error_time = _written_by(reader.fd)
         self._account(tailed, reader.consumed - consumed, levels, errors, error_time)
 
-    def _count_lines(self, tailed: _TailedFile, buf: bytes, end: int, levels: dict, errors: dict) -> None:
+    def _count_lines(self, tailed: TailedFile, buf: bytes, end: int, levels: dict, errors: dict) -> None:
         bad = invalid_utf8_lines(buf, 1, end)
         if bad:
             errors["invalid_utf8"] = bad
@@ -623,10 +508,11 @@ class LogsCollector:
         else:
             _add(levels, self._levels.count(buf, 0, end))
 
-    def _account(self, tailed: _TailedFile, nbytes: int, levels: dict, errors: dict,
+    def _account(self, tailed: TailedFile, nbytes: int, levels: dict, errors: dict,
                  error_time: float | None = None) -> None:
         with self._lock:
             tailed.bytes += nbytes
+            tailed.protocol_messages += levels.pop(PROTOCOL, 0)
             for level, n in levels.items():
                 tailed.lines[level] += n
             for reason, n in errors.items():
@@ -637,7 +523,7 @@ class LogsCollector:
 
     # --- errors ------------------------------------------------------------------------------------
 
-    def _file_failed(self, tailed: _TailedFile, exc: Exception) -> bool:
+    def _file_failed(self, tailed: TailedFile, exc: Exception) -> bool:
         """Reading one file failed unexpectedly: count it; True when it is a bug rather than an OS error."""
         bug = not isinstance(exc, OSError)
         reason = "io_error" if bug else _reason(exc)
@@ -646,13 +532,13 @@ class LogsCollector:
         self._problem(tailed, reason)
         return bug
 
-    def _problem(self, tailed: _TailedFile, reason: str) -> None:
+    def _problem(self, tailed: TailedFile, reason: str) -> None:
         """A lasting condition (permission denied, a directory at the path) counts once per occurrence."""
         if tailed.problem != reason:
             tailed.problem = reason
             self._count_error(tailed, reason)
 
-    def _count_error(self, tailed: _TailedFile, reason: str) -> None:
+    def _count_error(self, tailed: TailedFile, reason: str) -> None:
         with self._lock:
             tailed.read_errors[reason] += 1
         self._dirty = True
@@ -665,52 +551,19 @@ class LogsCollector:
 
     # --- state file --------------------------------------------------------------------------------
 
-    def _load_state(self) -> dict[str, dict]:
-        """The saved state of each file by path, and the HTTP totals restored; {} if missing or malformed.
-
-        A file of the wrong shape is ignored as a whole (counting starts over), never half taken.
-        """
-        if self._state_path is None:
-            return {}
-        try:
-            state = json.loads(self._state_path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("logs: ignoring unreadable state file %s: %s", self._state_path, exc)
-            return {}
-        files = state.get("files") if isinstance(state, dict) else None
-        valid = (isinstance(files, dict) and state.get("version") == 1
-                 and all(isinstance(entry, dict) for entry in files.values()))
-        # Last: restore() takes the HTTP totals whole or not at all.
-        if valid and self._http is not None and state.get("http") is not None:
-            valid = self._http.restore(state["http"])
-        if not valid:
-            log.warning("logs: ignoring state file %s: not the shape this version writes", self._state_path)
-            return {}
-        return files
-
     def _save_state(self) -> None:
-        """Write offsets and counters together, atomically (tmp + rename)."""
+        """Write offsets and counters together, atomically."""
         self._state_written = time.monotonic()
         if self._state_path is None:
             return
+        # Keep what we saved for files not seen yet this run (their directory may appear later).
+        files = {path: saved for path, saved in self._saved.items() if os.path.lexists(path)}
         with self._lock:
-            # Keep what we saved for files not seen yet this run (their directory may appear later).
-            files = {path: saved for path, saved in self._saved.items() if os.path.lexists(path)}
             files.update({path: tailed.to_state() for path, tailed in self._files.items()})
-            state = {"version": 1, "files": files}
-            if self._http is not None:
-                state["http"] = self._http.to_state()
+            state = state_document(files, self._http)
         self._dirty = False
-        tmp = self._state_path.with_name(f".{self._state_path.name}.{os.getpid()}.tmp")
         try:
-            self._state_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as handle:
-                json.dump(state, handle, separators=(",", ":"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self._state_path)
+            write_json_atomic(self._state_path, state, indent=None)
         except OSError as exc:
             self._warn_once("state", "logs: cannot write state file %s: %s", self._state_path, exc)
 
@@ -752,16 +605,17 @@ class LogsCollector:
     # --- scrape ------------------------------------------------------------------------------------
 
     def collect(self):
-        lines, nbytes, last_error = catalog.LOG_LINES.family(), catalog.LOG_BYTES.family(), \
-            catalog.LOG_LAST_ERROR.family()
+        lines, protocol, nbytes = catalog.LOG_LINES.family(), catalog.LOG_PROTOCOL_MESSAGES.family(), \
+            catalog.LOG_BYTES.family()
         errors, size, rotations = catalog.LOG_READ_ERRORS.family(), catalog.LOG_FILE_SIZE.family(), \
             catalog.LOG_ROTATIONS.family()
-        modified = catalog.LOG_FILE_MODIFIED.family()
+        last_error, modified = catalog.LOG_LAST_ERROR.family(), catalog.LOG_FILE_MODIFIED.family()
         with self._lock:
             for path, tailed in self._files.items():
                 if not tailed.access:
                     for level, n in tailed.lines.items():
                         lines.add_metric([path, level], n)
+                    protocol.add_metric([path], tailed.protocol_messages)
                 nbytes.add_metric([path], tailed.bytes)
                 for reason, n in tailed.read_errors.items():
                     errors.add_metric([path, reason], n)
@@ -774,8 +628,9 @@ class LogsCollector:
                     modified.add_metric([path], tailed.mtime)
             http = None
             if self._http is not None:
-                http = (dict(self._http.requests), self._http.cumulative_buckets(), self._http.duration_sum)
-        yield from (lines, nbytes, last_error, errors, size, rotations, modified)
+                durations = self._http.durations
+                http = (dict(self._http.requests), durations.cumulative(), durations.sum)
+        yield from (lines, protocol, nbytes, last_error, errors, size, rotations, modified)
         if http is not None:
             requests, buckets, total = http
             family = catalog.HTTP_REQUESTS.family()
@@ -807,20 +662,6 @@ class _Wakeup:
                 return
         if event.is_directory and self._directories:
             self._wake.set()
-
-
-def _position_state(dev: int, inode: int, offset: int, skipping: bool, fingerprint: bytes) -> dict:
-    return {"dev": dev, "inode": inode, "offset": offset, "skipping": skipping, "fingerprint": fingerprint.hex()}
-
-
-def _position(saved: dict) -> dict:
-    """A reader position from the state file, type-checked (raises on malformed input)."""
-    offset = int(saved["offset"])
-    fingerprint = bytes.fromhex(saved.get("fingerprint", ""))
-    if offset < len(fingerprint):
-        raise ValueError("offset before the end of its fingerprint")
-    return {"dev": int(saved["dev"]), "inode": int(saved["inode"]), "offset": offset,
-            "skipping": bool(saved.get("skipping")), "fingerprint": fingerprint}
 
 
 def _written_by(fd: int) -> float:
@@ -858,20 +699,12 @@ def _mtime(path: str) -> float:
         return 0.0
 
 
-def _has_magic(pattern: str) -> bool:
-    return any(ch in pattern for ch in "*?[")
-
-
-def _is_compressed(name: str) -> bool:
-    return name.lower().endswith(COMPRESSED_SUFFIXES)
-
-
 def _static_dir(pattern: str) -> tuple[str, bool]:
     """The deepest directory of a path or glob without wildcards, and whether to watch below it."""
     parts = Path(pattern).parts
     static = []
     for part in parts[:-1]:
-        if _has_magic(part):
+        if glob.has_magic(part):
             return str(Path(*static)) if static else ".", True
         static.append(part)
     return str(Path(*static)) if static else ".", False
@@ -884,7 +717,7 @@ def _uncompressed_files(directory: str):
     except OSError:
         return
     for name in names:
-        if _is_compressed(name):
+        if is_compressed(name):
             continue
         path = os.path.join(directory, name)
         try:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from devflow_monitor.exporter import __version__, catalog
+from devflow_monitor.exporter.histogram import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -68,26 +69,6 @@ class ProbeResult:
     reason: str = ""  # one line for the log
 
 
-class DurationHistogram:
-    """Cumulative probe durations, kept here because each scrape builds fresh families."""
-
-    def __init__(self):
-        self.counts = [0] * len(DURATION_BUCKETS)
-        self.count = 0
-        self.sum = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.count += 1
-        self.sum += seconds
-        for index, bound in enumerate(DURATION_BUCKETS):
-            if seconds <= bound:
-                self.counts[index] += 1
-
-    def buckets(self) -> list[tuple[str, float]]:
-        bounds = [repr(float(bound)) for bound in DURATION_BUCKETS]
-        return list(zip(bounds, map(float, self.counts))) + [("+Inf", float(self.count))]
-
-
 class ProbeCollector:
     name = "probe"
 
@@ -100,7 +81,7 @@ class ProbeCollector:
         self.last_health: dict | None = None
         self.last_status: dict | None = None
         self._results: dict[str, ProbeResult] = {}
-        self._durations = {endpoint: DurationHistogram() for endpoint in ENDPOINTS}
+        self._durations = {endpoint: Histogram(DURATION_BUCKETS) for endpoint in ENDPOINTS}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -161,7 +142,7 @@ class ProbeCollector:
             self.probe_all()
         with self._lock:
             results = dict(self._results)
-            durations = {endpoint: (h.buckets(), h.sum) for endpoint, h in self._durations.items()
+            durations = {endpoint: (h.cumulative(), h.sum) for endpoint, h in self._durations.items()
                          if h.count}
         yield from _probe_families(results, durations)
         # /health is the endpoint meant for health, so it wins where both report a field.
