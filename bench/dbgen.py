@@ -163,7 +163,10 @@ def write(database: str, pidfile: str, rate: float) -> int:
     names, weights = list(TYPE_WEIGHTS), list(TYPE_WEIGHTS.values())
     inserted = busy = 0
     latencies: list[float] = []
-    interval = 1.0 / rate
+    if rate == 0:  # an idle server: the database held open, nothing written
+        while not stopping:
+            signal.pause()
+    interval = 1.0 / max(rate, 1e-9)
     next_at = time.monotonic()
     while not stopping:
         event_type = rng.choices(names, weights=weights)[0]
@@ -195,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     write_cmd = commands.add_parser("write", help="insert events at a steady rate until SIGTERM")
     write_cmd.add_argument("--database", required=True)
     write_cmd.add_argument("--pidfile", required=True)
-    write_cmd.add_argument("--rate", type=float, default=50.0, help="events per second (default 50)")
+    write_cmd.add_argument("--rate", type=float, default=50.0, help="events per second, 0 for none (default 50)")
     args = parser.parse_args(argv)
     if args.command == "build":
         if args.rows <= 0:
@@ -204,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         info = prepare(args.rows, log=lambda line: print(line, file=sys.stderr))
         print(json.dumps({**info, "path": str(info["path"])}))
         return 0
-    if args.rate <= 0:
-        print("python -m bench.dbgen: error: --rate must be positive", file=sys.stderr)
+    if not 0 <= args.rate < float("inf"):
+        print("python -m bench.dbgen: error: --rate must be 0 or more", file=sys.stderr)
         return 2
     return write(args.database, args.pidfile, args.rate)
 

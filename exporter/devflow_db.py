@@ -7,6 +7,7 @@ all of them write exactly what the real server writes.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -61,10 +62,87 @@ def connect_writer(path: str | Path, timeout: float = 5.0) -> sqlite3.Connection
     return conn
 
 
+def wal_header(path: str | Path) -> bool:
+    """Whether the database file says it is in WAL mode (header bytes 18-19 are 2)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(20)[18:20] == b"\x02\x02"
+    except OSError:
+        return False
+
+
+def file_state(path: str | Path) -> tuple | None:
+    """What changes when anyone writes the database: identity, size and mtime of the file and of its -wal."""
+    states = []
+    for name in (str(path), f"{path}-wal"):
+        try:
+            st = os.stat(name)
+            states.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            states.append(None)
+    return tuple(states) if states[0] else None
+
+
+def opens_immutable(path: str | Path) -> bool:
+    """A WAL database whose -wal is gone (closed cleanly) or empty: everything is in the file, and
+    `connect_readonly` opens it immutable."""
+    try:
+        return wal_header(path) and os.stat(f"{path}-wal").st_size == 0
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
 def connect_readonly(path: str | Path, *, timeout: float = 5.0, immutable: bool = False) -> sqlite3.Connection:
-    """A read-only connection that cannot change the file (immutable: not even -wal/-shm beside it)."""
-    uri = f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
-    return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+    """A read-only connection that never creates, truncates or writes a file beside the database.
+
+    A plain `mode=ro` open of a WAL database creates -wal and -shm when they are missing and writes
+    -shm, so: with a -wal present, `readonly_shm=1` (SQLite reads -shm without writing it, or the
+    WAL itself when no writer holds -shm); a WAL database without -wal (the server closed cleanly)
+    has everything in the file, read with `immutable=1`, which a writer starting meanwhile would
+    invalidate: check `file_state()` before and after such a read (`opens_immutable()` says whether
+    it will be one). A non-empty -wal without its -shm cannot be read without creating one: the open
+    fails ("unable to open database file") until the server runs again.
+    """
+    immutable = immutable or opens_immutable(path)
+    extra = "&immutable=1" if immutable else "&readonly_shm=1" if wal_header(path) else ""
+    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro{extra}", uri=True, timeout=timeout,
+                           isolation_level=None)
+
+
+# SQLite's lock bytes (os_unix.c): a writer's exclusive lock covers the shared range.
+SHARED_FIRST = 0x40000000 + 2
+
+
+def write_locked(path: str | Path) -> bool:
+    """Whether another process holds SQLite's exclusive lock on the file, from /proc/locks: an
+    immutable read takes no lock to test with, and opening and closing the file to ask would drop
+    this process's own POSIX locks on it."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as locks:
+            table = locks.read()
+    except OSError:
+        return False
+    file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()
+        # "1: POSIX  ADVISORY  WRITE 1234 fd:01:5678 1073741826 1073742335", "->" marks a waiter
+        if len(fields) >= 8 and fields[1] != "->" and fields[3] == "WRITE" and fields[5] == file_id:
+            end = fields[7]
+            if int(fields[6]) <= SHARED_FIRST and (end == "EOF" or int(end) >= SHARED_FIRST):
+                return True
+    return False
+
+
+def disk_usage(path: str | Path) -> tuple[int, int]:
+    """(free bytes for unprivileged users, total bytes) of the filesystem holding `path` or its nearest parent."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    stat = os.statvfs(probe)
+    return stat.f_bavail * stat.f_frsize, stat.f_blocks * stat.f_frsize
 
 
 def integrity_errors(conn: sqlite3.Connection, *, quick: bool = False, limit: int = 5) -> list[str]:

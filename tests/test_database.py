@@ -9,8 +9,12 @@ import sqlite3
 import string
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from conftest import ROOT, http_get, wait_until
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers import Observer
 
 from devflow_monitor.exporter import catalog
 from devflow_monitor.exporter.devflow_db import EVENT_TYPES, create_database, insert_event
@@ -198,3 +202,144 @@ def test_a_gap_in_the_ids_does_not_stall_the_ingest_count(tmp_path, start_export
     conn.close()
     assert wait_until(lambda: nonzero(ingested(exporter.scrape())) == {"git:commit": 1, "git:merge": 3},
                       message="rows beyond the gap counted")
+
+
+class DirectoryEvents(FileSystemEventHandler):
+    """The inotify events in a directory while the `with` block runs, as (event type, file name)."""
+
+    def __init__(self, directory: Path):
+        self.events: list[tuple[str, str]] = []
+        self.observer = Observer()
+        self.observer.schedule(self, str(directory))
+
+    def on_any_event(self, event):
+        self.events.append((event.event_type, os.path.basename(event.src_path)))
+
+    @property
+    def writes(self) -> list[tuple[str, str]]:
+        """Everything but opening and closing a file that was not opened for writing."""
+        return [e for e in self.events if e[0] not in ("opened", "closed_no_write")]
+
+    def __enter__(self) -> "DirectoryEvents":
+        self.observer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.observer.stop()
+        self.observer.join()
+
+
+def test_reading_a_closed_database_creates_and_writes_no_file_beside_it(tmp_path, start_exporter):
+    """Issue 11 item 17: a plain `mode=ro` open created -wal/-shm and wrote -shm in the server's directory."""
+    data = tmp_path / "data"
+    db = data / "devflow.db"
+    conn = create_database(db)
+    for seq in range(20):
+        insert_event(conn, "git:commit", seq=seq)
+    conn.close()  # a clean close checkpoints and removes -wal and -shm
+    assert sorted(p.name for p in data.iterdir()) == ["devflow.db"]
+    with DirectoryEvents(data) as watch:
+        exporter = start_exporter("--devflow.database", str(db))
+        wait_until(lambda: exporter.value(catalog.DB_INTEGRITY_OK.name) == 1, message="integrity checked")
+        assert wait_until(lambda: stored(exporter.scrape()) == {"git:commit": 20}, message="counted")
+    assert watch.writes == [], "the exporter created or wrote files beside a closed database"
+    assert sorted(p.name for p in data.iterdir()) == ["devflow.db"]
+
+    # A server killed without closing leaves -wal and -shm: they are read, never written.
+    subprocess.run([sys.executable, "-c", "import os, sqlite3\n"
+                    f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+                    "c.execute(\"INSERT INTO events(type, timestamp, data) VALUES ('git:merge', 1, '{}')\")\n"
+                    "os._exit(0)\n"], check=True)
+    def contents():
+        return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in data.iterdir()}
+
+    before = contents()
+    assert set(before) == {"devflow.db", "devflow.db-wal", "devflow.db-shm"}
+    with DirectoryEvents(data) as watch:
+        assert wait_until(lambda: stored(exporter.scrape()).get("git:merge") == 1, message="row in the WAL counted")
+    # SQLite opens an existing -wal read-write even for a read-only connection (and, as root, chowns
+    # it to the database's owner: an `attrib` event); what matters is that nothing is created or written.
+    assert [e for e in watch.events if e[0] in ("created", "deleted", "moved")] == []
+    assert [e for e in watch.events if e[0] == "modified" and e[1] != data.name] == []
+    assert contents() == before
+
+
+def test_an_unreadable_database_is_not_a_failed_integrity_check(tmp_path, start_exporter):
+    """Issue 11 item 15: a path that cannot be opened (here a symlink to a directory; chmod 000 is the
+    same to SQLite, but root ignores it) is state `unreadable`, and no integrity result is published."""
+    db = tmp_path / "devflow.db"
+    create_database(db).close()
+    exporter = start_exporter("--devflow.database", str(db))
+    wait_until(lambda: exporter.value(catalog.DB_INTEGRITY_OK.name) == 1, message="first check passes")
+    (tmp_path / "a-directory").mkdir()
+    db.unlink()
+    db.symlink_to(tmp_path / "a-directory")
+    samples = wait_until(lambda: (lambda s: s if state(s) == "unreadable" else None)(exporter.scrape()),
+                         message="state unreadable")
+    # The background check runs every second in tests: give it time to try and fail.
+    time.sleep(3)
+    samples = exporter.scrape()
+    assert state(samples) == "unreadable"
+    assert (catalog.DB_INTEGRITY_OK.name, ()) not in samples, "an unreadable file reported as corrupt"
+
+
+def test_a_missing_database_drops_its_counts_and_check_and_a_symlink_loop_is_unreadable(tmp_path, start_exporter):
+    """Issue 11 item 16: a deleted database kept exporting integrity_check_ok 1 and its row counts."""
+    db = tmp_path / "devflow.db"
+    conn = create_database(db)
+    insert_event(conn, "git:commit", seq=0)
+    conn.close()
+    exporter = start_exporter("--devflow.database", str(db))
+    wait_until(lambda: exporter.value(catalog.DB_INTEGRITY_OK.name) == 1 and stored(exporter.scrape()),
+               message="checked and counted")
+    db.unlink()
+    samples = wait_until(lambda: (lambda s: s if state(s) == "missing" else None)(exporter.scrape()),
+                         message="state missing")
+    for metric in (catalog.DB_INTEGRITY_OK, catalog.DB_COUNTS_TIMESTAMP):
+        assert (metric.name, ()) not in samples, f"{metric.name} still published for a missing file"
+    assert not stored(samples)
+    assert not any(name == catalog.DB_TABLE_ROWS.name for name, _ in samples)
+
+    db.symlink_to(db)  # a loop: stat fails with ELOOP, not ENOENT
+    wait_until(lambda: state(exporter.scrape()) == "unreadable", message="a symlink loop is unreadable")
+
+
+def test_an_unchanged_database_is_not_reopened_between_scrapes(tmp_path, start_exporter):
+    """Issue 12: the background count re-read the whole database on every refresh; with nothing
+    written it must not even open the file."""
+    db = tmp_path / "devflow.db"
+    conn = create_database(db)
+    insert_event(conn, "git:commit", seq=0)
+    conn.close()
+    exporter = start_exporter("--devflow.database", str(db),
+                              settings={"collectors": {"database": {"integrity_interval_seconds": 3600}}})
+    wait_until(lambda: stored(exporter.scrape()), message="first count")
+    with DirectoryEvents(tmp_path) as watch:
+        time.sleep(2.5)  # five count intervals in tests, no scrape
+    assert ("opened", "devflow.db") not in watch.events
+    assert exporter.value(catalog.DB_COUNTS_TIMESTAMP.name) > time.time() - 2
+
+
+def test_counts_follow_new_synced_and_deleted_rows_incrementally(tmp_path, start_exporter):
+    db = tmp_path / "devflow.db"
+    conn = create_database(db)
+    for seq in range(100):
+        insert_event(conn, TYPES[seq % 3], seq=seq)
+    exporter = start_exporter("--devflow.database", str(db))
+
+    def matches_truth():
+        truth = dict(conn.execute("SELECT type, count(*) FROM events GROUP BY type"))
+        outbox = dict(conn.execute("SELECT sync_status, count(*) FROM events GROUP BY sync_status"))
+        samples = exporter.scrape()
+        pending = samples.get((catalog.OUTBOX_EVENTS.name, (("status", "pending"),)))
+        return stored(samples) == truth and pending == outbox.get("pending", 0)
+
+    wait_until(matches_truth, message="first count")
+    for seq in range(100, 150):
+        insert_event(conn, "git:merge", seq=seq)
+    wait_until(matches_truth, message="new rows counted")
+    conn.execute("UPDATE events SET sync_status = 'synced' WHERE id <= 60")  # the outbox drains, oldest first
+    wait_until(matches_truth, message="synced rows leave the outbox")
+    conn.execute("DELETE FROM events WHERE id <= 80")  # retention
+    wait_until(matches_truth, message="deleted rows uncounted")
+    conn.close()

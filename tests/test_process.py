@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import socket
 import subprocess
 import sys
+import time
 
 import psutil
+import pytest
 from conftest import ROOT, Exporter, free_port, wait_for_http, wait_until
 
 from devflow_monitor.exporter import catalog
+from devflow_monitor.exporter.config import DEFAULT_PROCESS_PATTERN
 
-# A stand-in for `node .../server/index.js`: the default pattern must find it by its command line.
-FAKE_SERVER = [sys.executable, "-c", "import sys, time; time.sleep(120)", "node", "/opt/devflow/server/index.js"]
+SLEEP = "import sys, time; time.sleep(120)"
+
+
+@pytest.fixture
+def fake():
+    """A stand-in for `node /opt/<unique>/server/index.js`, and the pattern that finds it and nothing
+    else on the machine (a real DevFlow or another test's servers)."""
+    install = f"/opt/devflow-test-{os.getpid()}-{time.monotonic_ns()}"
+    server = [sys.executable, "-c", SLEEP, "node", f"{install}/server/index.js"]
+    return server, re.escape(install) + r"/server/index\.js"
+
+
+def test_the_default_pattern_finds_the_server_by_its_command_line(fake):
+    server, _ = fake
+    assert re.search(DEFAULT_PROCESS_PATTERN, " ".join(server))
+    assert not re.search(DEFAULT_PROCESS_PATTERN, "node /opt/devflow/client/index.js")
 
 
 def fake_server_holding(db: str, port: int) -> list[str]:
@@ -23,21 +42,22 @@ def fake_server_holding(db: str, port: int) -> list[str]:
             "server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
             f"server.bind(('127.0.0.1', {port})); server.listen()\n"
             "print('ready', flush=True); time.sleep(120)\n")
-    return [sys.executable, "-c", code, "node", "/opt/devflow/server/index.js"]
+    return [sys.executable, "-c", code]
 
 
 def up(exporter) -> float | None:
     return exporter.value(catalog.PROCESS_UP.name)
 
 
-def test_absent_started_restarted_and_several_targets(tmp_path, start_exporter, spawn):
-    exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"))
+def test_absent_started_restarted_and_several_targets(tmp_path, start_exporter, spawn, fake):
+    command, pattern = fake
+    exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"), "--devflow.process-pattern", pattern)
     samples = exporter.scrape()
     assert samples[(catalog.PROCESS_UP.name, ())] == 0
     assert samples[(catalog.PROCESS_MATCHES.name, ())] == 0
     assert (catalog.PROCESS_CPU.name, (("mode", "user"),)) not in samples
 
-    first = spawn(FAKE_SERVER)
+    first = spawn(command)
     wait_until(lambda: up(exporter) == 1, message="target found")
     samples = exporter.scrape()
     assert samples[(catalog.PROCESS_START_TIME.name, ())] == psutil.Process(first.pid).create_time()
@@ -48,15 +68,15 @@ def test_absent_started_restarted_and_several_targets(tmp_path, start_exporter, 
     first.kill()
     first.wait()
     assert up(exporter) == 0, "a dead target must not be reported from a cache"
-    second = spawn(FAKE_SERVER)
+    second = spawn(command)
     wait_until(lambda: up(exporter) == 1, message="restarted target found")
     samples = exporter.scrape()
     assert samples[(catalog.PROCESS_START_TIME.name, ())] == psutil.Process(second.pid).create_time()
     # One series per metric, whatever the PID: nothing stale, nothing doubled.
     assert len([key for key in samples if key[0] == catalog.PROCESS_RSS.name]) == 1
 
-    third = spawn(FAKE_SERVER)
-    fourth = spawn(FAKE_SERVER)
+    third = spawn(command)
+    fourth = spawn(command)
     wait_until(lambda: exporter.value(catalog.PROCESS_MATCHES.name) == 3, message="three matches")
     samples = exporter.scrape()
     assert samples[(catalog.PROCESS_START_TIME.name, ())] == psutil.Process(second.pid).create_time(), \
@@ -69,7 +89,8 @@ def test_absent_started_restarted_and_several_targets(tmp_path, start_exporter, 
                message="all gone")
 
 
-def test_pidfile_follows_restarts_and_reads_database_handles_and_sockets(tmp_path, start_exporter, spawn):
+def test_pidfile_follows_restarts_and_reads_database_handles_and_sockets(tmp_path, start_exporter, spawn, fake):
+    command, _ = fake
     db = tmp_path / "devflow.db"
     pidfile = tmp_path / "devflow.pid"
     port = free_port()
@@ -88,7 +109,7 @@ def test_pidfile_follows_restarts_and_reads_database_handles_and_sockets(tmp_pat
     assert samples[(catalog.PROCESS_SOCKETS.name, ())] >= 1
     assert samples[(catalog.PROCESS_OPEN_FDS.name, ())] >= 3
 
-    replacement = spawn(FAKE_SERVER)
+    replacement = spawn(command)
     pidfile.write_text(str(replacement.pid))
     assert exporter.value(catalog.PROCESS_START_TIME.name) == psutil.Process(replacement.pid).create_time()
     pidfile.write_text("not a pid")
@@ -138,7 +159,8 @@ def test_port_owner_is_taken_for_the_server_only_when_asked(tmp_path, start_expo
         pass
 
 
-def test_zombies_and_reused_pids_are_not_the_server(tmp_path, start_exporter, spawn):
+def test_zombies_and_reused_pids_are_not_the_server(tmp_path, start_exporter, spawn, fake):
+    command, _ = fake
     pidfile = tmp_path / "devflow.pid"
     exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"), "--devflow.pidfile", str(pidfile))
     # A server that crashed and that its parent (this test) has not reaped yet.
@@ -147,10 +169,37 @@ def test_zombies_and_reused_pids_are_not_the_server(tmp_path, start_exporter, sp
     pidfile.write_text(str(crashed.pid))
     assert up(exporter) == 0
     # A live process whose PID a stale pidfile happens to name: it started after the file was written.
-    stranger = spawn(FAKE_SERVER)
+    stranger = spawn(command)
     pidfile.write_text(str(stranger.pid))
     written = psutil.Process(stranger.pid).create_time() - 60
     os.utime(pidfile, (written, written))
     assert up(exporter) == 0
     pidfile.write_text(str(stranger.pid))
     assert up(exporter) == 1
+
+
+def test_a_process_that_becomes_the_server_after_it_was_first_seen_is_found(tmp_path, start_exporter, spawn, fake):
+    """Command lines are read once per new process (issue 12); a fork that execs the server later,
+    as a wrapper script does, is looked at again."""
+    server, pattern = fake
+    exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"), "--devflow.process-pattern", pattern)
+    install = server[-1].removesuffix("/server/index.js")
+    # The shell's own command line does not match: the path is only put together when it execs.
+    wrapper = spawn(["sh", "-c", f'sleep 1; exec {shlex.join(server[:-1])} "$0/server/index.js"', install])
+    wait_until(lambda: up(exporter) == 1, message="the exec'd server found")
+    assert exporter.value(catalog.PROCESS_START_TIME.name) == psutil.Process(wrapper.pid).create_time()
+
+
+def test_a_live_server_is_watched_without_reading_every_command_line(tmp_path, start_exporter, spawn, fake):
+    """Issue 12: the background scan read every process's command line every few seconds. With the
+    server found, a few seconds without scrapes cost fewer reads than one look at every process."""
+    server, pattern = fake
+    spawn(server)
+    exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"), "--devflow.process-pattern", pattern,
+                              "--no-collector.database", "--no-collector.eventqueue", "--no-collector.host")
+    wait_until(lambda: up(exporter) == 1, message="server found")
+    io = psutil.Process(exporter.proc.pid)
+    before = io.io_counters().read_count
+    time.sleep(2)  # ten scan intervals in tests
+    reads = io.io_counters().read_count - before
+    assert reads < len(psutil.pids()), f"{reads} reads while watching a live server"

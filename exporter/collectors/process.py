@@ -10,9 +10,20 @@ Sample output:
     devflow_process_port_listening{port="3000"} 0.0
     devflow_db_connections 1.0
 
-Scanning every process's command line and reading /proc/net/tcp both cost
-milliseconds, so they run in a background thread; a scrape only re-reads the
-one process it already knows (a few /proc files) and counts its socket fds.
+What it costs between scrapes (issue 12: the old 5 s scan of every command
+line was two thirds of the exporter's idle CPU):
+- a scrape re-reads the one process it knows (a few /proc files), counts its
+  socket fds, and asks the kernel for its listening TCP sockets (sock_diag
+  netlink: the kernel filters them, 0.25 ms, where psutil's `net_connections`
+  reads every socket and every process's fds);
+- a pidfile is read on every scrape, so with a pidfile nothing runs between
+  scrapes;
+- with a command-line pattern a background thread looks for the server every
+  `scan_interval_seconds` while none lives, and every 10 times that (50 s by
+  default) while one does, to find a second instance. A look lists /proc and
+  reads the command line only of processes first seen in the last minute (a
+  fork shows its parent's command line until it execs); once an hour it reads
+  them all again. A known server that exits is seen by the next scrape.
 """
 
 from __future__ import annotations
@@ -20,7 +31,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
+import struct
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +55,14 @@ class Target:
 
 # Clock granularity between a process's start time and its pidfile's modification time.
 PIDFILE_SLACK_SECONDS = 2.0
+# While a server lives, look for a second one this many scan intervals apart (5 s -> 50 s: within a minute).
+SLOW_SCAN_FACTOR = 10
+# Read every command line again this often: catches a process that exec'd the server long after it started.
+FULL_SCAN_SECONDS = 3600.0
+# A process's command line is read on every look during its first minute (a fork shows its parent's
+# command line until it execs: a wrapper script may exec the server seconds later), then no more.
+YOUNG_SECONDS = 60.0
+PROC = Path("/proc")
 
 
 def alive(proc: psutil.Process) -> bool:
@@ -59,6 +81,52 @@ def read_pidfile(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def read_cmdline(pid: int) -> str:
+    """The command line as one string ("" for kernel threads and processes gone or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return ""
+    return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+
+
+# sock_diag (linux/inet_diag.h): dump the TCP sockets in state LISTEN of one address family.
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST_DUMP = 0x1 | 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+TCP_LISTEN = 10
+NLMSG_HEADER = struct.Struct("=IHHII")
+SOCKID_LENGTH = 48  # inet_diag_sockid: ports, addresses, interface, cookie
+SPORT_OFFSET = NLMSG_HEADER.size + 4  # inet_diag_msg: family, state, timer, retrans, then the source port
+
+
+def listening_ports() -> set[int]:
+    """Ports with a listening TCP socket (IPv4 and IPv6), from the kernel's sock_diag interface."""
+    ports = set()
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as sock:
+        sock.settimeout(1.0)  # the kernel answers at once; never hang a scrape on it
+        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
+            request = struct.pack("=BBBxI", family, socket.IPPROTO_TCP, 0, 1 << TCP_LISTEN) + bytes(SOCKID_LENGTH)
+            sock.send(NLMSG_HEADER.pack(NLMSG_HEADER.size + len(request), SOCK_DIAG_BY_FAMILY,
+                                        NLM_F_REQUEST_DUMP, seq, 0) + request)
+            done = False
+            while not done:
+                data = sock.recv(65536)
+                offset = 0
+                while offset < len(data):
+                    length, kind = struct.unpack_from("=IH", data, offset)
+                    if kind == NLMSG_DONE:
+                        done = True
+                        break
+                    if kind == NLMSG_ERROR or length < NLMSG_HEADER.size:
+                        raise OSError("sock_diag answered with an error")
+                    ports.add(struct.unpack_from(">H", data, offset + SPORT_OFFSET)[0])
+                    offset += (length + 3) & ~3
+    return ports
+
+
 class ProcessFinder:
     """Finds DevFlow server processes, never the exporter itself, its ancestors or its children."""
 
@@ -73,6 +141,7 @@ class ProcessFinder:
         self.own_pid = me.pid
         # The shell or service manager that started us may carry the pattern in its command line too.
         self.ancestors = {p.pid for p in me.parents()}
+        self.sock_diag = True  # until the kernel refuses it (not Linux, or a sandbox)
 
     @classmethod
     def from_config(cls, config: Config) -> "ProcessFinder":
@@ -102,12 +171,30 @@ class ProcessFinder:
             cmdline = " ".join(proc.info["cmdline"] or ())
             if cmdline and self.pattern.search(cmdline) and not self.is_own(proc.pid):
                 found.append(Target(proc.pid, proc.info["create_time"]))
+        return self.with_port_owners(found)
+
+    def target(self, pid: int) -> Target | None:
+        """A matching pid as a Target, unless it is ours or already gone."""
+        if self.is_own(pid):
+            return None
+        try:
+            return Target(pid, psutil.Process(pid).create_time())
+        except psutil.Error:
+            return None
+
+    def with_port_owners(self, found: list[Target]) -> list[Target]:
         if not found and self.match_port:
             found = self._port_owners()
         return sorted(found, key=lambda t: (t.create_time, t.pid))
 
     def port_listening(self) -> bool:
-        """Whether anything listens on the port (reads the kernel's socket tables: background only)."""
+        """Whether anything listens on the port: one sock_diag dump, psutil where that is refused."""
+        if self.sock_diag:
+            try:
+                return self.port in listening_ports()
+            except (OSError, AttributeError, struct.error):  # AttributeError: no AF_NETLINK here
+                log.info("sock_diag unavailable; reading listening sockets with psutil")
+                self.sock_diag = False
         try:
             return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port
                        for c in psutil.net_connections(kind="tcp"))
@@ -139,6 +226,51 @@ class ProcessFinder:
             return False
 
 
+class IncrementalScan:
+    """`ProcessFinder.scan()` that reads the command lines of young processes only (see the module docstring).
+
+    Not thread-safe: the collector calls it with its lock held.
+    """
+
+    def __init__(self, finder: ProcessFinder):
+        self.finder = finder
+        self.first_seen: dict[int, float] = {}  # pid -> monotonic time of the look that first listed it
+        self.matches: dict[int, Target] = {}
+        self.full_at = 0.0  # monotonic time of the last look that read every command line
+
+    def scan(self) -> list[Target]:
+        try:
+            pids = {int(name) for name in os.listdir(PROC) if name.isdigit()}
+        except OSError:  # no /proc (not Linux): the full scan each time
+            return self.finder.scan()
+        now = time.monotonic()
+        first = not self.full_at
+        full = first or now - self.full_at > FULL_SCAN_SECONDS
+        if full:
+            self.full_at = now
+        self.first_seen = {pid: seen for pid, seen in self.first_seen.items() if pid in pids}
+        self.matches = {pid: t for pid, t in self.matches.items() if pid in pids and self.same_process(t)}
+        for pid in pids:
+            # What runs at the first look is read then, and is not young afterwards.
+            seen = self.first_seen.setdefault(pid, float("-inf") if first else now)
+            if pid in self.matches or (not full and now - seen > YOUNG_SECONDS):
+                continue
+            cmdline = read_cmdline(pid)
+            if cmdline and self.finder.pattern.search(cmdline):
+                target = self.finder.target(pid)
+                if target:
+                    self.matches[pid] = target
+        return self.finder.with_port_owners(list(self.matches.values()))
+
+    @staticmethod
+    def same_process(target: Target) -> bool:
+        """Still the process that matched, not another one that reused its pid."""
+        try:
+            return psutil.Process(target.pid).create_time() == target.create_time
+        except psutil.Error:
+            return False
+
+
 class ProcessCollector:
     name = "process"
 
@@ -148,46 +280,52 @@ class ProcessCollector:
         self.port = devflow.port
         self.database = os.path.realpath(devflow.database_path)
         self.scan_interval = config.collectors.process.scan_interval_seconds
+        # _lock guards _scanner, _matches and _process (the background look and scrapes share them).
         self._lock = threading.Lock()
+        self._scanner = IncrementalScan(self.finder)
         self._matches: list[Target] = []
-        self._port_listening = False
         self._process: psutil.Process | None = None
+        # The fd limit of _limit_owner, cached by scrapes without a lock: a race only reads it twice.
         self._limit_owner: psutil.Process | None = None
         self._limit: int | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by a scrape that saw the server go: look at the fast pace again
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._background_scan()
+        if self.finder.pidfile:
+            return  # the pidfile is read on every scrape: nothing to do between scrapes
+        with self._lock:
+            self._matches = self._scanner.scan()  # before the first scrape
         self._thread = threading.Thread(target=self._scan_loop, name="process-scan", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread:
             self._thread.join(timeout=5)
 
     def _scan_loop(self) -> None:
-        while not self._stop.wait(self.scan_interval):
-            self._background_scan()
-
-    def _background_scan(self) -> None:
-        try:
-            matches = self.finder.scan()
-            listening = self.finder.port_listening()
-        except Exception:
-            log.exception("process scan failed")
-            return
-        with self._lock:
-            self._matches = matches
-            self._port_listening = listening
+        live = False
+        while True:
+            self._wake.wait(self.scan_interval * (SLOW_SCAN_FACTOR if live else 1))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                with self._lock:
+                    self._matches = self._scanner.scan()
+                    live = bool(self._matches)
+            except Exception:  # the thread must outlive any surprise; the next look tries again
+                log.exception("process scan failed")
+                live = False
 
     def current(self) -> psutil.Process | None:
         """The reported process: the known one while it lives, else the oldest match."""
         with self._lock:
             proc = self._process
             if self.finder.pidfile:
-                # A pidfile is one small read: follow it on every scrape so restarts show at once.
                 pid = read_pidfile(self.finder.pidfile)
                 if proc is not None and proc.pid == pid and alive(proc):
                     return proc
@@ -195,8 +333,10 @@ class ProcessCollector:
             elif proc is not None:
                 if alive(proc):
                     return proc
-                # The process we knew ended: rescan now rather than report it absent until the next scan.
-                self._matches = self.finder.scan()
+                # The process we knew ended: look now rather than report it absent until the next look,
+                # and have the background look at the fast pace again.
+                self._matches = self._scanner.scan()
+                self._wake.set()
             self._process = self._first_alive(self._matches)
             return self._process
 
@@ -217,8 +357,9 @@ class ProcessCollector:
         listening = catalog.PROCESS_PORT_LISTENING.family()
         proc = self.current()
         with self._lock:
-            matches.add_metric([], len(self._matches))
-            listening.add_metric([str(self.port)], 1.0 if self._port_listening else 0.0)
+            # A second instance that exited since the last look is not counted (kill 0: no /proc read).
+            matches.add_metric([], sum(1 for t in self._matches if psutil.pid_exists(t.pid)))
+        listening.add_metric([str(self.port)], 1.0 if self.finder.port_listening() else 0.0)
         yield matches
         yield listening
         sample = self._read(proc) if proc else None
