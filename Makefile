@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test bench rules dashboards docs up down demo status clean
+.PHONY: install deps test bench rules dashboards docs up down demo status clean vendor-js screenshots
 
 install: $(STAMP)
 
@@ -14,7 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# The system programs the stack and the tests use (prometheus, alertmanager, chromium, ...): installed with
+# apt-get (root or passwordless sudo) or Homebrew, or else the one line to run is printed. DEPS_FLAGS=--strict
+# makes anything still missing an error (CI).
+deps:
+	$(PYTHON) stack/deps.py $(DEPS_FLAGS)
+
+test: deps $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
@@ -31,17 +37,30 @@ dashboards: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m devflow_monitor.generate.metrics_doc
 
-up: $(STAMP)
+up: deps $(STAMP)
 	$(BIN)/devflow-monitor stack up
 
 down: $(STAMP)
 	$(BIN)/devflow-monitor stack down
 
-demo: $(STAMP)
+demo: deps $(STAMP)
 	$(BIN)/devflow-monitor stack demo
 
 status: $(STAMP)
 	$(BIN)/devflow-monitor stack status
+
+# The charting library of the built-in web dashboards, vendored from npm (no CDN at run time).
+UPLOT_VERSION := 1.6.32
+VENDOR := webdash/static/vendor
+vendor-js:
+	tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent uplot@$(UPLOT_VERSION) && tar xzf uplot-$(UPLOT_VERSION).tgz \
+	  && cp package/dist/uPlot.iife.min.js package/dist/uPlot.min.css $(CURDIR)/$(VENDOR)/ \
+	  && cp package/LICENSE $(CURDIR)/$(VENDOR)/uPlot.LICENSE && rm -rf $$tmp
+
+# docs/screenshots/*.png: the five built-in dashboards in headless Chromium against the demo chain.
+screenshots: deps $(STAMP)
+	DEVFLOW_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  tests/test_webdash_browser.py -k every_panel_shows_data
 
 clean:
 	rm -rf $(VENV) .pytest_cache

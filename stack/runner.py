@@ -2,7 +2,8 @@
 
 When a Docker engine answers (`docker info`), the stack is docker-compose.yml. Otherwise the same
 configuration files run natively: the exporter from this virtualenv, `prometheus` and
-`prometheus-alertmanager` (or `alertmanager`) from PATH, and Grafana only if it is installed. Native state
+`prometheus-alertmanager` (or `alertmanager`) from PATH, and Grafana if it is installed, else the built-in
+web dashboards (`devflow-monitor webdash`) on Grafana's port, so the dashboards' URL is the same. Native state
 (rendered configs, data, logs and one record per started process) lives in a single folder, `.stack/` of
 the checkout unless told otherwise; `down` stops exactly the processes whose PID and start time `up`
 recorded there, never anything found by name.
@@ -26,6 +27,10 @@ from pathlib import Path
 import psutil
 import yaml
 
+from devflow_monitor.cli import COMMANDS
+from devflow_monitor.exporter.config import BackupConfig
+from devflow_monitor.stack import deps
+
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = "docker-compose.yml"
 COMPOSE_DEMO_FILE = "stack/compose.demo.yml"
@@ -34,15 +39,14 @@ COMPOSE_DEMO_FILE = "stack/compose.demo.yml"
 # the same variables). Grafana is on 3001 because DevFlow owns 3000; the demo's simulator keeps off 3000
 # too, so a demo can run beside a real DevFlow.
 DEFAULT_PORTS = {"simulator": 3100, "exporter": 9764, "alertmanager": 9093, "prometheus": 9090, "grafana": 3001}
-# Start order; `down` stops in reverse.
-ORDER = ("simulator", "exporter", "alertmanager", "prometheus", "grafana")
+# Start order; `down` stops in reverse. webdash, the built-in dashboards, stands in for a missing Grafana.
+ORDER = ("simulator", "exporter", "alertmanager", "prometheus", "grafana", "webdash")
+PORT_OF = {"webdash": "grafana"}  # whoever serves the dashboards listens on Grafana's port
 READY_PATHS = {"simulator": "/health", "exporter": "/health", "alertmanager": "/-/ready",
-               "prometheus": "/-/ready", "grafana": "/api/health"}
+               "prometheus": "/-/ready", "grafana": "/api/health", "webdash": "/"}
 SHOWN_PATHS = {"simulator": "/status", "exporter": "/metrics", "alertmanager": "/#/alerts",
-               "prometheus": "/alerts", "grafana": "/dashboards"}
-INSTALL_HINTS = {"prometheus": "apt-get install prometheus (or brew install prometheus)",
-                 "alertmanager": "apt-get install prometheus-alertmanager (or brew install alertmanager)",
-                 "grafana": "see https://grafana.com/docs/grafana/latest/setup-grafana/installation/"}
+               "prometheus": "/alerts", "grafana": "/dashboards", "webdash": "/"}
+GRAFANA_INSTALL = "https://grafana.com/docs/grafana/latest/setup-grafana/installation/"
 GRAFANA_HOMES = ("/usr/share/grafana", "/opt/homebrew/share/grafana", "/usr/local/share/grafana")
 # Where compose mounts Grafana's dashboards (dashboards/provisioning points its file provider here).
 GRAFANA_DASHBOARDS_IN_CONTAINER = "/var/lib/grafana/dashboards/devflow"
@@ -69,9 +73,12 @@ class Settings:
     demo: bool = False
     ready_timeout: float = 60.0
 
+    def port(self, name: str) -> int:
+        return self.ports[PORT_OF.get(name, name)]
+
     def url(self, name: str) -> str:
         host = "127.0.0.1" if self.bind in ("0.0.0.0", "::", "") else self.bind
-        return f"http://{host}:{self.ports[name]}"
+        return f"http://{host}:{self.port(name)}"
 
 
 @dataclass
@@ -229,8 +236,9 @@ def demo(settings: Settings, mode: str | None, fault: str, fault_after: float, w
     print("\nThe simulator (a stand-in for DevFlow) writes events and logs; the exporter watches it"
           + (f" and Prometheus scrapes it every {DEMO_INTERVAL}." if manifest.get("mode") == "native" else "."))
     if "prometheus" not in manifest.get("urls", {}):
-        wait = 0
-        print("Prometheus is not running (see skipped above), so no alert can fire; the fault is still injected.")
+        fault_after = wait = 0  # nothing can alert, so nothing is worth waiting for
+        print("Prometheus is not running (see skipped above; `make deps` installs it), so no alert can fire; "
+              "the fault is injected at once.")
     print(f"Injecting fault '{fault}' in {fault_after:.0f} s (Ctrl-C skips; by hand: "
           f"curl -X POST {simulator}/faults/{fault}).")
     try:
@@ -351,6 +359,9 @@ def _compose_up(settings: Settings) -> None:
         raise StackError("GF_ADMIN_PASSWORD is not set: put GF_ADMIN_PASSWORD=<a password> in the environment "
                          "or in .env (git-ignored); Grafana gets no default admin password")
     _check_generated_inputs(settings.repo)
+    # Docker creates a missing bind source as root, and `devflow-monitor backup` could no longer write there.
+    state_dir = settings.env.get("DEVFLOW_STATE_DIR") or str(Path(BackupConfig.status_file).parent)
+    Path(state_dir).expanduser().mkdir(parents=True, exist_ok=True)
     files = [COMPOSE_FILE] + ([COMPOSE_DEMO_FILE] if settings.demo else [])
     settings.state.mkdir(parents=True, exist_ok=True)
     names = [name for name in ORDER if settings.demo or name != "simulator"]
@@ -368,8 +379,8 @@ def _compose_up(settings: Settings) -> None:
 def _native_up(settings: Settings) -> None:
     _check_generated_inputs(settings.repo)
     components, skipped = plan_native(settings)
-    busy = [f"{c.name} port {settings.ports[c.name]}" for c in components
-            if not port_is_free(settings.bind, settings.ports[c.name])]
+    busy = [f"{c.name} port {settings.port(c.name)}" for c in components
+            if not port_is_free(settings.bind, settings.port(c.name))]
     if busy:
         raise StackError(f"already in use: {', '.join(busy)}; stop what listens there or choose other ports "
                          f"(--NAME-port or DEVFLOW_STACK_NAME_PORT)")
@@ -419,7 +430,7 @@ def plan_native(settings: Settings) -> tuple[list[Component], dict[str, str]]:
         "serve", "--web.listen-address", f"{settings.bind}:{settings.ports['exporter']}", *exporter_args],
         exporter_env))
 
-    alertmanager = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    alertmanager = deps.find("prometheus-alertmanager")
     if alertmanager:
         components.append(Component("alertmanager", [
             alertmanager, f"--config.file={state / 'alertmanager' / 'alertmanager.yml'}",
@@ -429,9 +440,9 @@ def plan_native(settings: Settings) -> tuple[list[Component], dict[str, str]]:
             "--cluster.listen-address="]))  # a single instance: no gossip port to collide with
     else:
         skipped["alertmanager"] = ("neither prometheus-alertmanager nor alertmanager on PATH "
-                                   f"({INSTALL_HINTS['alertmanager']})")
+                                   f"({_install_hint('prometheus-alertmanager')})")
 
-    prometheus = shutil.which("prometheus")
+    prometheus = deps.find("prometheus")
     if prometheus:
         components.append(Component("prometheus", [
             prometheus, f"--config.file={state / 'prometheus' / 'prometheus.yml'}",
@@ -440,20 +451,36 @@ def plan_native(settings: Settings) -> tuple[list[Component], dict[str, str]]:
             f"--web.external-url={settings.url('prometheus')}",
             "--storage.tsdb.retention.time=15d", "--web.enable-lifecycle"]))
     else:
-        skipped["prometheus"] = f"prometheus not on PATH ({INSTALL_HINTS['prometheus']})"
+        skipped["prometheus"] = f"prometheus not on PATH ({_install_hint('prometheus')})"
 
     grafana, reason = _grafana_component(settings)
     if grafana:
         components.append(grafana)
     else:
         skipped["grafana"] = reason
+        if prometheus and "webdash" in COMMANDS:
+            components.append(_webdash_component(settings, python, python_env, alertmanager is not None))
     return components, skipped
+
+
+def _install_hint(program: str) -> str:
+    return f"`make deps` installs it, or: {deps.install_command([deps.BY_COMMAND[program]])}"
+
+
+def _webdash_component(settings: Settings, python: list[str], env: dict[str, str],
+                       with_alertmanager: bool) -> Component:
+    """The built-in web dashboards on Grafana's port, reading the stack's Prometheus (and Alertmanager)."""
+    argv = python + ["webdash", "--web.listen-address", f"{settings.bind}:{settings.port('webdash')}",
+                     "--prometheus.url", settings.url("prometheus")]
+    if with_alertmanager:
+        argv += ["--alertmanager.url", settings.url("alertmanager")]
+    return Component("webdash", argv, env)
 
 
 def _grafana_component(settings: Settings) -> tuple[Component | None, str]:
     binary = shutil.which("grafana") or shutil.which("grafana-server")
     if binary is None:
-        return None, f"grafana-server / grafana not on PATH ({INSTALL_HINTS['grafana']})"
+        return None, f"grafana-server / grafana not on PATH (see {GRAFANA_INSTALL})"
     homes = [Path(home) for home in GRAFANA_HOMES] + [Path(binary).resolve().parent.parent]
     home = next((h for h in homes if (h / "conf" / "defaults.ini").is_file()), None)
     if home is None:
@@ -794,7 +821,10 @@ def _print_table(manifest: dict, rows: list[tuple[str, str, str, str]]) -> None:
     for name, reason in manifest.get("skipped", {}).items():
         print(f"{name:<13} {'skipped':<10} {'-':<8} {reason}")
     if "grafana" in manifest["urls"]:
-        print("\nGrafana login: admin (or $GF_ADMIN_USER) with $GF_ADMIN_PASSWORD; dashboards in folder DevFlow.")
+        print(f"\nDashboards: {manifest['urls']['grafana']} (Grafana; login admin or $GF_ADMIN_USER with "
+              "$GF_ADMIN_PASSWORD; folder DevFlow).")
+    elif "webdash" in manifest["urls"]:
+        print(f"\nDashboards: {manifest['urls']['webdash']} (the built-in web dashboards: Grafana is not installed).")
     if manifest.get("placeholders"):
         print(f"Notifications: placeholder secrets ({', '.join(manifest['placeholders'])}), so alerts show in "
               "Alertmanager but nothing is sent; put real ones in alerting/secrets/ and restart.")
@@ -863,4 +893,6 @@ def _print_where_to_look(settings: Settings, alertname: str) -> None:
         print(f"  Alertmanager        {settings.url('alertmanager')}/#/alerts")
     if "grafana" in manifest["urls"]:
         print(f"  Grafana             {settings.url('grafana')}/dashboards (DevFlow folder: Overview, Errors)")
+    elif "webdash" in manifest["urls"]:
+        print(f"  Dashboards          {settings.url('webdash')}/ (built-in: Overview, Errors)")
     print("`make down` stops the stack.")

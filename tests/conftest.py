@@ -14,7 +14,17 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from devflow_monitor.stack import deps
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def requires(*programs: str) -> pytest.MarkDecorator:
+    """Skip unless these system programs (names from stack/deps.py) are installed; the reason is the one
+    line that installs them (`make deps` does it where this machine allows)."""
+    absent = deps.missing(programs)
+    names = ", ".join(program.command for program in absent)
+    return pytest.mark.skipif(bool(absent), reason=f"{names} not installed: {deps.install_command(absent)}")
 
 
 def free_port() -> int:
@@ -105,6 +115,10 @@ class Exporter:
     def value(self, name: str, **labels) -> float | None:
         return self.scrape().get((name, tuple(sorted(labels.items()))))
 
+
+# For a test that needs no DevFlow server: a command line no process has, so a real DevFlow (or another
+# test's stand-in for one) running on this machine is not taken for the server.
+NO_SERVER = ("--devflow.process-pattern", "^devflow-monitor tests: no server has this command line$")
 
 # Fast schedules so tests see background work within a second or two.
 FAST_SETTINGS = {"collectors": {"process": {"scan_interval_seconds": 0.2},

@@ -18,7 +18,6 @@ resolved notification once the fault is cleared.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import urllib.parse
 import urllib.request
@@ -27,14 +26,13 @@ import pytest
 import yaml
 
 from devflow_monitor.alerting import build, rules, settings
-from conftest import free_port, wait_for_http, wait_until
+from conftest import free_port, requires, wait_for_http, wait_until
 from devflow_monitor.generate import files as generated
 from test_alerting import fast_alertmanager_settings, receivers, start_alertmanager  # noqa: F401 (fixture)
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not shutil.which("prometheus") or not shutil.which("prometheus-alertmanager"),
-                       reason="needs Debian's prometheus and prometheus-alertmanager"),
+    requires("prometheus", "prometheus-alertmanager"),
 ]
 
 FIRE_TIMEOUT = 60  # seconds; a rate window, a `for`, a group_wait and a few scrapes

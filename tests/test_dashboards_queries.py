@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, free_port, http_get, wait_for_http
+from conftest import ROOT, free_port, http_get, requires, wait_for_http
 from devflow_monitor.dashboards import DASHBOARDS
 from devflow_monitor.exporter import catalog
 
@@ -101,10 +101,9 @@ def write_configs(tmp: Path, exporter_port: int) -> tuple[Path, Path]:
     return exporter_config, prometheus_config
 
 
+@requires("prometheus")
 def test_every_panel_query_returns_data_from_a_real_prometheus(spawn, tmp_path):
     prometheus = shutil.which("prometheus")
-    if prometheus is None:
-        pytest.skip("prometheus is not installed")
     sim_port, exporter_port, prometheus_port = free_port(), free_port(), free_port()
     instance = f"127.0.0.1:{exporter_port}"
     exporter_config, prometheus_config = write_configs(tmp_path, exporter_port)

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import ROOT, wait_until
+from conftest import ROOT, requires, wait_until
 from test_ops_support import start_fake_server
 
 from devflow_monitor.cli import build_parser
@@ -40,7 +40,7 @@ def test_every_scheduled_job_and_service_has_its_files():
                                         "com.devflow.monitor.maintain"}
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (Debian: systemd)")
+@requires("systemd-analyze")
 def test_units_pass_systemd_analyze_verify(tmp_path):
     # verify checks that ExecStart exists: point it at this checkout's binary, the one change an
     # installer makes too (packaging/README.md).
@@ -56,7 +56,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     assert result.stderr.strip() == "", f"systemd-analyze warned: {result.stderr}"
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (Debian: systemd)")
+@requires("systemd-analyze")
 @pytest.mark.parametrize("timer, weekday", [("devflow-monitor-backup.timer", None),
                                             ("devflow-monitor-maintain.timer", "Sun")])
 def test_timers_run_daily_backup_and_weekly_maintenance(timer, weekday):
@@ -99,7 +99,7 @@ def test_plists_parse_and_run_commands_the_cli_accepts(path):
         assert ("Weekday" in when) == ("maintain" in path.stem), "backup daily, maintenance weekly"
 
 
-@pytest.mark.skipif(shutil.which("logrotate") is None, reason="logrotate not installed")
+@requires("logrotate")
 def test_logrotate_rotates_under_a_writer_without_losing_a_line_and_spares_the_exporter(spawn, tmp_path):
     logs = tmp_path / "log"
     logs.mkdir()
@@ -140,7 +140,7 @@ def test_logrotate_rotates_under_a_writer_without_losing_a_line_and_spares_the_e
     assert len(numbers) > 100
 
 
-@pytest.mark.skipif(shutil.which("pgrep") is None, reason="pgrep not installed")
+@requires("pgrep")
 def test_logrotate_fallback_pattern_matches_the_server_and_not_the_exporter_or_the_shell(spawn, tmp_path):
     script = (PACKAGING / "logrotate" / "devflow").read_text()
     pattern = re.search(r"pkill -USR1 -f '([^']+)'", script).group(1)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import bcrypt
 import psutil
 import yaml
-from conftest import FAST_SETTINGS, cli, free_port, http_get, parse_metrics, wait_until
+from conftest import FAST_SETTINGS, NO_SERVER, cli, free_port, http_get, parse_metrics, wait_until
 from prometheus_client import CollectorRegistry, generate_latest
 
 from devflow_monitor.exporter import catalog
@@ -23,8 +23,10 @@ from devflow_monitor.exporter.collectors import CollectorSet
 from devflow_monitor.exporter.devflow_db import create_database, insert_event
 
 
-def test_routes_answer_with_their_shapes(tmp_path, start_exporter):
-    exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"))
+def test_routes_answer_with_their_shapes(tmp_path, start_exporter, spawn):
+    # A DevFlow server elsewhere on this machine (here a stand-in with its command line) is not this test's.
+    elsewhere = spawn([sys.executable, "-c", "import time; time.sleep(60)", "node", "/opt/devflow/server/index.js"])
+    exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"), *NO_SERVER)
     status, page = http_get(exporter.url + "/")
     assert status == 200 and "/metrics" in page and "/status" in page
     status, body = http_get(exporter.url + "/health")
@@ -35,6 +37,7 @@ def test_routes_answer_with_their_shapes(tmp_path, start_exporter):
     assert status == 200
     assert set(guide) >= {"status", "uptime", "version", "monitors", "database", "memory"}
     assert guide["database"] == "missing" and guide["status"] == "down"
+    elsewhere.kill()
     assert guide["monitors"] == {"file": "unknown", "git": "unknown", "test": "unknown"}
     assert http_get(exporter.url + "/nope")[0] == 404
     samples = exporter.scrape()

@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -21,16 +22,45 @@ import psutil
 import pytest
 import yaml
 
-from conftest import ROOT, cli, free_port, http_get, wait_until
+from conftest import ROOT, cli, free_port, http_get, requires, wait_until
+from devflow_monitor.stack import deps
 from devflow_monitor.stack import runner as stack
 
 COMPOSE = shutil.which("docker-compose")
 PROMTOOL = shutil.which("promtool")
-AMTOOL = shutil.which("amtool")
-NATIVE = shutil.which("prometheus") and (shutil.which("prometheus-alertmanager") or shutil.which("alertmanager"))
-needs_compose = pytest.mark.skipif(COMPOSE is None, reason="Debian's docker-compose is not installed")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
-needs_native = pytest.mark.skipif(not NATIVE, reason="prometheus and alertmanager binaries are not installed")
+needs_compose = requires("docker-compose")
+needs_promtool = requires("promtool")
+needs_native = requires("prometheus", "prometheus-alertmanager")
+
+
+# --- make deps ---------------------------------------------------------------------------------------------
+
+def run_deps(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """stack/deps.py where nothing is on PATH but python: every program missing, no package manager."""
+    bin_dir = tmp_path / "bare-bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "python3").exists():
+        (bin_dir / "python3").symlink_to(sys.executable)
+    return subprocess.run(["python3", str(ROOT / "stack" / "deps.py"), *args], capture_output=True, text=True,
+                          timeout=60, env={"PATH": str(bin_dir)})
+
+
+def test_deps_that_cannot_install_print_the_one_line_and_let_the_tests_run(tmp_path):
+    result = run_deps(tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = next(line.strip() for line in result.stdout.splitlines() if "apt-get install" in line)
+    packages = line.split("--no-install-recommends ")[1].split()
+    assert {"prometheus", "prometheus-alertmanager", "chromium", "chromium-driver", "procps"} <= set(packages)
+    assert len(packages) == len(set(packages))
+    assert run_deps(tmp_path, "--strict").returncode == 1, "CI must not turn a missing program into a skip"
+
+
+def test_make_test_up_and_demo_all_run_deps_first():
+    for target in ("test", "up", "demo"):
+        result = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        commands = result.stdout.splitlines()
+        assert commands and "stack/deps.py" in commands[0], (target, commands)
+    assert "make deps" in (ROOT / ".ci" / "run").read_text()
 
 
 # --- docker-compose.yml ---------------------------------------------------------------------------------
@@ -49,10 +79,10 @@ def compose_config(tmp_path: Path, *files: str, env: dict | None = None) -> subp
 
 @pytest.fixture
 def compose_env(tmp_path):
-    data, logs = tmp_path / "devflow-data", tmp_path / "devflow-logs"
-    data.mkdir()
-    logs.mkdir()
-    return {"GF_ADMIN_PASSWORD": "s3cret-from-env", "DEVFLOW_DATA_DIR": str(data), "DEVFLOW_LOG_DIR": str(logs)}
+    folders = {name: tmp_path / f"devflow-{name.lower()}" for name in ("DATA", "LOG", "STATE")}
+    for folder in folders.values():
+        folder.mkdir()
+    return {"GF_ADMIN_PASSWORD": "s3cret-from-env", **{f"DEVFLOW_{name}_DIR": str(f) for name, f in folders.items()}}
 
 
 def resolved(tmp_path, env, *files) -> dict:
@@ -261,27 +291,6 @@ def test_file_sd_example_is_valid_service_discovery_for_the_devflow_job(tmp_path
     assert promtool_check(path).returncode != 0
 
 
-@needs_promtool
-def test_commented_remote_write_block_names_three_stores_and_is_valid_once_uncommented(tmp_path):
-    text = (ROOT / "prometheus.yml").read_text()
-    assert "remote_write" not in yaml.safe_load(text)
-    start = text.index("# remote_write:")
-    block = [line.removeprefix("# ") for line in text[start:].splitlines()]
-    for store in ("Mimir", "Thanos Receive", "VictoriaMetrics"):
-        assert store in text[start:]
-    config = yaml.safe_load(text[:start] + "\n".join(block))
-    keep = config["remote_write"][0]["write_relabel_configs"][0]
-    recorded = [rule["record"] for path in (ROOT / "alerting" / "rules").glob("*.yml")
-                for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"] if "record" in rule]
-    assert keep["action"] == "keep" and recorded
-    for name in recorded + ["devflow_process_up", "ALERTS"]:
-        assert re.fullmatch(keep["regex"], name), f"remote_write would drop {name}"
-    path = tmp_path / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    result = promtool_check(path)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 # --- native alertmanager.yml and Grafana provisioning ---------------------------------------------------------
 
 def secret_paths(node) -> list[str]:
@@ -293,12 +302,12 @@ def secret_paths(node) -> list[str]:
     return []
 
 
-@pytest.mark.skipif(AMTOOL is None, reason="amtool is not installed")
+@requires("amtool")
 def test_native_alertmanager_config_passes_amtool_with_placeholder_secrets(tmp_path):
     settings = settings_for(tmp_path)
     placeholders = stack.render_native_configs(settings)
     path = settings.state / "alertmanager" / "alertmanager.yml"
-    result = subprocess.run([AMTOOL, "check-config", str(path)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(["amtool", "check-config", str(path)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     secrets = secret_paths(yaml.safe_load(path.read_text()))
     assert secrets, "alertmanager.yml reads no secret files"
@@ -350,7 +359,8 @@ def fake_docker(tmp_path):
     script.write_text('#!/bin/sh\necho "$@" >> "$FAKE_DOCKER_LOG"\n'
                       'if [ "$1" = info ]; then exit "${FAKE_DOCKER_INFO_STATUS:-0}"; fi\nexit 0\n')
     script.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_DOCKER_LOG": str(log)}
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_DOCKER_LOG": str(log),
+           "DEVFLOW_STATE_DIR": str(tmp_path / "devflow-state")}
     for key in [k for k in env if k.startswith("DEVFLOW_STACK_")]:
         del env[key]
     return env, log
@@ -365,6 +375,7 @@ def test_up_uses_compose_when_docker_info_succeeds_and_down_brings_it_down(tmp_p
     calls = log.read_text().splitlines()
     assert f"compose -f {ROOT / 'docker-compose.yml'} up -d --build" in calls
     assert json.loads((state / "stack.json").read_text())["mode"] == "compose"
+    assert Path(env["DEVFLOW_STATE_DIR"]).is_dir(), "left to Docker, the backup status folder would be root's"
     assert cli("stack", "down", "--state-dir", str(state), env=env).returncode == 0
     assert log.read_text().splitlines()[-1] == f"compose -f {ROOT / 'docker-compose.yml'} down"
     assert not (state / "stack.json").exists()
@@ -390,14 +401,15 @@ def test_compose_is_refused_with_the_reason_when_no_engine_answers(tmp_path, fak
 
 
 def test_up_refuses_a_busy_port_by_name_and_starts_nothing(tmp_path):
+    """The exporter's port: the one component that starts whatever else is installed."""
     state = tmp_path / "state"
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = cli("stack", "up", "--native", "--state-dir", str(state), *port_flags(prometheus=port))
+        result = cli("stack", "up", "--native", "--state-dir", str(state), *port_flags(exporter=port))
     assert result.returncode == 1
-    assert f"prometheus port {port}" in result.stderr and "--NAME-port" in result.stderr
+    assert f"exporter port {port}" in result.stderr and "--NAME-port" in result.stderr
     assert not list((state / "run").glob("*.json")) and not (state / "stack.json").exists()
 
 
@@ -421,6 +433,40 @@ def test_status_without_a_stack_says_how_to_start_one(tmp_path):
     result = cli("stack", "status", "--state-dir", str(tmp_path / "nothing"))
     assert result.returncode == 1
     assert "make up" in result.stdout
+
+
+def path_with_only(tmp_path: Path, *programs: str) -> str:
+    """A PATH holding just these real programs, so what the plan finds does not depend on this machine."""
+    bin_dir = tmp_path / "only-bin"
+    bin_dir.mkdir()
+    for program in programs:
+        (bin_dir / program).symlink_to(deps.find(program))
+    return str(bin_dir)
+
+
+@requires("prometheus", "prometheus-alertmanager")
+def test_without_grafana_the_built_in_dashboards_take_its_port_and_read_the_stack(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", path_with_only(tmp_path, "prometheus", "prometheus-alertmanager"))
+    monkeypatch.setitem(stack.COMMANDS, "webdash", stack.COMMANDS.get("webdash", "its module"))
+    settings = settings_for(tmp_path)
+    components, skipped = stack.plan_native(settings)
+    assert [c.name for c in components] == ["exporter", "alertmanager", "prometheus", "webdash"]
+    assert "grafana" in skipped
+    argv = components[-1].argv
+    assert argv[argv.index("-m") + 1:argv.index("-m") + 3] == ["devflow_monitor.cli", "webdash"]
+    options = dict(zip(argv[argv.index("webdash") + 1::2], argv[argv.index("webdash") + 2::2]))
+    assert options == {"--web.listen-address": f"127.0.0.1:{settings.ports['grafana']}",
+                       "--prometheus.url": settings.url("prometheus"),
+                       "--alertmanager.url": settings.url("alertmanager")}
+
+
+def test_without_prometheus_nothing_serves_dashboards_that_could_only_say_it_is_down(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", path_with_only(tmp_path))
+    monkeypatch.setitem(stack.COMMANDS, "webdash", stack.COMMANDS.get("webdash", "its module"))
+    components, skipped = stack.plan_native(settings_for(tmp_path))
+    assert [c.name for c in components] == ["exporter"]
+    assert set(skipped) == {"prometheus", "alertmanager", "grafana"}
+    assert "make deps" in skipped["prometheus"]
 
 
 # --- native runs with the real binaries -------------------------------------------------------------------
@@ -493,6 +539,10 @@ def test_native_up_then_down_leaves_no_process_and_no_port_behind(native_stack):
         assert f"http://127.0.0.1:{ports[name]}" in up.stdout
     if not (shutil.which("grafana") or shutil.which("grafana-server")):
         assert re.search(r"^grafana\s+skipped\s+-\s+\S", up.stdout, re.MULTILINE)
+        if "webdash" in stack.COMMANDS:  # the built-in dashboards, on Grafana's port
+            assert "webdash" in {r["name"] for r in started}
+            assert f"Dashboards: http://127.0.0.1:{ports['grafana']} (the built-in" in up.stdout
+            assert http_get(f"http://127.0.0.1:{ports['grafana']}/")[0] == 200
 
     # The pieces are wired together: Prometheus scrapes the exporter, loaded the rules, knows Alertmanager.
     prometheus = f"http://127.0.0.1:{ports['prometheus']}"
@@ -511,6 +561,16 @@ def test_native_up_then_down_leaves_no_process_and_no_port_behind(native_stack):
     assert down.returncode == 0, down.stderr
     assert_everything_stopped(state, started, ports)
     assert cli("stack", "status", "--state-dir", str(state)).returncode == 1
+
+
+def test_demo_without_prometheus_injects_the_fault_at_once_instead_of_waiting_a_minute(native_stack, tmp_path):
+    state, ports = native_stack
+    env = {**os.environ, "PATH": path_with_only(tmp_path)}
+    demo = cli("stack", "demo", *flags(state, ports, demo=True), "--fault-after", "60", env=env, timeout=45)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "injected at once" in demo.stdout and "make deps" in demo.stdout
+    assert {r["name"] for r in records(state)} == {"simulator", "exporter"}
+    assert "error_burst" in json.loads(http_get(f"http://127.0.0.1:{ports['simulator']}/faults")[1])["active"]
 
 
 @pytest.mark.slow
