@@ -153,7 +153,7 @@ def _alert_rules(s: Settings) -> dict[str, AlertRule]:
     rotation = a["DevFlowLogNotRotated"]
     burst_errors = f"sum without (file, level) (increase({q(catalog.LOG_LINES.name, errors)}[{burst.window}]))"
     burst_all = f"sum without (file, level) (increase({q(catalog.LOG_LINES.name)}[{burst.window}]))"
-    # Without an expected listener, "no_listener" is the public build's normal state (FACTS.md).
+    # Without an expected listener, "no_listener" is the public build's normal state (docs/devflow.md).
     probe_failed = 'state!="ok"' if s.app.expect_listener else 'state!~"ok|no_listener"'
 
     return {

@@ -1,7 +1,7 @@
 """The one settings object every rule, route and rule test is built from.
 
 Defaults come from the operations guide (section 4.1 and its shell checks) and
-from ../shared/devflow/FACTS.md. Users change them without touching Python:
+from docs/devflow.md. Users change them without touching Python:
 
 - YAML: a partial copy of `to_dict(Settings())`, e.g.
 
@@ -141,7 +141,7 @@ def default_alerts() -> dict[str, Alert]:
 
 @dataclass
 class App:
-    # The public build listens on no port (FACTS.md): then "no listener" is its normal state,
+    # The public build listens on no port (docs/devflow.md): then "no listener" is its normal state,
     # DevFlowPortNotListening is not generated and a probe finding no listener does not alert.
     expect_listener: bool = False
     error_levels: str = "error|fatal"  # `level` label values counted as errors

@@ -1,4 +1,4 @@
-"""The DevFlow server's SQLite schema and event shapes (FACTS.md "Database").
+"""The DevFlow server's SQLite schema and event shapes (docs/devflow.md "The database").
 
 Used by the simulator, the benchmark's database builder and the tests, so that
 all of them write exactly what the real server writes.
@@ -163,7 +163,7 @@ def create_database(path: str | Path) -> sqlite3.Connection:
 
 
 def event_data(event_type: str, timestamp_ms: int, seq: int) -> str:
-    """The `data` JSON the server stores for an event, in the shape of FACTS.md's example."""
+    """The `data` JSON the server stores for an event, in the shape of docs/devflow.md's example."""
     category, _, action = event_type.partition(":")
     payload = {"action": action}
     if category == "git":

@@ -7,4 +7,6 @@
 - `dashboard` the guide's CLI views over the exporter's /metrics or Prometheus
 
 Each module defines `register(subparsers)` for `devflow_monitor.cli`.
+
+"The guide" and its section numbers ("guide 6.1") in this room's comments are summarised in docs/devflow.md.
 """

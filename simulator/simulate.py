@@ -1,7 +1,7 @@
 """`devflow-monitor simulate`: a stand-in for the DevFlow Monitor MCP server.
 
 This is NOT the DevFlow server. It imitates what the monitoring bundle can see
-of it (FACTS.md), so that demos and tests have a live target whose faults can be
+of it (docs/devflow.md), so that demos and tests have a live target whose faults can be
 switched on and off:
 
 - a real SQLite database in WAL mode with the server's schema
@@ -61,10 +61,10 @@ EVENT_WEIGHTS = {
     "git:commit": 6, "git:branch_updated": 4, "git:branch_created": 2, "git:merge": 1, "git:branch_deleted": 1,
     "test:started": 3, "test:passed": 3, "test:failed": 1, "ai:suggestion": 2, "ai:completion": 2,
 }
-# Capacities of the server's four in-memory queues (FACTS.md "Event queue").
+# Capacities of the server's four in-memory queues (docs/devflow.md "The event queue").
 QUEUE_CAPACITY = {"default": 5000, "priority": 1000, "batch": 10000, "failed": 1000}
 PRIORITY_TYPES = {"git:commit", "git:merge", "test:failed"}
-# The log file watcher reports chokidar's event names, not the stored types (FACTS shows `file:change`).
+# The log file watcher reports chokidar's event names, not the stored types (docs/devflow.md shows `file:change`).
 WATCHER_NAMES = {"created": "add", "changed": "change", "deleted": "unlink"}
 
 TICK_SECONDS = 0.1
