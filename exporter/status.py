@@ -12,6 +12,7 @@ import time
 
 import psutil
 
+from devflow_monitor.exporter import persistence
 from devflow_monitor.exporter.collectors.probe import HEALTHY_WORDS
 
 # What the guide's "database" field says for each state the database collector sees.
@@ -35,12 +36,17 @@ def guide_status(collector_set) -> dict:
             memory_used = round(proc.memory_info().rss / MB)
         except psutil.Error:
             proc = None
-    db_state = database.watcher.read_scrape()["state"] if database else None
+    db_scrape = database.watcher.read_scrape() if database else None
+    db_state = db_scrape["state"] if db_scrape else None
+    # DevFlowEventsNotPersisted's condition (the public build's defect): active, yet storing nothing.
+    events = persistence.judge_collectors(collector_set.get("logs"), None if process is None else proc is not None,
+                                          db_scrape)
     monitors = app.get("monitors") if isinstance(app.get("monitors"), dict) else {}
 
     if proc is None and process is not None:
         status = "down"
-    elif db_state not in (None, "ok") or app.get("status") not in (None, *HEALTHY_WORDS):
+    elif (db_state not in (None, "ok") or app.get("status") not in (None, *HEALTHY_WORDS)
+          or events.state == persistence.NOT_PERSISTING):
         status = "degraded"
     else:
         status = "healthy"
@@ -51,6 +57,7 @@ def guide_status(collector_set) -> dict:
         "monitors": {name: monitors.get(name, "unknown") for name in ("file", "git", "test")},
         "database": _database_word(db_state, server_running=None if process is None else proc is not None),
         "memory": {"used": memory_used, "total": _app_memory_total(app)},
+        "events": {"state": events.state, "summary": events.summary},
         "observed_by": "devflow-monitor exporter",
     }
 

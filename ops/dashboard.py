@@ -2,8 +2,17 @@
 
 Reads the exporter's /metrics (or Prometheus, with `--prometheus`), keeps a
 short history for rates and sparklines, and redraws in place. Without a
-terminal (a pipe, a log file) it prints plain frames one after another;
-`--once` prints one frame and exits (1 when the source cannot be read).
+terminal (a pipe, a log file) it prints one plain frame and exits, as
+`--once` does (1 when the source cannot be read); `--frames N` prints N.
+
+Rates cover a window that makes sense for the figure, never two neighbouring
+samples: Prometheus computes them with `rate()` over the settings'
+`rate_window` (the alerts' own window, 5m), since a refresh shorter than its
+scrape interval sees the same sample twice and then a jump. From the exporter
+they span `--rate-window` seconds (default 30) of the dashboard's own samples:
+`n/a` until that much has been seen, and `--once` waits that long between its
+two samples. Over 2 s an error logged every 30 s reads 0 or 30 per minute; over
+30 s it reads 2 or 4, and a longer window is one flag away.
 
 Colours follow the guide: yellow is outside its real-time checklist, red is
 where one of its alerts fires. The levels come from the alert settings
@@ -18,12 +27,19 @@ where one of its alerts fires. The levels come from the alert settings
     WAL file              yellow > 64 MiB                 (checklist.wal_size_bytes)
     last backup           yellow older than 26h           (DevFlowBackupStale)
 
+The overview's "event storage" row and its status are DevFlowEventsNotPersisted's
+condition as `exporter/persistence.py` judges it for `/status` and `doctor` too.
+Errors are the records whose level matches the settings' `app.error_levels`, as
+in the rules.
+
 Every metric name comes from `exporter.catalog`.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
 import time
 from collections import deque
@@ -34,6 +50,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devflow_monitor.alerting.settings import Settings, SettingsError, load, seconds
 from devflow_monitor.exporter import catalog as c
+from devflow_monitor.exporter import persistence
 from devflow_monitor.ops import common
 from devflow_monitor.exporter.flags import add_config_arguments, config_from_args
 
@@ -42,6 +59,10 @@ SPARK = "▁▂▃▄▅▆▇█"
 SPARK_ASCII = "_.-=+*#@"
 SPARK_WIDTH = 30
 HISTORY = 120
+EXPORTER_RATE_WINDOW = 30.0  # seconds; see the module docstring
+# The counters whose rates the views show; Prometheus computes each with rate().
+RATED = (c.PROCESS_CPU.name, c.LOG_LINES.name, c.EVENTS_INGESTED.name, c.HTTP_REQUESTS.name,
+         c.HTTP_DURATION.sum, c.HTTP_DURATION.count, c.PROBE_DURATION.sum, c.PROBE_DURATION.count)
 
 
 def register(subparsers) -> None:
@@ -63,10 +84,13 @@ def register(subparsers) -> None:
                         help='with --prometheus: extra label matchers, e.g. \'job="devflow"\'')
     parser.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
                         help="refresh interval (default 2)")
+    parser.add_argument("--rate-window", type=float, metavar="SECONDS",
+                        help="span of the rates: from the exporter default 30 (--once samples twice this far "
+                             "apart); with --prometheus default the settings' rate_window (5m)")
     parser.add_argument("--once", action="store_true",
-                        help="print one frame and exit (samples twice, --interval apart, to show rates)")
-    parser.add_argument("--frames", type=int, default=0, metavar="N", help="stop after N frames (default: run "
-                                                                          "until Ctrl-C)")
+                        help="print one frame and exit (the default when stdout is not a terminal)")
+    parser.add_argument("--frames", type=int, default=0, metavar="N",
+                        help="stop after N frames (default: run until Ctrl-C on a terminal, 1 otherwise)")
     parser.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="HTTP timeout (default 3)")
     parser.set_defaults(func=run)
 
@@ -75,13 +99,17 @@ def register(subparsers) -> None:
 
 @dataclass
 class Snapshot:
-    """All devflow_* samples at one moment: sample name -> [(labels, value)]."""
+    """All devflow_* samples at one moment: sample name -> [(labels, value)]; a match value is a string or a
+    compiled pattern. `rates` holds per-second rates of the RATED counters when the source computed them."""
     time: float
     samples: dict[str, list[tuple[dict, float]]]
+    rates: dict[str, list[tuple[dict, float]]] | None = None
 
     def series(self, name: str, **match) -> list[tuple[dict, float]]:
-        return [(labels, value) for labels, value in self.samples.get(name, ())
-                if all(labels.get(k) == v for k, v in match.items())]
+        return _select(self.samples.get(name, ()), match)
+
+    def rate_series(self, name: str, **match) -> list[tuple[dict, float]]:
+        return _select((self.rates or {}).get(name, ()), match)
 
     def value(self, name: str, **match) -> float | None:
         """The sum of the matching series, None when there is none."""
@@ -91,6 +119,12 @@ class Snapshot:
     def label_where_one(self, name: str, label: str, **match) -> str | None:
         """The value of `label` on the series that is 1 (state-set metrics: one series per state)."""
         return next((labels.get(label) for labels, v in self.series(name, **match) if v == 1), None)
+
+
+def _select(samples, match: dict) -> list[tuple[dict, float]]:
+    return [(labels, value) for labels, value in samples
+            if all(v.fullmatch(labels.get(k, "")) if isinstance(v, re.Pattern) else labels.get(k) == v
+                   for k, v in match.items())]
 
 
 class ExporterSource:
@@ -108,11 +142,17 @@ class ExporterSource:
 
 
 class PrometheusSource:
-    def __init__(self, base: str, match: str | None, timeout: float):
+    def __init__(self, base: str, match: str | None, timeout: float, rate_window: float):
         self.base = base.rstrip("/")
         self.url = self.base
+        self.match = match
         self.selector = '{__name__=~"devflow_.+"' + (f",{match}" if match else "") + "}"
         self.timeout = timeout
+        self.rate_window = rate_window
+
+    def _rate_queries(self) -> dict[str, str]:
+        labels = "{" + (self.match or "") + "}"
+        return {name: f"rate({name}{labels}[{self.rate_window:g}s])" for name in RATED}
 
     def _api(self, path: str, params: dict) -> list:
         status, body = common.http_get(f"{self.base}{path}?{urlencode(params, quote_via=quote)}", self.timeout)
@@ -126,25 +166,35 @@ class PrometheusSource:
 
     def sample(self) -> Snapshot:
         now = time.time()
+        at = {"time": f"{now:.3f}"}
         samples: dict[str, list] = {}
-        for item in self._api("/api/v1/query", {"query": self.selector, "time": f"{now:.3f}"}):
+        for item in self._api("/api/v1/query", {"query": self.selector, **at}):
             labels = dict(item["metric"])
             samples.setdefault(labels.pop("__name__"), []).append((labels, float(item["value"][1])))
-        return Snapshot(now, samples)
+        rates = {name: [(dict(item["metric"]), float(item["value"][1]))
+                        for item in self._api("/api/v1/query", {"query": query, **at})]
+                 for name, query in self._rate_queries().items()}
+        return Snapshot(now, samples, rates)
 
     def backfill(self, points: int, step: float) -> list[Snapshot]:
-        """The recent past from Prometheus itself, so trends and rates show at once."""
+        """The recent past from Prometheus itself, so trends show at once."""
         end = time.time()
-        start = end - points * step
-        result = self._api("/api/v1/query_range", {"query": self.selector, "start": f"{start:.3f}",
-                                                   "end": f"{end:.3f}", "step": f"{step:g}"})
-        frames: dict[float, dict] = {}
-        for item in result:
+        span = {"start": f"{end - points * step:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+        frames: dict[float, Snapshot] = {}
+
+        def frame(ts) -> Snapshot:
+            return frames.setdefault(float(ts), Snapshot(float(ts), {}, {}))
+
+        for item in self._api("/api/v1/query_range", {"query": self.selector, **span}):
             labels = dict(item["metric"])
             name = labels.pop("__name__")
             for ts, value in item["values"]:
-                frames.setdefault(float(ts), {}).setdefault(name, []).append((labels, float(value)))
-        return [Snapshot(ts, frames[ts]) for ts in sorted(frames)]
+                frame(ts).samples.setdefault(name, []).append((labels, float(value)))
+        for name, query in self._rate_queries().items():
+            for item in self._api("/api/v1/query_range", {"query": query, **span}):
+                for ts, value in item["values"]:
+                    frame(ts).rates.setdefault(name, []).append((dict(item["metric"]), float(value)))
+        return [frames[ts] for ts in sorted(frames) if frames[ts].samples]
 
 
 def parse_exposition(text: str, when: float) -> Snapshot:
@@ -164,9 +214,11 @@ def parse_exposition(text: str, when: float) -> Snapshot:
 # --- derived figures ------------------------------------------------------------------
 
 class History:
-    """The last snapshots; rates are computed between neighbours, per series (counter resets handled)."""
+    """The last snapshots. A rate is Prometheus' own when the source gave one, else the increase of each series
+    over the last `window` seconds of snapshots (counter resets handled), None until they span that long."""
 
-    def __init__(self, size: int = HISTORY):
+    def __init__(self, window: float, size: int = HISTORY):
+        self.window = window
         self.snapshots: deque[Snapshot] = deque(maxlen=size)
 
     def add(self, snapshot: Snapshot) -> None:
@@ -181,31 +233,54 @@ class History:
         return [None if (v := s.value(name, **match)) is None else v * scale for s in self.snapshots]
 
     def rate_trend(self, name: str, **match) -> list[float | None]:
-        pairs = list(zip(self.snapshots, list(self.snapshots)[1:]))
-        return [_rate(a, b, name, match) for a, b in pairs]
+        snapshots = list(self.snapshots)
+        return [_window_rate(snapshots, i, name, match, self.window) for i in range(len(snapshots))]
 
     def rate(self, name: str, **match) -> float | None:
-        if len(self.snapshots) < 2:
-            return None
-        return _rate(self.snapshots[-2], self.snapshots[-1], name, match)
+        snapshots = list(self.snapshots)
+        return _window_rate(snapshots, len(snapshots) - 1, name, match, self.window) if snapshots else None
+
+    def rates_note(self) -> str:
+        """What the rates on screen cover, in the header."""
+        if self.snapshots and self.last.rates is not None:
+            return f"rates over {persistence.duration_text(self.window)} (Prometheus)"
+        seen = self.last.time - self.snapshots[0].time if self.snapshots else 0.0
+        if seen >= self.window:
+            return f"rates over {persistence.duration_text(self.window)}"
+        return f"rates n/a until {persistence.duration_text(self.window)} of data ({seen:.0f}s so far)"
 
     def ratio_trend(self, num: tuple, den: tuple) -> list[float | None]:
-        """Trend of rate(num) / rate(den); each tuple is (name, {labels})."""
-        return [_div(n, d) for n, d in zip(self.rate_trend(num[0], **num[1]), self.rate_trend(den[0], **den[1]))]
+        """Trend of rate(num) / rate(den); each tuple is (name, {labels}). No `num` series at all is 0, as in
+        the rules: a level never logged has none."""
+        return [_div(0.0 if n is None and d is not None else n, d)
+                for n, d in zip(self.rate_trend(num[0], **num[1]), self.rate_trend(den[0], **den[1]))]
 
 
-def _rate(a: Snapshot, b: Snapshot, name: str, match: dict) -> float | None:
+def _window_rate(snapshots: list[Snapshot], i: int, name: str, match: dict, window: float) -> float | None:
+    end = snapshots[i]
+    if end.rates is not None:
+        found = end.rate_series(name, **match)
+        return sum(v for _, v in found) if found else None
+    start = next((j for j in range(i - 1, -1, -1) if end.time - snapshots[j].time >= window), None)
+    if start is None:
+        return None
+    increases = [_increase(a, b, name, match) for a, b in zip(snapshots[start:i], snapshots[start + 1:i + 1])]
+    known = [n for n in increases if n is not None]
+    return sum(known) / (end.time - snapshots[start].time) if known else None
+
+
+def _increase(a: Snapshot, b: Snapshot, name: str, match: dict) -> float | None:
     before = {_key(labels): v for labels, v in a.series(name, **match)}
     after = b.series(name, **match)
-    if not after or not before or b.time <= a.time:
+    if not after or not before:
         return None
     total = 0.0
     for labels, value in after:
         previous = before.get(_key(labels))
         if previous is None:
-            continue  # a series born between the two samples: no rate yet
+            continue  # a series born between the two samples: no increase yet
         total += value - previous if value >= previous else value  # a reset restarts from zero
-    return total / (b.time - a.time)
+    return total
 
 
 def _key(labels: dict) -> tuple:
@@ -245,6 +320,35 @@ def _fmt(value: float | None, fmt: str = "{:.1f}", missing: str = "-") -> str:
     return missing if value is None else fmt.format(value)
 
 
+def _rate_fmt(value: float | None, fmt: str = "{:.1f}") -> str:
+    """A rate; n/a until the history spans the window (the header says how long)."""
+    return _fmt(value, fmt, "n/a")
+
+
+def _error_levels(settings: Settings) -> re.Pattern:
+    """The `level` values counted as errors, as the rules count them."""
+    return re.compile(settings.app.error_levels)
+
+
+def events_stored(s: Snapshot) -> float | None:
+    """Rows in the events table: with no row of any type there is no per-type series, but the table count says 0."""
+    by_type = s.value(c.EVENTS_STORED.name)
+    return s.value(c.DB_TABLE_ROWS.name, table="events") if by_type is None else by_type
+
+
+def persistence_verdict(s: Snapshot, settings: Settings) -> persistence.Verdict:
+    """DevFlowEventsNotPersisted's condition from one snapshot, as /status and doctor judge it."""
+    up = s.value(c.PROCESS_UP.name)
+    newest = [v for _, v in s.series(c.EVENTS_NEWEST.name)]
+    logs = [(name, labels, v) for name in (c.LOG_LINES.name, c.LOG_FILE_MODIFIED.name)
+            for labels, v in s.series(name)]
+    return persistence.judge(s.time, process_up=None if up is None else up >= 1,
+                             database_ok=s.value(c.DB_UP.name) == 1,
+                             last_log_record=persistence.last_log_record(logs),
+                             newest_event=max(newest, default=None),
+                             window=persistence.Window.from_settings(settings))
+
+
 def _age(snapshot: Snapshot, name: str) -> str:
     stamp = snapshot.value(name)
     if not stamp:
@@ -260,10 +364,12 @@ def overview(h: History, settings: Settings) -> list[Row]:
     healthy = s.value(c.APP_HEALTHY.name)
     monitors = {labels["monitor"]: labels["state"] for labels, v in s.series(c.APP_MONITOR_STATE.name) if v == 1}
     version = next((labels.get("version") for labels, _ in s.series(c.APP_BUILD_INFO.name)), None)
+    events = persistence_verdict(s, settings)
+    not_persisting = events.state == persistence.NOT_PERSISTING
     if up == 0:
         status, level = "down", "crit"
-    elif db_state not in (None, "ok") or healthy == 0:
-        status, level = "degraded", "warn"
+    elif db_state not in (None, "ok") or healthy == 0 or not_persisting:
+        status, level = "degraded", "crit" if not_persisting else "warn"
     else:
         status, level = "healthy", "ok"
     rows = [
@@ -276,10 +382,12 @@ def overview(h: History, settings: Settings) -> list[Row]:
             None if db_state is None else ("ok" if db_state == "ok" else "crit")),
     ]
     rows.append(_memory_row(h, settings))
-    ingest = h.rate(c.EVENTS_INGESTED.name)
     rows += [
-        Row("events stored", _fmt(s.value(c.EVENTS_STORED.name), "{:.0f}")),
-        Row("events / s", _fmt(ingest, "{:.2f}"), None, h.rate_trend(c.EVENTS_INGESTED.name)),
+        Row("event storage", ("NOT PERSISTING: " if not_persisting else f"{events.state}: ") + events.summary,
+            {persistence.NOT_PERSISTING: "crit", persistence.UNKNOWN: None}.get(events.state, "ok")),
+        Row("events stored", _fmt(events_stored(s), "{:.0f}")),
+        Row("events / s", _rate_fmt(h.rate(c.EVENTS_INGESTED.name), "{:.2f}"), None,
+            h.rate_trend(c.EVENTS_INGESTED.name)),
         Row("newest event", _age(s, c.EVENTS_NEWEST.name)),
         Row("outbox pending", _fmt(s.value(c.OUTBOX_EVENTS.name, status="pending"), "{:.0f}")
             + (f", oldest {_age(s, c.OUTBOX_OLDEST_PENDING.name)}" if s.value(c.OUTBOX_OLDEST_PENDING.name) else "")),
@@ -305,7 +413,7 @@ def performance(h: History, settings: Settings) -> list[Row]:
     pages, free_pages = s.value(c.DB_PAGES.name), s.value(c.DB_FREELIST_PAGES.name)
     free_disk = _div(s.value(c.DB_FS_FREE.name), s.value(c.DB_FS_SIZE.name))
     return [
-        Row("CPU", _fmt(cpu, "{:.1f}%"),
+        Row("CPU", _rate_fmt(cpu, "{:.1f}%"),
             level_for(cpu, 100 * checklist.cpu_ratio, 100 * alerts["DevFlowHighCpuUsage"].threshold), cpu_trend),
         Row("memory (RSS)", common.human_bytes(rss) if rss is not None else "-", rss_level,
             h.gauge_trend(c.PROCESS_RSS.name, 1 / (1024 * 1024))),
@@ -319,7 +427,7 @@ def performance(h: History, settings: Settings) -> list[Row]:
             level_for(_to_ms(latency[-1] if latency else None), slow_ms, None), _trend_ms(latency)),
         Row("health probe", _ms(probe[-1] if probe else None),
             level_for(_to_ms(probe[-1] if probe else None), slow_ms, None), _trend_ms(probe)),
-        Row("events / s", _fmt(h.rate(c.EVENTS_INGESTED.name), "{:.2f}"), None,
+        Row("events / s", _rate_fmt(h.rate(c.EVENTS_INGESTED.name), "{:.2f}"), None,
             h.rate_trend(c.EVENTS_INGESTED.name)),
         Row("database", common.human_bytes(s.value(c.DB_FILE_SIZE.name, file="db"))
             + (f", WAL {common.human_bytes(wal)}" if wal is not None else "")
@@ -332,25 +440,26 @@ def performance(h: History, settings: Settings) -> list[Row]:
 
 def errors(h: History, settings: Settings) -> list[Row]:
     s, alerts, warn = h.last, settings.alerts, 100 * settings.checklist.error_ratio
+    errors_only = _error_levels(settings)
     log_share = [None if v is None else 100 * v for v in h.ratio_trend(
-        (c.LOG_LINES.name, {"level": "error"}), (c.LOG_LINES.name, {}))]
+        (c.LOG_LINES.name, {"level": errors_only}), (c.LOG_LINES.name, {}))]
     http_share = [None if v is None else 100 * v for v in h.ratio_trend(
         (c.HTTP_REQUESTS.name, {"code": "5xx"}), (c.HTTP_REQUESTS.name, {}))]
-    per_minute = [None if v is None else 60 * v for v in h.rate_trend(c.LOG_LINES.name, level="error")]
+    per_minute = [None if v is None else 60 * v for v in h.rate_trend(c.LOG_LINES.name, level=errors_only)]
     latest_log = log_share[-1] if log_share else None
     latest_http = http_share[-1] if http_share else None
     rows = [
-        Row("error share (logs)", _fmt(latest_log, "{:.2f}%"),
+        Row("error share (logs)", _rate_fmt(latest_log, "{:.2f}%"),
             level_for(latest_log, warn, 100 * alerts["DevFlowHighErrorRate"].threshold), log_share),
-        Row("error lines / min", _fmt(per_minute[-1] if per_minute else None, "{:.1f}"), None, per_minute),
-        Row("HTTP 5xx share", _fmt(latest_http, "{:.2f}%"),
+        Row("error lines / min", _rate_fmt(per_minute[-1] if per_minute else None, "{:.1f}"), None, per_minute),
+        Row("HTTP 5xx share", _rate_fmt(latest_http, "{:.2f}%"),
             level_for(latest_http, warn, 100 * alerts["DevFlowHttpErrorRate"].threshold), http_share),
     ]
     files = sorted({labels["file"] for labels, _ in s.series(c.LOG_LINES.name)})
     for path in files:
-        rate = h.rate(c.LOG_LINES.name, file=path, level="error")
+        rate = h.rate(c.LOG_LINES.name, file=path, level=errors_only)
         last = s.value(c.LOG_LAST_ERROR.name, file=path)
-        rows.append(Row(f"  {_tail(path, 20)}", f"{_fmt(None if rate is None else 60 * rate, '{:.1f}')} errors/min"
+        rows.append(Row(f"  {_tail(path, 20)}", f"{_rate_fmt(None if rate is None else 60 * rate)} errors/min"
                         + (f", last {common.human_duration(s.time - last)} ago" if last else ", none seen")))
     for labels, value in s.series(c.PROBE_SUCCESS.name):
         state = s.label_where_one(c.PROBE_STATE.name, "state", endpoint=labels.get("endpoint"))
@@ -369,7 +478,7 @@ def errors(h: History, settings: Settings) -> list[Row]:
 
 def activity(h: History, settings: Settings) -> list[Row]:
     s = h.last
-    rows = [Row("events / s", _fmt(h.rate(c.EVENTS_INGESTED.name), "{:.2f}"), None,
+    rows = [Row("events / s", _rate_fmt(h.rate(c.EVENTS_INGESTED.name), "{:.2f}"), None,
                 h.rate_trend(c.EVENTS_INGESTED.name))]
     # Stored rows per type (the ingest counter only counts since the exporter started).
     stored = {labels["type"]: v for labels, v in s.series(c.EVENTS_STORED.name)}
@@ -377,14 +486,14 @@ def activity(h: History, settings: Settings) -> list[Row]:
     busiest = sorted(types, key=lambda t: (-(h.rate(c.EVENTS_INGESTED.name, type=t) or 0), -stored.get(t, 0)))[:8]
     for event_type in busiest:
         rate = h.rate(c.EVENTS_INGESTED.name, type=event_type)
-        rows.append(Row(f"  {event_type}", f"{_fmt(rate, '{:.2f}')}/s, {stored.get(event_type, 0):.0f} stored", None,
-                        h.rate_trend(c.EVENTS_INGESTED.name, type=event_type)))
+        rows.append(Row(f"  {event_type}", f"{_rate_fmt(rate, '{:.2f}')}/s, {stored.get(event_type, 0):.0f} stored",
+                        None, h.rate_trend(c.EVENTS_INGESTED.name, type=event_type)))
     rows += [
         Row("newest event", _age(s, c.EVENTS_NEWEST.name)),
         Row("outbox pending", _fmt(s.value(c.OUTBOX_EVENTS.name, status="pending"), "{:.0f}"), None,
             h.gauge_trend(c.OUTBOX_EVENTS.name, status="pending")),
-        Row("log records / s", _fmt(h.rate(c.LOG_LINES.name), "{:.1f}"), None, h.rate_trend(c.LOG_LINES.name)),
-        Row("HTTP requests / s", _fmt(h.rate(c.HTTP_REQUESTS.name), "{:.1f}"), None,
+        Row("log records / s", _rate_fmt(h.rate(c.LOG_LINES.name)), None, h.rate_trend(c.LOG_LINES.name)),
+        Row("HTTP requests / s", _rate_fmt(h.rate(c.HTTP_REQUESTS.name)), None,
             h.rate_trend(c.HTTP_REQUESTS.name)),
     ]
     return rows
@@ -462,7 +571,7 @@ def sparkline(values: list | None, width: int = SPARK_WIDTH, ascii_only: bool = 
 def render(view: str, history: History, settings: Settings, source_label: str, interval: float, *, color: bool,
            ascii_only: bool, problem: str | None = None, live: bool = False) -> list[str]:
     stamp = time.strftime("%H:%M:%S")
-    header = f"DevFlow {view} | {source_label} | {stamp}"
+    header = f"DevFlow {view} | {source_label} | {stamp} | {history.rates_note()}"
     if live:
         header += f" | every {interval:g}s, Ctrl-C quits"
     lines = [common.paint(header, "bold", color), ""]
@@ -483,28 +592,35 @@ def render(view: str, history: History, settings: Settings, source_label: str, i
 
 def run(args) -> int:
     config = config_from_args(args)
-    if args.interval <= 0 or args.timeout <= 0 or args.frames < 0:
-        return common.fail("dashboard", "--interval and --timeout must be positive, --frames at least 0")
+    spans = (args.interval, args.timeout, 1.0 if args.rate_window is None else args.rate_window)
+    if not all(math.isfinite(v) and v > 0 for v in spans) or args.frames < 0:
+        return common.fail("dashboard", "--interval, --timeout and --rate-window must be positive, "
+                                        "--frames at least 0")
     try:
         settings = load(args.settings)
     except SettingsError as exc:
         return common.fail("dashboard", str(exc))
     if args.prometheus:
-        source = PrometheusSource(args.prometheus, args.match, args.timeout)
+        window = args.rate_window or seconds(settings.rate_window)
+        source = PrometheusSource(args.prometheus, args.match, args.timeout, window)
     else:
+        window = args.rate_window or EXPORTER_RATE_WINDOW
         source = ExporterSource(args.url or common.local_url(config.web.listen_address, config.web.telemetry_path),
                                 args.timeout)
-    live = sys.stdout.isatty() and not args.once
+    terminal = sys.stdout.isatty()
+    once = args.once or (not terminal and not args.frames)  # a pipe or a file gets one frame, then EOF
+    live = terminal and not once
     color = common.use_color()
     ascii_only = not _can_encode(SPARK)
-    history = History()
+    # Room for the rate window and a full sparkline of rates after it.
+    history = History(window, max(HISTORY, int(window / args.interval) + SPARK_WIDTH + 2))
     try:
         for snapshot in source.backfill(SPARK_WIDTH, args.interval):
             history.add(snapshot)
     except common.OpsError as exc:
-        if args.once:
+        if once:
             return common.fail("dashboard", f"cannot read {source.url}: {exc}")
-    if args.once:
+    if once:
         return _once(args, source, history, settings, color, ascii_only)
     frames = 0
     if live:
@@ -538,9 +654,10 @@ def run(args) -> int:
 
 def _once(args, source, history: History, settings: Settings, color: bool, ascii_only: bool) -> int:
     try:
-        history.add(source.sample())
-        if len(history.snapshots) < 2:
-            time.sleep(args.interval)
+        first = source.sample()
+        history.add(first)
+        if first.rates is None:  # the exporter has no history: watch it for one rate window
+            time.sleep(history.window)
             history.add(source.sample())
     except common.OpsError as exc:
         return common.fail("dashboard", f"cannot read {source.url}: {exc}")

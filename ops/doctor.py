@@ -11,6 +11,10 @@ Its limits are the alert settings' (alerting/settings.py, or the file given with
 the log check is DevFlowErrorBurst's (more than 10 errors in 100 lines), free disk
 fails below DevFlowDiskSpaceLow and warns below `checklist.disk_free_ratio`, the
 WAL warns above `checklist.wal_size_bytes`. A flag given on the command line wins.
+The port is checked only where a listener is expected (`app.expect_listener`; the
+public build serves no HTTP). The events check is DevFlowEventsNotPersisted's
+condition (exporter/persistence.py), judged from the exporter's metrics, or from
+Prometheus with `--prometheus`, as `/status` and the terminal overview judge it.
 """
 
 from __future__ import annotations
@@ -23,16 +27,18 @@ import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 
 from devflow_monitor.alerting.settings import Settings, SettingsError, load
-from devflow_monitor.exporter import catalog, devflow_db
+from devflow_monitor.exporter import catalog, devflow_db, persistence
 from devflow_monitor.exporter.config import Config
-from devflow_monitor.ops import common, logfiles, target
+from devflow_monitor.ops import common, dashboard, logfiles, target
 from devflow_monitor.exporter.flags import add_config_arguments, config_from_args
 
-CHECKS = ("process", "port", "database", "wal", "disk", "logs", "exporter", "prometheus", "alertmanager")
+CHECKS = ("process", "port", "database", "wal", "disk", "logs", "events", "exporter", "prometheus",
+          "alertmanager")
 STATUS_ORDER = {"ok": 0, "skip": 0, "warn": 1, "fail": 2}
 MIB = 1024 * 1024
 
@@ -89,12 +95,13 @@ def register(subparsers) -> None:
 def run(args) -> int:
     config = config_from_args(args)
     try:
-        limits = Limits.from_settings(load(args.settings), args)
+        settings = load(args.settings)
+        limits = Limits.from_settings(settings, args)
     except SettingsError as exc:
         return common.fail("doctor", str(exc))
     if args.log_lines < 1 or args.timeout <= 0:
         return common.fail("doctor", "--log-lines and --timeout must be positive")
-    checks = diagnose(config, args, limits)
+    checks = diagnose(config, args, limits, settings)
     worst = max((STATUS_ORDER[c.status] for c in checks), default=0)
     if args.json:
         common.print_json({"database": str(config.devflow.database_path), "exit_code": worst,
@@ -133,15 +140,16 @@ class Limits:
         )
 
 
-def diagnose(config: Config, args, limits: Limits) -> list[Check]:
+def diagnose(config: Config, args, limits: Limits, settings: Settings) -> list[Check]:
     db = config.devflow.database_path
     runners = {
         "process": lambda: check_process(config, limits.memory_warn_percent),
-        "port": lambda: check_port(config.devflow.port),
+        "port": lambda: check_port(config.devflow.port, settings.app.expect_listener),
         "database": lambda: check_database(db, args.quick),
         "wal": lambda: check_wal(db, limits.wal_warn_bytes),
         "disk": lambda: check_disk(db, limits.min_free_bytes, limits.disk_fail_percent, limits.disk_warn_percent),
         "logs": lambda: check_logs(config.devflow.log_files, args.log_lines, limits.log_errors_fail),
+        "events": lambda: check_events(_metrics_source(config, args, settings), settings),
         "exporter": lambda: check_exporter(
             args.exporter_url or common.local_url(config.web.listen_address, "/health"), args.timeout),
         "prometheus": lambda: check_prometheus(args.prometheus, args.timeout),
@@ -200,13 +208,16 @@ def check_process(config: Config, memory_warn_percent: float) -> Check:
     return Check("process", "ok", summary, details=details)
 
 
-def check_port(port: int) -> Check:
+def check_port(port: int, expected: bool) -> Check:
     details = {"port": port}
+    if not expected:
+        return Check("port", "skip", "no listener expected (app.expect_listener: false; the public build serves "
+                                     "no HTTP)", details=details)
     if _accepts(("127.0.0.1", port)) or _listening(port):
         return Check("port", "ok", f"port {port} is listening", details=details)
     return Check("port", "fail", f"nothing listens on port {port}",
-                 "if DevFlow should serve HTTP, check its startup log for the listen error; the public build "
-                 "serves no HTTP at all: there use --skip port (and set the probe off)", details)
+                 "check DevFlow's startup log for the listen error; if this build serves no HTTP (the public "
+                 "build), say so in the settings (app: {expect_listener: false}) instead", details)
 
 
 def check_database(db: Path, quick: bool) -> Check:
@@ -319,6 +330,23 @@ def check_logs(patterns: list[str], lines: int, fail_above: int) -> Check:
     return Check("logs", "ok", summary, details=details)
 
 
+def check_events(source, settings: Settings) -> Check:
+    details = {"source": source.url}
+    try:
+        verdict = dashboard.persistence_verdict(source.sample(), settings)
+    except common.OpsError as exc:
+        return Check("events", "skip", f"cannot judge without the exporter's metrics ({exc})", details=details)
+    details["state"] = verdict.state
+    if verdict.state == persistence.NOT_PERSISTING:
+        return Check("events", "fail", verdict.summary,
+                     "DevFlow logs what it sees but its database gets nothing; the public build's known defect "
+                     "(restarting does not help) or a write problem: follow "
+                     f"{settings.runbook(persistence.ALERT)}", details)
+    if verdict.state == persistence.UNKNOWN:
+        return Check("events", "skip", f"cannot judge: {verdict.summary}", details=details)
+    return Check("events", "ok", verdict.summary, details=details)
+
+
 def check_exporter(url: str, timeout: float) -> Check:
     details = {"url": url}
     try:
@@ -416,6 +444,18 @@ def _criteria(config: Config) -> str:
     if config.devflow.match_port:
         return f"command line /{config.devflow.process_pattern}/ or port {config.devflow.port}"
     return f"command line /{config.devflow.process_pattern}/"
+
+
+def _metrics_source(config: Config, args, settings: Settings):
+    """Prometheus when given, else the exporter's metrics at --exporter-url's address."""
+    if args.prometheus:
+        return dashboard.PrometheusSource(args.prometheus, settings.selector, args.timeout,
+                                          persistence.Window.from_settings(settings).active)
+    if args.exporter_url:
+        url = urlsplit(args.exporter_url)._replace(path=config.web.telemetry_path, query="").geturl()
+    else:
+        url = common.local_url(config.web.listen_address, config.web.telemetry_path)
+    return dashboard.ExporterSource(url, args.timeout)
 
 
 def _accepts(address: tuple[str, int]) -> bool:

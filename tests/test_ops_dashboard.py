@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from conftest import ROOT, cli, free_port, http_get, requires, stop_process, wait_for_http, wait_until
+from conftest import NO_SERVER, ROOT, cli, free_port, http_get, requires, stop_process, wait_for_http, wait_until
 from test_ops_support import one_line
 
 from devflow_monitor.alerting.settings import Settings
@@ -68,7 +68,7 @@ def _ready(metrics: str) -> bool:
     ("activity", ["events / s", "newest event", "log records / s", "HTTP requests / s"]),
 ])
 def test_each_view_prints_a_plain_frame_from_the_real_exporter(live, view, labels):
-    result = cli("dashboard", "--url", live["metrics"], "--view", view, "--once", "--interval", "0.5")
+    result = cli("dashboard", "--url", live["metrics"], "--view", view, "--once", "--rate-window", "0.5")
     assert result.returncode == 0, result.stderr
     assert not ANSI.search(result.stdout), "no escape codes when stdout is not a terminal"
     lines = result.stdout.splitlines()
@@ -84,7 +84,7 @@ def test_each_view_prints_a_plain_frame_from_the_real_exporter(live, view, label
 
 def test_terminal_redraws_in_place_and_colours_the_error_share_red(live):
     output = run_on_terminal(["dashboard", "--url", live["metrics"], "--view", "errors", "--frames", "3",
-                              "--interval", "0.5"])
+                              "--interval", "0.5", "--rate-window", "1"])
     assert output.count("\x1b[H") == 3, "each frame starts at the top left instead of scrolling"
     assert output.count("\x1b[J") == 3 and "\x1b[K" in output
     assert output.startswith("\x1b[?25l") and output.rstrip().endswith("\x1b[?25h"), "cursor hidden, then back"
@@ -128,7 +128,7 @@ def _text(values: dict) -> str:
 
 
 def _history(before: dict, after: dict, seconds: float = 10.0) -> dashboard.History:
-    history = dashboard.History()
+    history = dashboard.History(window=seconds)
     history.add(dashboard.parse_exposition(_text(before), 1000.0))
     history.add(dashboard.parse_exposition(_text(after), 1000.0 + seconds))
     return history
@@ -161,15 +161,21 @@ def test_performance_colours_follow_the_guides_checklist_and_alerts():
 
 def test_error_share_is_yellow_from_1_percent_and_red_from_5():
     def share(errors: int) -> dashboard.Row:
-        before = {catalog.LOG_LINES: [(["server.log", "info"], 0.0), (["server.log", "error"], 0.0)],
+        before = {catalog.LOG_LINES: [(["server.log", "info"], 0.0), (["server.log", "error"], 0.0),
+                                      (["server.log", "fatal"], 0.0)],
                   catalog.HTTP_REQUESTS: [(["2xx"], 0.0), (["5xx"], 0.0)]}
-        after = {catalog.LOG_LINES: [(["server.log", "info"], 1000.0 - errors), (["server.log", "error"], errors)],
+        after = {catalog.LOG_LINES: [(["server.log", "info"], 1000.0 - errors),
+                                     (["server.log", "error"], errors - errors // 5),
+                                     (["server.log", "fatal"], errors // 5)],  # fatal counts, as in the rules
                  catalog.HTTP_REQUESTS: [(["2xx"], 1000.0 - errors), (["5xx"], errors)]}
         rows = {row.label: row for row in dashboard.errors(_history(before, after), Settings())}
         assert rows["HTTP 5xx share"].level == rows["error share (logs)"].level
         return rows["error share (logs)"]
 
     assert share(5).level == "ok" and share(5).value == "0.50%"
+    never = _history({catalog.LOG_LINES: [(["server.log", "info"], 0.0)]},
+                     {catalog.LOG_LINES: [(["server.log", "info"], 100.0)]})
+    assert {r.label: r for r in dashboard.errors(never, Settings())}["error share (logs)"].value == "0.00%"
     assert share(20).level == "warn"
     assert share(60).level == "crit"
 
@@ -263,3 +269,155 @@ def run_on_terminal(args: list[str], timeout: float = 30.0) -> str:
         stop_process(proc)
     assert proc.returncode == 0, b"".join(chunks).decode(errors="replace")
     return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+# --- rates over a window, storage, pipes (issue 11) -----------------------------------------------------
+
+# 20 log records a second: per 20 lines 17 INFO, 2 ERROR and 1 FATAL (errors, as the settings' error_levels
+# count them: 15%; ERROR alone would read 10%). Paced by the clock, not by sleeps that drift.
+PACED_WRITER = r"""
+import sys, time
+path, started, i = sys.argv[1], time.monotonic(), 0
+with open(path, "a", buffering=1) as log:
+    while True:
+        level = {0: "ERROR", 10: "ERROR", 5: "FATAL"}.get(i % 20, "INFO")
+        log.write(f"[{level}][Paced] line {i}\n")
+        i += 1
+        time.sleep(max(0.0, started + i / 20 - time.monotonic()))
+"""
+PACED_RATE, PACED_ERROR_SHARE = 20.0, 15.0
+
+
+@pytest.fixture(scope="module")
+def paced(tmp_path_factory):
+    """A log written at a known rate and the real exporter tailing it."""
+    tmp = tmp_path_factory.mktemp("paced")
+    log, port = tmp / "server.log", free_port()
+    config = tmp / "exporter.yml"
+    config.write_text(json.dumps({"devflow": {"database": str(tmp / "devflow.db"), "log_files": [str(log)]},
+                                  "collectors": {"logs": {"state_file": ""}, "probe": {"enabled": False}}}))
+    started = [subprocess.Popen([sys.executable, "-c", PACED_WRITER, str(log)]),
+               subprocess.Popen([sys.executable, "-m", "devflow_monitor.cli", "serve", "--config.file", str(config),
+                                 "--web.listen-address", f"127.0.0.1:{port}", *NO_SERVER], cwd=ROOT,
+                                stderr=subprocess.DEVNULL)]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(url + "/health")
+        wait_until(lambda: f'{catalog.LOG_LINES.name}{{file="{log}",level="fatal"}}' in http_get(url + "/metrics")[1],
+                   message="the exporter to count the paced log")
+        yield {"url": url, "metrics": url + "/metrics", "tmp": tmp}
+    finally:
+        for proc in reversed(started):
+            stop_process(proc)
+
+
+def _figure(output: str, label: str) -> float:
+    match = re.search(rf"^\s*{re.escape(label)}\s+([\d.]+)", output, re.M)
+    assert match, (label, output)
+    return float(match.group(1))
+
+
+@pytest.mark.slow
+@requires("prometheus")
+def test_prometheus_rates_come_from_rate_over_several_scrapes(paced, tmp_path):
+    # The dashboard refreshes faster than Prometheus scrapes: neighbouring points fall inside one scrape.
+    port = free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 2s}\n"
+        f"scrape_configs: [{{job_name: devflow, static_configs: [{{targets: ['{paced['url'][7:]}']}}]}}]\n")
+    (tmp_path / "settings.yml").write_text("rate_window: 10s\n")
+    prometheus = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+                                   f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                   f"--web.listen-address=127.0.0.1:{port}"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(base + "/-/ready", timeout=30)
+        query = base + f"/api/v1/query?query=count_over_time({catalog.LOG_LINES.name}[30s])"
+        wait_until(lambda: any(float(r["value"][1]) >= 8 for r in json.loads(http_get(query)[1])["data"]["result"]),
+                   timeout=60, message="eight scrapes, so a 10s window is full")
+
+        def frame(view: str) -> str:
+            result = cli("dashboard", "--prometheus", base, "--match", 'job="devflow"', "--view", view, "--once",
+                         "--interval", "0.5", "--settings", str(tmp_path / "settings.yml"))
+            assert result.returncode == 0, result.stderr
+            return result.stdout
+
+        for _ in range(3):  # every frame, not a lucky one
+            activity, errors = frame("activity"), frame("errors")
+            assert _figure(activity, "log records / s") == pytest.approx(PACED_RATE, rel=0.2), activity
+            assert _figure(errors, "error share (logs)") == pytest.approx(PACED_ERROR_SHARE, abs=3), errors
+            assert "rates over 10s (Prometheus)" in activity.splitlines()[0]
+            time.sleep(0.7)
+    finally:
+        stop_process(prometheus)
+
+
+def test_once_from_the_exporter_rates_over_its_window(paced):
+    result = cli("dashboard", "--url", paced["metrics"], "--view", "errors", "--once", "--rate-window", "5")
+    assert result.returncode == 0, result.stderr
+    assert "rates over 5s" in result.stdout.splitlines()[0]
+    per_minute = 60 * PACED_RATE * PACED_ERROR_SHARE / 100
+    assert _figure(result.stdout, "error lines / min") == pytest.approx(per_minute, rel=0.25), result.stdout
+
+
+def _counter_history(window: float, error_every: float, seconds: float, step: float = 2.0) -> dashboard.History:
+    """Snapshots every `step` s of a log that writes 10 INFO lines/s and an ERROR every `error_every` s."""
+    history = dashboard.History(window=window)
+    for i in range(int(seconds / step) + 1):
+        now = i * step
+        history.add(dashboard.parse_exposition(_text({catalog.LOG_LINES: [
+            (["server.log", "info"], 10.0 * now), (["server.log", "error"], float(now // error_every))]}), now))
+    return history
+
+
+def test_an_error_every_30s_reads_2_per_minute_and_n_a_before_the_window_is_seen():
+    rows = {r.label: r for r in dashboard.errors(_counter_history(30, 30, seconds=20), Settings())}
+    assert rows["error lines / min"].value == "n/a", "20 s of samples cannot say what 30 s hold"
+    history = _counter_history(30, 30, seconds=120)
+    assert "rates n/a" not in history.rates_note()
+    rows = {r.label: r for r in dashboard.errors(history, Settings())}
+    assert rows["error lines / min"].value == "2.0", "one error in every 30 s window, at any phase"
+
+
+def test_a_pipe_gets_one_frame_and_the_command_exits(live):
+    result = cli("dashboard", "--url", live["metrics"], "--rate-window", "0.5", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("DevFlow overview |") == 1
+
+
+def _overview(values: dict) -> dict[str, dashboard.Row]:
+    history = dashboard.History(window=30)
+    history.add(dashboard.parse_exposition(_text(values), time.time()))
+    return {row.label: row for row in dashboard.overview(history, Settings())}
+
+
+def _server(newest_event: float | None, last_log_write: float, stored: dict | None = None) -> dict:
+    """One scrape of a running server that logged at `last_log_write` and stored its newest event then."""
+    values = {catalog.PROCESS_UP: [([], 1.0)], catalog.DB_UP: [([], 1.0)], catalog.DB_STATE: [(["ok"], 1.0)],
+              catalog.DB_TABLE_ROWS: [(["events"], float(sum((stored or {}).values())))],
+              catalog.LOG_LINES: [(["server.err", "debug"], 500.0)],
+              catalog.LOG_FILE_MODIFIED: [(["server.err"], last_log_write)]}
+    if stored:
+        values[catalog.EVENTS_STORED] = [([t], float(n)) for t, n in stored.items()]
+    if newest_event is not None:
+        values[catalog.EVENTS_NEWEST] = [([], newest_event)]
+    return values
+
+
+def test_zero_events_stored_is_a_value_in_the_overview():
+    rows = _overview(_server(None, time.time() - 3600))
+    assert rows["events stored"].value == "0"
+    rows = _overview(_server(time.time() - 5, time.time() - 1, stored={"git:commit": 2, "file:changed": 5}))
+    assert rows["events stored"].value == "7"
+
+
+def test_overview_is_degraded_while_the_server_logs_and_stores_nothing():
+    rows = _overview(_server(None, time.time() - 10))  # the public build's defect
+    assert (rows["status"].value, rows["status"].level) == ("degraded", "crit")
+    assert rows["event storage"].value.startswith("NOT PERSISTING") and rows["event storage"].level == "crit"
+
+    rows = _overview(_server(time.time() - 60, time.time() - 10, stored={"file:changed": 1}))
+    assert rows["status"].value == "healthy" and rows["event storage"].level == "ok"
+    rows = _overview(_server(time.time() - 86400, time.time() - 3600, stored={"file:changed": 1}))
+    assert rows["status"].value == "healthy", "a quiet server stores nothing and is not at fault"

@@ -7,6 +7,7 @@ port, a log it writes), a real database, and the real exporter (`devflow-monitor
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, cli, free_port, stop_process, wait_for_http, wait_until
+from conftest import ROOT, cli, free_port, http_get, stop_process, wait_for_http, wait_until
 from test_ops_support import start_fake_server
 
+from devflow_monitor.exporter import persistence
 from devflow_monitor.exporter.devflow_db import create_database, insert_event
 
 
@@ -37,12 +39,21 @@ class Setup:
         self.log = tmp_path / "server.log"
         self.server = start_fake_server(spawn, tmp_path, pidfile=self.pidfile, port=self.port, log=self.log)
         wait_until(lambda: self.log.exists() and self.log.stat().st_size > 2000, message="the server to log")
-        self.exporter_port = free_port()
-        self.exporter = spawn([sys.executable, "-m", "devflow_monitor.cli", "serve", "--web.listen-address",
-                               f"127.0.0.1:{self.exporter_port}", "--devflow.database", str(self.db),
-                               "--devflow.pidfile", str(self.pidfile), "--devflow.port", str(self.port),
-                               "--no-collector.logs", "--no-collector.probe"])
-        wait_for_http(f"http://127.0.0.1:{self.exporter_port}/health")
+        self.exporter_port = self.start_exporter(self.db)
+        self.listener_expected = tmp_path / "listener-expected.yml"
+        self.listener_expected.write_text("app: {expect_listener: true}\n")
+
+    def start_exporter(self, db: Path) -> int:
+        """An exporter watching `db`, the server and its log; returns its port."""
+        port = free_port()
+        self.spawn([sys.executable, "-m", "devflow_monitor.cli", "serve", "--web.listen-address",
+                    f"127.0.0.1:{port}", "--devflow.database", str(db), "--devflow.pidfile", str(self.pidfile),
+                    "--devflow.port", str(self.port), "--devflow.log-files", str(self.log), "--no-collector.probe"],
+                   env={**os.environ, "DEVFLOW_MONITOR_COLLECTORS_LOGS_STATE_FILE": ""})
+        wait_for_http(f"http://127.0.0.1:{port}/health")
+        wait_until(lambda: self.log.name in http_get(f"http://127.0.0.1:{port}/metrics")[1],
+                   message="the exporter to read the server's log")
+        return port
 
     def flags(self, **override) -> list[str]:
         values = {"devflow.database": self.db, "devflow.pidfile": self.pidfile, "devflow.port": self.port,
@@ -98,9 +109,10 @@ def test_healthy_setup_is_all_ok_with_exit_0(setup):
     code, checks = setup.doctor()
     assert code == 0, checks
     assert {n: c["status"] for n, c in checks.items()} == {
-        "process": "ok", "port": "ok", "database": "ok", "wal": "ok", "disk": "ok", "logs": "ok",
-        "exporter": "ok", "prometheus": "skip", "alertmanager": "skip"}
+        "process": "ok", "port": "skip", "database": "ok", "wal": "ok", "disk": "ok", "logs": "ok",
+        "events": "ok", "exporter": "ok", "prometheus": "skip", "alertmanager": "skip"}
     assert checks["process"]["details"]["pid"] == setup.server.pid
+    assert checks["events"]["details"]["state"] == persistence.STORING
     text = cli("doctor", *setup.flags())
     assert text.returncode == 0 and "0 failed, 0 warnings, 7 ok." in text.stdout
 
@@ -168,9 +180,29 @@ def test_process_found_by_pattern_never_matches_doctor_itself(setup):
     assert checks["process"]["details"]["found_by"] == f"port {setup.port}"
 
 
-def test_port_not_listening_fails(setup):
+def test_port_is_not_checked_where_no_listener_is_expected(setup):
+    # The public build serves no HTTP: a missing listener is its normal state, not a failure.
     code, checks = setup.doctor(devflow_port=free_port())
+    assert code == 0 and checks["port"]["status"] == "skip", checks["port"]
+    assert "no listener expected" in checks["port"]["summary"]
+
+
+def test_port_not_listening_fails_where_a_listener_is_expected(setup):
+    code, checks = setup.doctor("--settings", str(setup.listener_expected))
+    assert checks["port"]["status"] == "ok"
+    code, checks = setup.doctor("--settings", str(setup.listener_expected), devflow_port=free_port())
     assert_only_failure(code, checks, "port", "nothing listens on port")
+    assert "--skip" not in checks["port"]["action"] and "expect_listener: false" in checks["port"]["action"]
+
+
+def test_a_server_that_logs_and_stores_nothing_fails_the_events_check(setup):
+    # The public build's defect (docs/devflow.md): the process is up, logs, and its database gets no row.
+    empty = setup.scratch / "empty.db"
+    create_database(empty).close()
+    port = setup.start_exporter(empty)
+    code, checks = setup.doctor(devflow_database=empty, exporter_url=f"http://127.0.0.1:{port}/health")
+    assert_only_failure(code, checks, "events", "no event at all")
+    assert "#devfloweventsnotpersisted" in checks["events"]["action"]
 
 
 def test_errors_in_the_logs_warn_then_fail_above_the_guides_ten(setup):
@@ -215,7 +247,8 @@ def test_unreachable_prometheus_and_alertmanager_fail_when_given(setup):
 
 
 def test_skip_leaves_a_check_out(setup):
-    code, checks = setup.doctor("--skip", "port", devflow_port=free_port())
+    code, checks = setup.doctor("--skip", "port", "--settings", str(setup.listener_expected),
+                                devflow_port=free_port())
     assert code == 0 and checks["port"]["status"] == "skip"
 
 
