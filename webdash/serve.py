@@ -1,0 +1,81 @@
+"""`devflow-monitor webdash`: serve the five dashboards in a browser, without Grafana."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from devflow_monitor import dashboards
+from devflow_monitor.exporter.config import ConfigError, parse_listen_address
+from devflow_monitor.exporter.http import load_web_config
+
+log = logging.getLogger("devflow_monitor.webdash")
+
+DEFAULT_DASHBOARDS = Path(dashboards.__file__).resolve().parent / "json"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "webdash", help="serve the dashboards in a browser, without Grafana",
+        description="Serve the committed Grafana dashboards (dashboards/json) as web pages that run the "
+                    "same PromQL against Prometheus, with the firing alerts and the guide's "
+                    "/dashboard/api/metrics JSON.")
+    parser.add_argument("--web.listen-address", dest="listen_address", default="127.0.0.1:3001",
+                        metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:3001)")
+    parser.add_argument("--prometheus.url", dest="prometheus_url", default="http://127.0.0.1:9090",
+                        metavar="URL", help="Prometheus to query (default http://127.0.0.1:9090)")
+    parser.add_argument("--alertmanager.url", dest="alertmanager_url", metavar="URL",
+                        help="Alertmanager to list firing alerts from (default: Prometheus' own list)")
+    parser.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                        help="exporter-toolkit web config for TLS and basic auth (the exporter's format)")
+    parser.add_argument("--dashboards", metavar="DIR", type=Path, default=DEFAULT_DASHBOARDS,
+                        help=f"directory of dashboard JSON (default {DEFAULT_DASHBOARDS})")
+    parser.add_argument("--log.level", dest="log_level", default="info",
+                        choices=("debug", "info", "warning", "error"), help="log level (default info)")
+    parser.set_defaults(func=run)
+
+
+def check_url(flag: str, url: str | None) -> None:
+    if url is None:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{flag} must be an http:// or https:// URL, got {url!r}")
+
+
+def run(args) -> int:
+    from devflow_monitor.webdash.http import DashboardError, WebdashServer
+
+    check_url("--prometheus.url", args.prometheus_url)
+    check_url("--alertmanager.url", args.alertmanager_url)
+    host, port = parse_listen_address(args.listen_address, "--web.listen-address")
+    web_config = load_web_config(args.web_config_file) if args.web_config_file else None
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        server = WebdashServer((host, port), prometheus_url=args.prometheus_url,
+                               alertmanager_url=args.alertmanager_url, dashboards=args.dashboards,
+                               web_config=web_config)
+    except DashboardError as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        print(f"devflow-monitor: error: cannot listen on {args.listen_address}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+
+    def shut_down(signum, _frame):
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+    scheme = "https" if web_config and web_config.get("tls_server_config") else "http"
+    log.info("dashboards on %s://%s:%d/ (Prometheus %s)", scheme, host, server.server_port, args.prometheus_url)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
