@@ -141,10 +141,16 @@ def _selector_labels(settings: Settings) -> dict[str, str]:
 
 # --- exporter -------------------------------------------------------------------------------
 
-@scenario("DevFlowExporterDown")
-def _exporter_down(c: Context) -> list[Case]:
-    return [Case("the scrape fails", {c.series(UP): steps(1, FAULT_AT, 0, c.end)}, FAULT_AT, c.labels()),
-            Case("scrapes succeed", {c.series(UP): constant(1, c.end)})]
+def _drops_to_zero(alert: str, name: str, fault: str, healthy: str) -> None:
+    """The scenario of an alert on a 0/1 gauge: it fires when the gauge drops to 0, not while it stays 1."""
+    def cases(c: Context) -> list[Case]:
+        gauge = c.series(name)
+        return [Case(fault, {gauge: steps(1, FAULT_AT, 0, c.end)}, FAULT_AT, c.labels()),
+                Case(healthy, {gauge: constant(1, c.end)})]
+    scenario(alert)(cases)
+
+
+_drops_to_zero("DevFlowExporterDown", UP, "the scrape fails", "scrapes succeed")
 
 
 @scenario("DevFlowExporterAbsent")
@@ -166,11 +172,7 @@ def _collector_failing(c: Context) -> list[Case]:
 
 # --- process ----------------------------------------------------------------------------------
 
-@scenario("DevFlowProcessDown")
-def _process_down(c: Context) -> list[Case]:
-    up = c.series(catalog.PROCESS_UP.name)
-    return [Case("the process exits", {up: steps(1, FAULT_AT, 0, c.end)}, FAULT_AT, c.labels()),
-            Case("the process runs", {up: constant(1, c.end)})]
+_drops_to_zero("DevFlowProcessDown", catalog.PROCESS_UP.name, "the process exits", "the process runs")
 
 
 @scenario("DevFlowPortNotListening")
@@ -317,11 +319,8 @@ def _database_unavailable(c: Context) -> list[Case]:
                                                missing: constant(0, c.end)})]
 
 
-@scenario("DevFlowDatabaseIntegrityFailed")
-def _integrity_failed(c: Context) -> list[Case]:
-    ok = c.series(catalog.DB_INTEGRITY_OK.name)
-    return [Case("the integrity check fails", {ok: steps(1, FAULT_AT, 0, c.end)}, FAULT_AT, c.labels()),
-            Case("the integrity check passes", {ok: constant(1, c.end)})]
+_drops_to_zero("DevFlowDatabaseIntegrityFailed", catalog.DB_INTEGRITY_OK.name, "the integrity check fails",
+               "the integrity check passes")
 
 
 @scenario("DevFlowEventsNotPersisted")
@@ -390,22 +389,25 @@ def _aged(c: Context, limit: int) -> tuple[float, str]:
     return c.for_minutes * 60 - days * DAY, f"{days}d 0h 0m 0s"  # humanizeDuration
 
 
+def _older_than(c: Context, name: str, limit: int, fault: str, healthy: str) -> list[Case]:
+    """The alert on a timestamp gauge: it fires while the time is more than `limit` old, not once it is recent."""
+    gauge = c.series(name)
+    stamp, age = _aged(c, limit)
+    return [Case(fault, {gauge: constant(stamp, c.end)}, 0, c.labels(), age),
+            Case(healthy, {gauge: constant(-limit + c.end * 60 + 60, c.end)})]
+
+
 @scenario("DevFlowRetentionNotApplied")
 def _retention(c: Context) -> list[Case]:
     limit = seconds(c.alert.retention) + seconds(c.alert.margin)
-    oldest = c.series(catalog.EVENTS_OLDEST.name)
-    stamp, age = _aged(c, limit)
-    return [Case("events older than the retention stay", {oldest: constant(stamp, c.end)}, 0, c.labels(), age),
-            Case("the oldest event is within the retention", {oldest: constant(-limit + c.end * 60 + 60, c.end)})]
+    return _older_than(c, catalog.EVENTS_OLDEST.name, limit, "events older than the retention stay",
+                       "the oldest event is within the retention")
 
 
 @scenario("DevFlowBackupStale")
 def _backup_stale(c: Context) -> list[Case]:
-    max_age = seconds(c.alert.max_age)
-    backup = c.series(catalog.BACKUP_LAST_SUCCESS.name)
-    stamp, age = _aged(c, max_age)
-    return [Case("the last backup is older than the limit", {backup: constant(stamp, c.end)}, 0, c.labels(), age),
-            Case("a recent backup", {backup: constant(-max_age + c.end * 60 + 60, c.end)})]
+    return _older_than(c, catalog.BACKUP_LAST_SUCCESS.name, seconds(c.alert.max_age),
+                       "the last backup is older than the limit", "a recent backup")
 
 
 @scenario("DevFlowBackupMissing")

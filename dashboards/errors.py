@@ -57,9 +57,9 @@ def dashboard(settings: Settings) -> Dashboard:
         ),
         row(
             "Health probes",
-            G.stat("Probe", "1 when the endpoint answered 200 with the expected JSON.",
-                   target(series(catalog.PROBE_SUCCESS), "{{endpoint}} {{instance}}"),
-                   unit="none", mappings=G.OK_FAILED, thresholds=G.UP_IS_GOOD, background=True, w=6, h=8),
+            G.state_stat("Probe", "1 when the endpoint answered 200 with the expected JSON.",
+                         target(series(catalog.PROBE_SUCCESS), "{{endpoint}} {{instance}}"),
+                         mappings=G.OK_FAILED, w=6, h=8),
             G.stat("HTTP status", "Status code of the last probe; 0 means no answer at all (no listener, "
                    "timeout), which is the public build's normal state.",
                    target(series(catalog.PROBE_HTTP_STATUS), "{{endpoint}} {{instance}}"),

@@ -177,6 +177,13 @@ def stat(title: str, description: str, *targets: g.Target, unit: str,
         overrides=overrides or [])
 
 
+def state_stat(title: str, description: str, *targets: g.Target, mappings: list[dict] = UP_DOWN,
+               **options) -> g.Stat:
+    """A 0/1 state as a word on green (1) or red (0): up or down, unless `mappings` names them."""
+    return stat(title, description, *targets, unit="none", mappings=mappings, thresholds=UP_IS_GOOD,
+                background=True, **options)
+
+
 def gauge(title: str, description: str, *targets: g.Target, unit: str, thresholds: list[dict],
           min: float = 0, max: float = 1, w: int = 4, h: int = 6) -> g.GaugePanel:
     """A dial from `min` to `max` (a share from 0 to 1 by default), coloured by the thresholds."""

@@ -28,14 +28,12 @@ def dashboard(settings: Settings) -> Dashboard:
         "the outbox and firing alerts. Follow the links to Performance, Errors, Activity and Exporter.",
         row(
             "Status (the guide's /status)",
-            G.stat("Process", "1 when a DevFlow server process was found (pidfile, command line or port).",
-                   target(series(catalog.PROCESS_UP), "{{instance}}"),
-                   unit="none", mappings=G.UP_DOWN, thresholds=G.UP_IS_GOOD, background=True),
-            G.stat("App health", "What the app's /health says. The public build serves no HTTP port, "
-                   "so this stays empty there; see the probe panels on the Errors dashboard.",
-                   target(series(catalog.APP_HEALTHY), "{{instance}}"),
-                   unit="none", mappings=G.value_mappings((0, "unhealthy", "red"), (1, "healthy", "green")),
-                   thresholds=G.UP_IS_GOOD, background=True),
+            G.state_stat("Process", "1 when a DevFlow server process was found (pidfile, command line or port).",
+                         target(series(catalog.PROCESS_UP), "{{instance}}")),
+            G.state_stat("App health", "What the app's /health says. The public build serves no HTTP port, "
+                         "so this stays empty there; see the probe panels on the Errors dashboard.",
+                         target(series(catalog.APP_HEALTHY), "{{instance}}"),
+                         mappings=G.value_mappings((0, "unhealthy", "red"), (1, "healthy", "green"))),
             G.stat("Uptime", "Uptime the app reports on /status, or else the time since the process started.",
                    target(f"{series(catalog.APP_UPTIME)} or ({age(catalog.PROCESS_START_TIME)})", "{{instance}}"),
                    unit="dtdurations"),
@@ -52,7 +50,7 @@ def dashboard(settings: Settings) -> Dashboard:
         ),
         row(
             "Resources and work",
-            G.stat("Memory used", "Resident memory of the DevFlow process.",
+            G.stat("Memory used", catalog.PROCESS_RSS.help,
                    target(series(catalog.PROCESS_RSS), "{{instance}}"), unit="bytes", sparkline=True),
             G.gauge("App memory used of total", "Memory used / total as the app reports them on /status; "
                     f"the guide's checklist wants it below {percent(checklist.memory_ratio)}.",
@@ -89,10 +87,9 @@ def dashboard(settings: Settings) -> Dashboard:
                    f"{percent(checklist.error_ratio)}.",
                    target(queries.LOG_ERROR_RATIO, "{{instance}}"),
                    unit="percentunit", thresholds=steps.log_error_ratio, background=True),
-            G.stat("Integrity check", "Result of the last scheduled database integrity check "
-                   "(PRAGMA quick_check, or integrity_check when configured).",
-                   target(series(catalog.DB_INTEGRITY_OK), "{{instance}}"),
-                   unit="none", mappings=G.OK_FAILED, thresholds=G.UP_IS_GOOD, background=True),
+            G.state_stat("Integrity check", "Result of the last scheduled database integrity check "
+                         "(PRAGMA quick_check, or integrity_check when configured).",
+                         target(series(catalog.DB_INTEGRITY_OK), "{{instance}}"), mappings=G.OK_FAILED),
             G.stat("Last backup", "Time since `devflow-monitor backup` last succeeded (daily review).",
                    target(age(catalog.BACKUP_LAST_SUCCESS), "{{instance}}"), unit="dtdurations"),
         ),

@@ -75,7 +75,7 @@ def dashboard(settings: Settings) -> Dashboard:
             "Machine",
             G.stat("CPUs", "Logical CPUs of the machine; CPU usage above is per core.",
                    target(series(catalog.HOST_CPUS), "{{instance}}"), unit="none", w=4),
-            G.stat("Machine memory", "Physical memory of the machine.",
+            G.stat("Machine memory", catalog.HOST_MEMORY_TOTAL.help,
                    target(series(catalog.HOST_MEMORY_TOTAL), "{{instance}}"), unit="bytes", w=4),
             G.timeseries("Machine memory used", "Share of the machine's memory not available to new processes "
                          f"(by every program, not only DevFlow). Checklist: below {percent(checklist.memory_ratio)}.",

@@ -1,9 +1,10 @@
 """The exporter's configuration flags (Prometheus style), shared by `serve` and every command that
-reads the exporter's configuration."""
+reads the exporter's configuration, and `add_command`, the shape every command's parser starts from."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 
 from devflow_monitor.exporter.config import load
 
@@ -22,6 +23,17 @@ CONFIG_FLAGS = {
     "--devflow.port": ("devflow.port", "PORT", "port the DevFlow server listens on (default 3000)"),
     "--devflow.url": ("devflow.url", "URL", "base URL for /health and /status probes"),
 }
+
+
+def add_command(subparsers, name: str, func, *, help: str, config: bool = True,
+                **options) -> argparse.ArgumentParser:
+    """The parser of command `name`, which runs `func(args)` and is described by its docstring (as click
+    does); with `config`, it takes the exporter's configuration flags."""
+    parser = subparsers.add_parser(name, help=help, description=inspect.getdoc(func), **options)
+    if config:
+        add_config_arguments(parser)
+    parser.set_defaults(func=func)
+    return parser
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

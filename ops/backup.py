@@ -40,7 +40,7 @@ from pathlib import Path
 from devflow_monitor.exporter import devflow_db
 from devflow_monitor.exporter.config import Config
 from devflow_monitor.ops import common, logfiles
-from devflow_monitor.exporter.flags import add_config_arguments, config_from_args
+from devflow_monitor.exporter.flags import add_command, config_from_args
 
 MANIFEST = "manifest.json"
 FORMAT = "devflow-monitor-backup/1"
@@ -50,13 +50,8 @@ VANISHED = "removed while the backup ran"
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "backup", help="online, verified backup of the database, config files and logs",
-        description="Copy the DevFlow database with SQLite's online backup API while DevFlow keeps writing, "
-                    "verify the copy, add config files and compressed logs, write a manifest with checksums, "
-                    "apply retention and record the success for the exporter. Exit status 0 on success, "
-                    "1 on failure.")
-    add_config_arguments(parser)
+    parser = add_command(subparsers, "backup", run,
+                         help="online, verified backup of the database, config files and logs")
     parser.add_argument("--dir", metavar="DIR", help="backup directory (default: backup.directory from the config)")
     parser.add_argument("--retention-days", type=int, metavar="DAYS",
                         help="remove backups older than this (default: backup.retention_days, 30); 0 keeps all")
@@ -72,7 +67,6 @@ def register(subparsers) -> None:
     parser.add_argument("--step-pages", type=int, default=1024, metavar="N",
                         help="database pages copied per backup step (default 1024)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.set_defaults(func=run)
 
 
 @dataclass
@@ -94,6 +88,9 @@ def options_from_args(config: Config, args) -> Options:
 
 
 def run(args) -> int:
+    """Copy the DevFlow database with SQLite's online backup API while DevFlow keeps writing, verify the copy, add
+    config files and compressed logs, write a manifest with checksums, apply retention and record the success for
+    the exporter. Exit status 0 on success, 1 on failure."""
     config = config_from_args(args)
     if args.step_pages < 1 or args.keep_min < 1 or args.keep_max < 0:
         return common.fail("backup", "--step-pages and --keep-min must be at least 1, --keep-max at least 0",

@@ -52,7 +52,7 @@ from devflow_monitor.alerting.settings import Settings, SettingsError, load, sec
 from devflow_monitor.exporter import catalog as c
 from devflow_monitor.exporter import persistence
 from devflow_monitor.ops import common
-from devflow_monitor.exporter.flags import add_config_arguments, config_from_args
+from devflow_monitor.exporter.flags import add_command, config_from_args
 
 VIEWS = ("overview", "performance", "errors", "activity")
 SPARK = "▁▂▃▄▅▆▇█"
@@ -66,24 +66,20 @@ RATED = (c.PROCESS_CPU.name, c.LOG_LINES.name, c.EVENTS_INGESTED.name, c.HTTP_RE
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "dashboard", help="live terminal dashboard (overview, performance, errors, activity)",
-        description="A live view of DevFlow from the exporter's /metrics (or from Prometheus), refreshed in "
-                    "place with sparkline trends and the guide's thresholds as colours. Plain text when not "
-                    "on a terminal.")
-    add_config_arguments(parser)
+    parser = add_command(subparsers, "dashboard", run,
+                         help="live terminal dashboard (overview, performance, errors, activity)")
     parser.add_argument("--view", choices=VIEWS, default="overview", help="which view (default overview)")
     parser.add_argument("--settings", metavar="FILE",
                         help="YAML or Jsonnet alert settings whose thresholds set the colours (default: built in)")
-    parser.add_argument("--url", metavar="URL",
+    source = parser.add_argument_group("source", "The exporter's /metrics, unless --prometheus is given.")
+    source.add_argument("--url", metavar="URL",
                         help="exporter metrics URL (default: --web.listen-address and --web.telemetry-path, "
                              "http://127.0.0.1:9764/metrics)")
-    parser.add_argument("--prometheus", metavar="URL",
+    source.add_argument("--prometheus", metavar="URL",
                         help="read from Prometheus at URL instead of the exporter (history comes from it too)")
-    parser.add_argument("--match", metavar="LABELS",
+    source.add_argument("--match", metavar="LABELS",
                         help='with --prometheus: extra label matchers, e.g. \'job="devflow"\'')
-    parser.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
-                        help="refresh interval (default 2)")
+    parser.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="refresh interval (default 2)")
     parser.add_argument("--rate-window", type=float, metavar="SECONDS",
                         help="span of the rates: from the exporter default 30 (--once samples twice this far "
                              "apart); with --prometheus default the settings' rate_window (5m)")
@@ -92,7 +88,6 @@ def register(subparsers) -> None:
     parser.add_argument("--frames", type=int, default=0, metavar="N",
                         help="stop after N frames (default: run until Ctrl-C on a terminal, 1 otherwise)")
     parser.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="HTTP timeout (default 3)")
-    parser.set_defaults(func=run)
 
 
 # --- sources ------------------------------------------------------------------------
@@ -591,6 +586,8 @@ def render(view: str, history: History, settings: Settings, source_label: str, i
 
 
 def run(args) -> int:
+    """A live view of DevFlow from the exporter's /metrics (or from Prometheus), refreshed in place with sparkline
+    trends and the guide's thresholds as colours. Plain text when not on a terminal."""
     config = config_from_args(args)
     spans = (args.interval, args.timeout, 1.0 if args.rate_window is None else args.rate_window)
     if not all(math.isfinite(v) and v > 0 for v in spans) or args.frames < 0:

@@ -35,7 +35,7 @@ from devflow_monitor.alerting.settings import Settings, SettingsError, load
 from devflow_monitor.exporter import catalog, devflow_db, persistence
 from devflow_monitor.exporter.config import Config
 from devflow_monitor.ops import common, dashboard, logfiles, target
-from devflow_monitor.exporter.flags import add_config_arguments, config_from_args
+from devflow_monitor.exporter.flags import add_command, config_from_args
 
 CHECKS = ("process", "port", "database", "wal", "disk", "logs", "events", "exporter", "prometheus",
           "alertmanager")
@@ -53,12 +53,7 @@ class Check:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "doctor", help="check DevFlow and its monitoring, with recommended actions",
-        description="Check the DevFlow process, its port, database (integrity, WAL), disk space and recent "
-                    "log errors, and whether the exporter, Prometheus and Alertmanager answer. "
-                    "Exit status: 0 all ok, 1 warnings, 2 failures.")
-    add_config_arguments(parser)
+    parser = add_command(subparsers, "doctor", run, help="check DevFlow and its monitoring, with recommended actions")
     parser.add_argument("--settings", metavar="FILE",
                         help="YAML or Jsonnet alert settings whose thresholds doctor checks against (default: built in)")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
@@ -89,10 +84,11 @@ def register(subparsers) -> None:
     parser.add_argument("--memory-warn-percent", type=float, metavar="PCT",
                         help="warn when DevFlow's RSS exceeds this share of the machine's memory "
                              "(default: DevFlowHighMemoryUsage's threshold, 50)")
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    """Check the DevFlow process, its port, database (integrity, WAL), disk space and recent log errors, and whether
+    the exporter, Prometheus and Alertmanager answer. Exit status: 0 all ok, 1 warnings, 2 failures."""
     config = config_from_args(args)
     try:
         settings = load(args.settings)

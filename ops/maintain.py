@@ -27,45 +27,37 @@ from pathlib import Path
 from devflow_monitor.exporter import devflow_db
 from devflow_monitor.exporter.config import Config
 from devflow_monitor.ops import backup, common, logfiles, target
-from devflow_monitor.exporter.flags import add_config_arguments, config_from_args
+from devflow_monitor.exporter.flags import add_command, config_from_args
 
 DAY = 86400.0
 
+# The numeric flags: flag -> (type, default, metavar, what it sets).
+KNOBS = {
+    "--retention-days": (float, 30, "DAYS", "delete events older than this"),
+    "--batch-target-ms": (float, 50, "MS", "aim for delete transactions of this length"),
+    "--pause-ms": (float, 50, "MS", "pause between delete transactions, the writer's window"),
+    "--max-batch": (int, 20000, "ROWS", "upper bound on rows per delete transaction"),
+    "--time-limit": (float, 0, "SECONDS", "stop deleting after this long, to fit a maintenance window; 0: no limit"),
+    "--analysis-limit": (int, 1000, "ROWS", "rows ANALYZE samples per index (PRAGMA analysis_limit); 0: all"),
+    "--reserve-disk-mb": (float, 256, "MB", "free space VACUUM must leave beyond its own need of twice the database"),
+    "--log-retention-days": (float, 7, "DAYS", "remove rotated copies of the configured logs older than this"),
+}
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "maintain", help="retention delete in short batches, ANALYZE, VACUUM when safe, old log cleanup",
-        description="Delete events older than the retention in short transactions so DevFlow's writes never "
-                    "wait long, refresh the planner's statistics, VACUUM only with enough free disk (and, by "
-                    "default, only while DevFlow is stopped), remove old rotated logs. Exit status 0 on "
-                    "success, 1 on failure.")
-    add_config_arguments(parser)
-    parser.add_argument("--retention-days", type=float, default=30, metavar="DAYS",
-                        help="delete events older than this (default 30)")
-    parser.add_argument("--batch-target-ms", type=float, default=50, metavar="MS",
-                        help="aim for delete transactions of this length (default 50)")
-    parser.add_argument("--pause-ms", type=float, default=50, metavar="MS",
-                        help="pause between delete transactions, the writer's window (default 50)")
-    parser.add_argument("--max-batch", type=int, default=20000, metavar="ROWS",
-                        help="upper bound on rows per delete transaction (default 20000)")
-    parser.add_argument("--time-limit", type=float, default=0, metavar="SECONDS",
-                        help="stop deleting after this long, to fit a maintenance window (default 0: no limit)")
-    parser.add_argument("--analysis-limit", type=int, default=1000, metavar="ROWS",
-                        help="rows ANALYZE samples per index (PRAGMA analysis_limit; default 1000, 0 = all)")
+    parser = add_command(subparsers, "maintain", run,
+                         help="retention delete in short batches, ANALYZE, VACUUM when safe, old log cleanup")
+    for flag, (kind, default, metavar, text) in KNOBS.items():
+        parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=f"{text} (default {default})")
     parser.add_argument("--vacuum", choices=("auto", "always", "never"), default="auto",
                         help="auto: only while DevFlow is stopped and at least 10%% of the file is free pages; "
                              "always: even while it runs (its writes wait for the whole VACUUM); never")
-    parser.add_argument("--reserve-disk-mb", type=float, default=256, metavar="MB",
-                        help="free space VACUUM must leave beyond its own need of twice the database (default 256)")
-    parser.add_argument("--log-retention-days", type=float, default=7, metavar="DAYS",
-                        help="remove rotated copies of the configured logs older than this (default 7)")
     parser.add_argument("--no-logs", action="store_true", help="leave rotated logs alone")
     parser.add_argument("--backup-first", action="store_true",
                         help="make a verified backup (as `devflow-monitor backup`) before changing anything")
     parser.add_argument("--backup-dir", metavar="DIR", help="where --backup-first writes (default: backup.directory)")
     parser.add_argument("--dry-run", action="store_true", help="show what would happen; change nothing")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.set_defaults(func=run)
 
 
 @dataclass
@@ -88,6 +80,9 @@ class Retention:
 
 
 def run(args) -> int:
+    """Delete events older than the retention in short transactions so DevFlow's writes never wait long, refresh the
+    planner's statistics, VACUUM only with enough free disk (and, by default, only while DevFlow is stopped),
+    remove old rotated logs. Exit status 0 on success, 1 on failure."""
     config = config_from_args(args)
     if args.retention_days <= 0 or args.batch_target_ms <= 0 or args.max_batch < 1 or args.pause_ms < 0:
         return common.fail("maintain", "--retention-days, --batch-target-ms and --max-batch must be positive",

@@ -23,22 +23,16 @@ from pathlib import Path
 from devflow_monitor.exporter import devflow_db
 from devflow_monitor.exporter.config import Config
 from devflow_monitor.ops import backup, common, target
-from devflow_monitor.exporter.flags import add_config_arguments, config_from_args
+from devflow_monitor.exporter.flags import add_command, config_from_args
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "restore", help="verify a backup and swap it in for the DevFlow database",
-        description="Verify BACKUP (checksum, integrity), refuse while DevFlow runs unless --stop, keep the "
-                    "replaced database (and its -wal/-shm) beside it, swap atomically and print how to undo. "
-                    "Exit status 0 when restored, 1 when refused or failed (the database is then unchanged).")
-    add_config_arguments(parser)
+    parser = add_command(subparsers, "restore", run, help="verify a backup and swap it in for the DevFlow database")
     parser.add_argument("backup", metavar="BACKUP",
                         help="a backup folder made by `devflow-monitor backup`, or a database file")
-    parser.add_argument("--stop", action="store_true",
-                        help="stop a running DevFlow first (SIGTERM by PID, then wait)")
+    parser.add_argument("--stop", action="store_true", help="stop a running DevFlow first (SIGTERM by PID, then wait)")
     parser.add_argument("--stop-timeout", type=float, default=15.0, metavar="SECONDS",
                         help="how long to wait for DevFlow to exit after SIGTERM (default 15)")
     parser.add_argument("--restart-command", metavar="CMD",
@@ -47,10 +41,12 @@ def register(subparsers) -> None:
     parser.add_argument("--config-files", action="store_true",
                         help="also put the backup's config files back where they came from")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    """Verify BACKUP (checksum, integrity), refuse while DevFlow runs unless --stop, keep the replaced database (and
+    its -wal/-shm) beside it, swap atomically and print how to undo. Exit status 0 when restored, 1 when refused
+    or failed (the database is then unchanged)."""
     config = config_from_args(args)
     try:
         result = restore(config, Path(args.backup).expanduser().absolute(), stop=args.stop,

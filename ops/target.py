@@ -1,4 +1,5 @@
-"""The DevFlow server process, as the operator commands see it: find it, describe it, stop it.
+"""The DevFlow server process, as the operator commands see it: find it, describe it, stop it (and
+`wait_gone`, which the stack runner uses for its own processes too).
 
 Finding is the process collector's `ProcessFinder` (pidfile, command-line
 pattern, listening port; never this command, its ancestors or its children),
@@ -15,6 +16,8 @@ import psutil
 
 from devflow_monitor.exporter.collectors.process import ProcessFinder, alive, read_pidfile
 from devflow_monitor.exporter.config import Config
+
+ZOMBIE_LOOK_SECONDS = 0.1  # how often wait_gone looks for a zombie, which psutil.wait_procs waits on
 
 
 @dataclass
@@ -80,12 +83,20 @@ def stop(found: list[Found], timeout: float) -> list[Found]:
             item.process.send_signal(signal.SIGTERM)
         except psutil.NoSuchProcess:
             pass
+    running = wait_gone([item.process for item in found], timeout)
+    return [item for item in found if item.process in running]
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Those of `procs` still running after `timeout` seconds. psutil.wait_procs waits (and reaps our own
+    children), but it also waits for a zombie that another parent has not reaped, which a test harness or a
+    container's bare init may do late or never; a zombie has exited, so it counts as gone here."""
     deadline = time.monotonic() + timeout
-    remaining = [f for f in found if alive(f.process)]
-    while remaining and time.monotonic() < deadline:
-        time.sleep(0.05)
-        remaining = [f for f in remaining if alive(f.process)]
-    return remaining
+    running = [proc for proc in procs if alive(proc)]
+    while running and (left := deadline - time.monotonic()) > 0:
+        _, running = psutil.wait_procs(running, timeout=min(left, ZOMBIE_LOOK_SECONDS))
+        running = [proc for proc in running if alive(proc)]
+    return running
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:

@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from devflow_monitor.exporter.config import ConfigError
+from devflow_monitor.exporter.flags import add_command
 
 FAULTS = {
     "stop_writing": "keep logging file and git events but persist no rows (the public build's defect)",
@@ -84,15 +85,10 @@ API_PATHS = ("/tools/getProjectStatus", "/tools/getMetrics", "/tools/getActivity
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "simulate", help="run a stand-in DevFlow server (demo and test target, not the real server)",
-        description="Run a stand-in for the DevFlow Monitor MCP server, for demos and tests; it is not the\n"
-                    "real server. It writes events of the real types into a real SQLite database (WAL, real\n"
-                    "schema), writes log lines in the real formats, serves the guide's /health and /status,\n"
-                    "and injects faults on request: POST /faults/NAME switches one on, DELETE /faults/NAME\n"
-                    "off, GET /faults lists them.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="faults:\n" + "\n".join(f"  {name:<15} {text}" for name, text in FAULTS.items()))
+    parser = add_command(subparsers, "simulate", run, config=False,
+                         help="run a stand-in DevFlow server (demo and test target, not the real server)",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog="faults:\n" + "\n".join(f"  {name:<15} {text}" for name, text in FAULTS.items()))
     parser.add_argument("--database", metavar="PATH", help="SQLite database to write (created when missing)")
     parser.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:3000",
                         help="HTTP address for /health, /status and /faults, or 'none' for no HTTP at all "
@@ -104,10 +100,14 @@ def register(subparsers) -> None:
                         help="faults active from the start: " + ", ".join(FAULTS))
     parser.add_argument("--pidfile", metavar="FILE", help="write the process id here; removed at exit")
     parser.add_argument("--seed", metavar="N", help="seed for the event mix, to repeat a run")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run a stand-in for the DevFlow Monitor MCP server, for demos and tests; it is not the
+    real server. It writes events of the real types into a real SQLite database (WAL, real
+    schema), writes log lines in the real formats, serves the guide's /health and /status,
+    and injects faults on request: POST /faults/NAME switches one on, DELETE /faults/NAME
+    off, GET /faults lists them."""
     options = _check_arguments(args)
     try:
         simulator = Simulator(**options)

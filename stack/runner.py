@@ -29,6 +29,7 @@ import yaml
 
 from devflow_monitor.cli import COMMANDS
 from devflow_monitor.exporter.config import BackupConfig
+from devflow_monitor.ops.target import wait_gone
 from devflow_monitor.stack import deps
 
 REPO = Path(__file__).resolve().parent.parent
@@ -187,22 +188,12 @@ def _find_repo() -> Path:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a compose-style .env file; comments and blank lines ignored."""
-    values: dict[str, str] = {}
+    """The settings in a compose-style .env file, read as docker compose reads it; none when it is missing."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return values
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+        from dotenv import dotenv_values  # the `stack` extra: the daemon never reads a .env
+    except ImportError:
+        raise StackError("python-dotenv is missing: pip install 'devflow-monitor[stack]'") from None
+    return {key: value for key, value in dotenv_values(path).items() if value is not None}
 
 
 # --- actions --------------------------------------------------------------------------------------------
@@ -432,24 +423,17 @@ def plan_native(settings: Settings) -> tuple[list[Component], dict[str, str]]:
 
     alertmanager = deps.find("prometheus-alertmanager")
     if alertmanager:
-        components.append(Component("alertmanager", [
-            alertmanager, f"--config.file={state / 'alertmanager' / 'alertmanager.yml'}",
-            f"--storage.path={state / 'alertmanager' / 'data'}",
-            f"--web.listen-address={settings.bind}:{settings.ports['alertmanager']}",
-            f"--web.external-url={settings.url('alertmanager')}",
-            "--cluster.listen-address="]))  # a single instance: no gossip port to collide with
+        # A single instance: no gossip port to collide with.
+        components.append(_prometheus_style(settings, "alertmanager", alertmanager, "--storage.path",
+                                            "--cluster.listen-address="))
     else:
         skipped["alertmanager"] = ("neither prometheus-alertmanager nor alertmanager on PATH "
                                    f"({_install_hint('prometheus-alertmanager')})")
 
     prometheus = deps.find("prometheus")
     if prometheus:
-        components.append(Component("prometheus", [
-            prometheus, f"--config.file={state / 'prometheus' / 'prometheus.yml'}",
-            f"--storage.tsdb.path={state / 'prometheus' / 'data'}",
-            f"--web.listen-address={settings.bind}:{settings.ports['prometheus']}",
-            f"--web.external-url={settings.url('prometheus')}",
-            "--storage.tsdb.retention.time=15d", "--web.enable-lifecycle"]))
+        components.append(_prometheus_style(settings, "prometheus", prometheus, "--storage.tsdb.path",
+                                            "--storage.tsdb.retention.time=15d", "--web.enable-lifecycle"))
     else:
         skipped["prometheus"] = f"prometheus not on PATH ({_install_hint('prometheus')})"
 
@@ -461,6 +445,14 @@ def plan_native(settings: Settings) -> tuple[list[Component], dict[str, str]]:
         if prometheus and "webdash" in COMMANDS:
             components.append(_webdash_component(settings, python, python_env, alertmanager is not None))
     return components, skipped
+
+
+def _prometheus_style(settings: Settings, name: str, binary: str, storage_flag: str, *flags: str) -> Component:
+    """Prometheus or Alertmanager: both take their config file, storage folder, address and URL alike."""
+    folder = settings.state / name
+    return Component(name, [binary, f"--config.file={folder / f'{name}.yml'}", f"{storage_flag}={folder / 'data'}",
+                            f"--web.listen-address={settings.bind}:{settings.ports[name]}",
+                            f"--web.external-url={settings.url(name)}", *flags])
 
 
 def _install_hint(program: str) -> str:
@@ -592,10 +584,10 @@ def stop_recorded(record: dict, timeout: float = 15.0) -> str:
             pass
 
     send(signal.SIGTERM)
-    if _wait_gone(proc, timeout):
+    if not wait_gone([proc], timeout):
         return f"stopped (pid {proc.pid})"
     send(signal.SIGKILL)
-    _wait_gone(proc, 5.0)
+    wait_gone([proc], 5.0)
     return f"killed after {timeout:.0f} s (pid {proc.pid})"
 
 
@@ -604,19 +596,6 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except OSError:
         return None
-
-
-def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
-    """Wait for the process to end; a zombie (nobody reaped it yet) has ended."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 # --- rendering the native configs ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from devflow_monitor.exporter.devflow_db import create_database, insert_event
 from devflow_monitor.stack import deps
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,11 +65,24 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    if proc.poll() is None:
+def database_with_events(path: Path, count: int, event_type: str = "file:changed") -> Path:
+    """A database with the server's schema and `count` events of one type, closed (no -wal left)."""
+    conn = create_database(path)
+    for seq in range(count):
+        insert_event(conn, event_type, seq=seq)
+    conn.close()
+    return path
+
+
+def stop_process(*procs: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM all that still run at once, so they exit side by side; SIGKILL any left after `timeout`."""
+    running = [proc for proc in procs if proc.poll() is None]
+    for proc in running:
         proc.terminate()
+    deadline = time.monotonic() + timeout
+    for proc in running:
         try:
-            proc.wait(timeout)
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -87,8 +101,7 @@ def spawn():
         return proc
 
     yield start
-    for proc in reversed(started):
-        stop_process(proc)
+    stop_process(*reversed(started))
 
 
 def parse_metrics(text: str) -> dict[tuple, float]:
@@ -151,6 +164,12 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
+def voluntary_switches(pid: int, tid: int) -> int:
+    """How often a thread has gone to sleep (Linux): one per wake-up of a thread that waits for work."""
+    status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt_switches:")))
+
+
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, message: str = "condition"):
     """Poll `predicate` until it returns a truthy value; returns that value."""
     deadline = time.monotonic() + timeout
@@ -194,7 +213,7 @@ class RunningSimulator:
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, wait, return the exit status."""
-        stop_process(self.process, timeout)
+        stop_process(self.process, timeout=timeout)
         return self.process.returncode
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT, http_get, wait_until
+from conftest import ROOT, database_with_events, http_get, wait_until
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
@@ -42,11 +42,7 @@ def state(samples) -> str:
 
 
 def test_concurrent_writer_is_counted_exactly_and_never_blocked(tmp_path, start_exporter):
-    db = tmp_path / "devflow.db"
-    conn = create_database(db)
-    for seq in range(300):
-        insert_event(conn, "file:created", seq=seq)
-    conn.close()
+    db = database_with_events(tmp_path / "devflow.db", 300, "file:created")
     exporter = start_exporter("--devflow.database", str(db))
     # Counted from the exporter's first look on; known types and the types already stored start at 0.
     baseline = wait_until(lambda: ingested(exporter.scrape()), message="ingest baseline")
@@ -91,9 +87,7 @@ def test_every_database_state_is_a_value_and_recovers(tmp_path, start_exporter, 
     assert samples[(catalog.DB_UP.name, ())] == 0
     assert samples[(catalog.COLLECTOR_SUCCESS.name, (("collector", "database"),))] == 1
 
-    conn = create_database(db)
-    insert_event(conn, "git:commit", seq=0)
-    conn.close()
+    database_with_events(db, 1, "git:commit")
     settle("ok")
     conn = sqlite3.connect(db, isolation_level=None)
     for seq in range(1, 51):
@@ -233,10 +227,7 @@ def test_reading_a_closed_database_creates_and_writes_no_file_beside_it(tmp_path
     """Issue 11 item 17: a plain `mode=ro` open created -wal/-shm and wrote -shm in the server's directory."""
     data = tmp_path / "data"
     db = data / "devflow.db"
-    conn = create_database(db)
-    for seq in range(20):
-        insert_event(conn, "git:commit", seq=seq)
-    conn.close()  # a clean close checkpoints and removes -wal and -shm
+    database_with_events(db, 20, "git:commit")  # a clean close checkpoints and removes -wal and -shm
     assert sorted(p.name for p in data.iterdir()) == ["devflow.db"]
     with DirectoryEvents(data) as watch:
         exporter = start_exporter("--devflow.database", str(db))
@@ -285,10 +276,7 @@ def test_an_unreadable_database_is_not_a_failed_integrity_check(tmp_path, start_
 
 def test_a_missing_database_drops_its_counts_and_check_and_a_symlink_loop_is_unreadable(tmp_path, start_exporter):
     """Issue 11 item 16: a deleted database kept exporting integrity_check_ok 1 and its row counts."""
-    db = tmp_path / "devflow.db"
-    conn = create_database(db)
-    insert_event(conn, "git:commit", seq=0)
-    conn.close()
+    db = database_with_events(tmp_path / "devflow.db", 1, "git:commit")
     exporter = start_exporter("--devflow.database", str(db))
     wait_until(lambda: exporter.value(catalog.DB_INTEGRITY_OK.name) == 1 and stored(exporter.scrape()),
                message="checked and counted")
@@ -307,10 +295,7 @@ def test_a_missing_database_drops_its_counts_and_check_and_a_symlink_loop_is_unr
 def test_an_unchanged_database_is_not_reopened_between_scrapes(tmp_path, start_exporter):
     """Issue 12: the background count re-read the whole database on every refresh; with nothing
     written it must not even open the file."""
-    db = tmp_path / "devflow.db"
-    conn = create_database(db)
-    insert_event(conn, "git:commit", seq=0)
-    conn.close()
+    db = database_with_events(tmp_path / "devflow.db", 1, "git:commit")
     exporter = start_exporter("--devflow.database", str(db),
                               settings={"collectors": {"database": {"integrity_interval_seconds": 3600}}})
     wait_until(lambda: stored(exporter.scrape()), message="first count")

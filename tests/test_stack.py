@@ -435,6 +435,25 @@ def test_status_without_a_stack_says_how_to_start_one(tmp_path):
     assert "make up" in result.stdout
 
 
+def test_dotenv_is_read_as_compose_reads_it(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("# ports\n\nDEVFLOW_STACK_BIND=0.0.0.0\nexport GF_ADMIN_PASSWORD='s3cret # kept'\n"
+                        'DEVFLOW_STACK_GRAFANA_PORT="3002"\n')
+    assert stack.read_dotenv(env_file) == {"DEVFLOW_STACK_BIND": "0.0.0.0", "GF_ADMIN_PASSWORD": "s3cret # kept",
+                                           "DEVFLOW_STACK_GRAFANA_PORT": "3002"}
+    assert stack.read_dotenv(tmp_path / "missing.env") == {}
+
+
+def test_stack_without_python_dotenv_names_the_extra_to_install(tmp_path):
+    hidden = tmp_path / "hidden" / "dotenv"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    result = cli("stack", "status", "--state-dir", str(tmp_path / "state"),
+                 env={**os.environ, "PYTHONPATH": str(hidden.parent)})
+    assert result.returncode == 1
+    assert result.stderr == "devflow-monitor: error: python-dotenv is missing: pip install 'devflow-monitor[stack]'\n"
+
+
 def path_with_only(tmp_path: Path, *programs: str) -> str:
     """A PATH holding just these real programs, so what the plan finds does not depend on this machine."""
     bin_dir = tmp_path / "only-bin"

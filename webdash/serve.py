@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from devflow_monitor import dashboards
 from devflow_monitor.exporter.config import ConfigError, parse_listen_address
+from devflow_monitor.exporter.flags import add_command
 from devflow_monitor.exporter.http import load_web_config
 
 log = logging.getLogger("devflow_monitor.webdash")
@@ -19,11 +20,8 @@ DEFAULT_DASHBOARDS = Path(dashboards.__file__).resolve().parent / "json"
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "webdash", help="serve the dashboards in a browser, without Grafana",
-        description="Serve the committed Grafana dashboards (dashboards/json) as web pages that run the "
-                    "same PromQL against Prometheus, with the firing alerts and the guide's "
-                    "/dashboard/api/metrics JSON.")
+    parser = add_command(subparsers, "webdash", run, config=False,
+                         help="serve the dashboards in a browser, without Grafana")
     parser.add_argument("--web.listen-address", dest="listen_address", default="127.0.0.1:3001",
                         metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:3001)")
     parser.add_argument("--prometheus.url", dest="prometheus_url", default="http://127.0.0.1:9090",
@@ -36,7 +34,6 @@ def register(subparsers) -> None:
                         help=f"directory of dashboard JSON (default {DEFAULT_DASHBOARDS})")
     parser.add_argument("--log.level", dest="log_level", default="info",
                         choices=("debug", "info", "warning", "error"), help="log level (default info)")
-    parser.set_defaults(func=run)
 
 
 def check_url(flag: str, url: str | None) -> None:
@@ -48,6 +45,8 @@ def check_url(flag: str, url: str | None) -> None:
 
 
 def run(args) -> int:
+    """Serve the committed Grafana dashboards (dashboards/json) as web pages that run the same PromQL against
+    Prometheus, with the firing alerts and the guide's /dashboard/api/metrics JSON."""
     from devflow_monitor.webdash.http import DashboardError, WebdashServer
 
     check_url("--prometheus.url", args.prometheus_url)
