@@ -20,7 +20,7 @@ from pathlib import Path
 from devflow_monitor.alerting.settings import Settings, SettingsError, load
 from devflow_monitor.dashboards import DASHBOARDS
 from devflow_monitor.dashboards.grafana import dumps, render
-from devflow_monitor.generate.files import sync
+from devflow_monitor.generate.committed import sync
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 

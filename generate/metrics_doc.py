@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from devflow_monitor.exporter import catalog
-from devflow_monitor.generate.files import sync
+from devflow_monitor.generate.committed import sync
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -36,7 +36,7 @@ from devflow_monitor.alerting import rules
 from devflow_monitor.alerting.settings import Settings, to_dict
 from devflow_monitor.dashboards import DASHBOARDS
 from devflow_monitor.dashboards.grafana import TAGS
-from devflow_monitor.generate.files import sync
+from devflow_monitor.generate.committed import sync
 
 MIXIN_DIR = Path(__file__).resolve().parent
 ROOT = MIXIN_DIR.parent

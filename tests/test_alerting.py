@@ -27,7 +27,7 @@ import yaml
 from devflow_monitor.alerting import alertmanager, build, rules, settings
 from conftest import ROOT, free_port, requires, wait_for_http, wait_until
 from devflow_monitor.exporter import catalog
-from devflow_monitor.generate import files as generated
+from devflow_monitor.generate import committed as generated
 
 ALERTING = ROOT / "alerting"
 RUNBOOK = ROOT / "docs" / "runbook.md"
