@@ -1,6 +1,6 @@
 """Log-counting throughput: the logs collector next to `grep -c` and Debian's mtail, on the same file.
 
-The file (~1 GB by default) mixes every DevFlow line format of FACTS.md in
+The file (~1 GB by default) mixes every DevFlow line format of docs/devflow.md in
 realistic shares: stderr `[LEVEL][Component]` lines, stdout `[ISO] [LEVEL]`
 lines, the guide's `YYYY-MM-DD HH:MM:SS LEVEL`, JSON audit lines, multi-line
 `[DEBUG] File event` dumps, errors with stack lines, records without a level,

@@ -83,7 +83,7 @@ class EventQueueCollectorConfig:
 class LogsCollectorConfig:
     enabled: bool = True
     state_file: str | None = "~/.local/state/devflow-monitor/log-offsets.json"  # empty: offsets kept in memory only
-    poll_interval_seconds: float = 2.0  # stat safety net behind watchdog's events
+    poll_interval_seconds: float = 2.0  # stat interval where inotify is unavailable; else read at each scrape
     access_log_pattern: str = DEFAULT_ACCESS_LOG_PATTERN
 
 

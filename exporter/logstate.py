@@ -8,13 +8,14 @@ exporter continues its totals exactly. Device numbers can change across reboots
 and containers, so a saved position is taken by inode and device, or by inode
 and unchanged fingerprint.
 
-Who may touch what (the reader is collectors/logs.py; its one lock is LogsCollector._lock):
-- Reader: owned by the reader thread; no lock.
+Who may touch what (the reader is collectors/logs.py; a pass runs in its background
+thread or in a scrape, one at a time under LogsCollector._pass_lock):
+- Reader: owned by the pass.
 - TailedFile counters (`lines`, `protocol_messages`, `bytes`, `read_errors`,
-  `rotations`, `last_error`, `size`, `mtime`): written by the reader thread and
-  read by collect() and the state file writer, both under LogsCollector._lock.
+  `rotations`, `last_error`, `size`, `mtime`): written by the pass and read by
+  collect() and the state file writer, all under LogsCollector._lock.
 - The rest of TailedFile (its readers, saved positions, `path_bytes`,
-  `problem`): owned by the reader thread; no lock.
+  `problem`): owned by the pass.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ ROTATION_KINDS = ("rename", "truncate")
 
 
 class Reader:
-    """One open file (one inode) and where we are in it. Owned by the reader thread."""
+    """One open file (one inode) and where we are in it. Owned by the pass."""
 
     def __init__(self, fd: int, st: os.stat_result, offset: int = 0, skipping: bool = False,
                  fingerprint: bytes = b"", head: bytes = b""):
@@ -160,7 +161,7 @@ class TailedFile:
         self.path = path
         self.explicit = explicit
         self.access = access
-        # Owned by the reader thread.
+        # Owned by the pass.
         self.reader: Reader | None = None
         self.rotated: list[Reader] = []
         self.saved_reader: dict | None = None  # from the state file, used when the path is first opened

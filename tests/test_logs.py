@@ -14,13 +14,14 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port, http_get, wait_for_http, wait_until
+from conftest import free_port, http_get, voluntary_switches, wait_for_http, wait_until
 from devflow_monitor.exporter import catalog, config
 from devflow_monitor.exporter.collectors import CollectorSet
 from devflow_monitor.exporter.collectors import logs as logs_module
@@ -34,7 +35,7 @@ ACCESS_LINE = '127.0.0.1 - - [02/Aug/2025:14:00:01 +0000] "GET {path} HTTP/1.1" 
 # --- records in every DevFlow format, with decoys -----------------------------------------------------
 
 def records(count: int, seed: int, start: int = 0):
-    """(normalised level, bytes) for `count` records: all formats of FACTS.md, decoys, multi-line dumps."""
+    """(normalised level, bytes) for `count` records: all formats of docs/devflow.md, decoys, multi-line dumps."""
     rnd = random.Random(seed)
     spellings = {"debug": ["DEBUG", "TRACE"], "info": ["INFO", "info"], "warn": ["WARN", "WARNING"],
                  "error": ["ERROR", "ERR"], "fatal": ["FATAL", "CRITICAL"]}
@@ -250,6 +251,12 @@ def test_writer_process_rotating_both_ways_loses_and_doubles_no_record(tmp_path,
     truth_file = tmp_path / "truth.json"
     collector = running(make_collector(tmp_path, [log]))
     writer = spawn([sys.executable, __file__, "write", str(log), str(WRITER_RECORDS), "11", "6", str(truth_file)])
+    # Scraped every 20 ms, so that passes fall between and during its rotations, which come every
+    # 150 ms or so. Rotation events alone give one pass each, and on a loaded machine one can come
+    # after the next rotation: logrotate's come hours apart, so that would test the load, not the reader.
+    while writer.poll() is None:
+        samples(collector)
+        time.sleep(0.02)
     assert writer.wait(60) == 0
     truth = json.loads(truth_file.read_text())
     assert sum(truth.values()) >= WRITER_RECORDS
@@ -505,7 +512,7 @@ def test_restart_continues_when_the_device_number_changed(tmp_path):
     again.close()
 
 
-def test_stop_then_start_in_one_process_continues_and_is_woken_by_file_events(tmp_path, running):
+def test_stop_then_start_in_one_process_continues_its_totals(tmp_path, running):
     log = tmp_path / "app.log"
     first = append(log, records(500, seed=1))
     collector = running(make_collector(tmp_path, [log], poll=60))
@@ -514,8 +521,8 @@ def test_stop_then_start_in_one_process_continues_and_is_woken_by_file_events(tm
     second = append(log, records(500, seed=2, start=500))
     collector.start()
     wait_until(lambda: levels_of(collector, log) == add(first, second), timeout=5, message="continued")
-    third = append(log, records(500, seed=3, start=1000))  # after the first pass: only a file event reads it
-    wait_until(lambda: levels_of(collector, log) == add(first, second, third), timeout=5, message="woken")
+    third = append(log, records(500, seed=3, start=1000))  # after the first pass: the scrape reads it
+    wait_until(lambda: levels_of(collector, log) == add(first, second, third), timeout=5, message="read")
     assert value(collector, catalog.LOG_BYTES.name, file=log) == log.stat().st_size
 
 
@@ -656,14 +663,63 @@ def test_more_globbed_files_than_fit_reads_the_newest_and_an_evicted_one_continu
     collector.close()
 
 
-def test_file_events_wake_the_reader_long_before_the_poll_interval(tmp_path, running):
+def bytes_read(collector, path) -> int:
+    """What the collector has read so far, looked at without a scrape (collect() reads first)."""
+    with collector._lock:
+        return collector._files[str(path)].bytes
+
+
+def background_switches() -> int:
+    """Voluntary context switches of this process's threads other than the main one (the collector's)."""
+    main = threading.main_thread()
+    return sum(voluntary_switches(os.getpid(), t.native_id) for t in threading.enumerate() if t is not main)
+
+
+def test_appended_lines_wake_no_thread_and_are_counted_at_the_scrape(tmp_path, running):
     log = tmp_path / "app.log"
     log.write_bytes(b"[INFO] before start\n")
     collector = running(make_collector(tmp_path, [log], poll=60))
-    wait_until(lambda: levels_of(collector, log)["info"] == 1, timeout=5, message="first pass")
-    with open(log, "ab") as handle:
-        handle.write(b"[ERROR] after start\n")
-    wait_until(lambda: levels_of(collector, log)["error"] == 1, timeout=5, message="watchdog wake-up")
+    wait_until(lambda: bytes_read(collector, log) == log.stat().st_size, timeout=5, message="first pass")
+    time.sleep(0.2)  # the first pass's state file write is over
+    before = background_switches()
+    with open(log, "ab", buffering=0) as app:
+        for i in range(20):  # inotify's IN_MODIFY would wake watchdog's three threads and the reader each time
+            app.write(b"[ERROR] line %d\n" % i)
+            time.sleep(0.02)
+    assert background_switches() - before <= 4
+    assert bytes_read(collector, log) == len(b"[INFO] before start\n")
+    assert levels_of(collector, log)["error"] == 20  # the scrape reads them
+
+
+def test_deleted_log_is_released_at_once_without_a_scrape(tmp_path, running):
+    log = tmp_path / "server.log"
+    log.write_bytes(b"[INFO] before start\n")
+    collector = running(make_collector(tmp_path, [log], poll=60))
+    wait_until(lambda: bytes_read(collector, log) == log.stat().st_size, timeout=5, message="first pass")
+    with open(log, "ab", buffering=0) as app:
+        app.write(b"[ERROR] written just before the rm\n")
+        log.unlink()  # the deletion wakes the reader: it reads the file to its end and closes it
+        wait_until(lambda: fds_on_deleted_files(tmp_path, but=app.fileno()) == [], timeout=5,
+                   message="the deleted log released")
+    assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1}
+
+
+def test_copytruncate_copy_wakes_the_reader_so_compressing_the_copy_at_once_loses_no_line(tmp_path, running):
+    log = tmp_path / "app.log"
+    first = append(log, records(300, seed=1))
+    collector = running(make_collector(tmp_path, [log], poll=60))
+    wait_until(lambda: bytes_read(collector, log) == log.stat().st_size, timeout=5, message="first pass")
+    unread = append(log, records(200, seed=2, start=300))
+    copy = tmp_path / "app.log.1"
+    shutil.copyfile(log, copy)  # logrotate copytruncate with compress: copy, truncate, gzip the copy
+    wait_until(lambda: bytes_read(collector, log) == copy.stat().st_size, timeout=5, message="woken by the copy")
+    os.truncate(log, 0)
+    with open(copy, "rb") as plain, gzip.open(tmp_path / "app.log.1.gz", "wb") as packed:
+        shutil.copyfileobj(plain, packed)
+    copy.unlink()
+    after = append(log, records(400, seed=3, start=500))
+    # A scrape during the pass the gzip woke publishes the counts so far: wait for the next.
+    wait_until(lambda: levels_of(collector, log) == add(first, unread, after), timeout=5, message="every line")
 
 
 def test_compressed_and_rotated_files_are_never_read_even_when_a_glob_matches(tmp_path):

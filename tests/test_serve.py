@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import bcrypt
 import psutil
 import yaml
-from conftest import FAST_SETTINGS, NO_SERVER, cli, free_port, http_get, parse_metrics, wait_until
+from conftest import (FAST_SETTINGS, NO_SERVER, cli, free_port, http_get, parse_metrics, voluntary_switches,
+                      wait_until)
 from prometheus_client import CollectorRegistry, generate_latest
 
 from devflow_monitor.exporter import catalog
@@ -187,6 +188,14 @@ def test_sigterm_stops_the_exporter_promptly(tmp_path, start_exporter):
     exporter.proc.terminate()
     assert exporter.proc.wait(10) == 0
     assert time.monotonic() - started < 5
+
+
+def test_idle_exporter_main_thread_sleeps_until_a_request_or_a_signal(tmp_path, start_exporter):
+    exporter = start_exporter("--devflow.database", str(tmp_path / "x.db"))
+    pid = exporter.proc.pid
+    before = voluntary_switches(pid, pid)
+    time.sleep(3)  # the stdlib's serve_forever() would wake 6 times to poll for shutdown()
+    assert voluntary_switches(pid, pid) - before <= 1
 
 
 class Awkward:
