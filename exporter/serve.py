@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from devflow_monitor.exporter import http
 from devflow_monitor.exporter.collectors import CollectorSet
 from devflow_monitor.exporter.config import Config, parse_listen_address
-from devflow_monitor.exporter.flags import COLLECTORS, add_config_arguments, config_from_args
+from devflow_monitor.exporter.flags import COLLECTORS, add_command, config_from_args
 
 log = logging.getLogger("devflow_monitor")
 
@@ -63,22 +63,13 @@ def build_registry(collector_set: CollectorSet) -> CollectorRegistry:
 
 
 def register(subparsers) -> None:
-    serve = subparsers.add_parser(
-        "serve", help="run the Prometheus exporter",
-        description="Serve DevFlow metrics on /metrics, exporter liveness on /health and the guide's "
-                    "status JSON on /status.")
-    add_config_arguments(serve)
-    serve.set_defaults(func=run_serve)
-
-    check = subparsers.add_parser(
-        "check-config", help="validate the configuration and exit",
-        description="Load the configuration (file, environment, flags), print the effective settings "
-                    "and exit 0, or print the first problem and exit 2.")
-    add_config_arguments(check)
-    check.set_defaults(func=run_check_config)
+    add_command(subparsers, "serve", run_serve, help="run the Prometheus exporter")
+    add_command(subparsers, "check-config", run_check_config, help="validate the configuration and exit")
 
 
 def run_check_config(args) -> int:
+    """Load the configuration (file, environment, flags), print the effective settings and exit 0, or
+    print the first problem and exit 2."""
     config = config_from_args(args)
     if config.web.config_file:
         http.load_web_config(config.web.config_file)
@@ -110,6 +101,8 @@ class _ShutDown(Exception):
 
 
 def run_serve(args) -> int:
+    """Serve DevFlow metrics on /metrics, exporter liveness on /health and the guide's status JSON on
+    /status."""
     config = config_from_args(args)
     limit_malloc_arenas()
     logging.basicConfig(level=config.log_level.upper(),
