@@ -57,7 +57,7 @@ def test_deps_that_cannot_install_print_the_one_line_and_let_the_tests_run(tmp_p
 
 def test_make_test_up_and_demo_all_run_deps_first():
     for target in ("test", "up", "demo"):
-        result = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        result = subprocess.run(["make", "--no-print-directory", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=30)
         commands = result.stdout.splitlines()
         assert commands and "stack/deps.py" in commands[0], (target, commands)
     assert "make deps" in (ROOT / ".ci" / "run").read_text()
