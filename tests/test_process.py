@@ -89,6 +89,22 @@ def test_absent_started_restarted_and_several_targets(tmp_path, start_exporter, 
                message="all gone")
 
 
+def test_a_start_and_a_restart_show_on_the_next_scrape_whatever_the_background_pace(tmp_path, start_exporter,
+                                                                                      spawn, fake):
+    """Issue 12, goal 5: with the background look an hour away, only the scrape itself can find them."""
+    command, pattern = fake
+    exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"), "--devflow.process-pattern",
+                              pattern, settings={"collectors": {"process": {"scan_interval_seconds": 3600}}})
+    assert up(exporter) == 0
+    first = spawn(command)  # Popen returns after the exec: the command line is the server's
+    assert up(exporter) == 1
+    first.kill()
+    first.wait()
+    assert up(exporter) == 0
+    second = spawn(command)
+    assert exporter.value(catalog.PROCESS_START_TIME.name) == psutil.Process(second.pid).create_time()
+
+
 def test_pidfile_follows_restarts_and_reads_database_handles_and_sockets(tmp_path, start_exporter, spawn, fake):
     command, _ = fake
     db = tmp_path / "devflow.db"

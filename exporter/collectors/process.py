@@ -23,7 +23,9 @@ line was two thirds of the exporter's idle CPU):
   default) while one does, to find a second instance. A look lists /proc and
   reads the command line only of processes first seen in the last minute (a
   fork shows its parent's command line until it execs); once an hour it reads
-  them all again. A known server that exits is seen by the next scrape.
+  them all again. A known server that exits is seen by the next scrape, and
+  a scrape that knows no live server looks itself, so a start or a restart
+  shows on the next scrape too.
 """
 
 from __future__ import annotations
@@ -330,13 +332,14 @@ class ProcessCollector:
                 if proc is not None and proc.pid == pid and alive(proc):
                     return proc
                 self._matches = self.finder.from_pidfile()
-            elif proc is not None:
-                if alive(proc):
-                    return proc
-                # The process we knew ended: look now rather than report it absent until the next look,
-                # and have the background look at the fast pace again.
+            elif proc is not None and alive(proc):
+                return proc
+            else:
+                # No live server known: look now, so a start or a restart shows on this scrape rather
+                # than at the background's next look (up to scan_interval_seconds later).
                 self._matches = self._scanner.scan()
-                self._wake.set()
+                if proc is not None:
+                    self._wake.set()  # the one we knew ended: the background looks at the fast pace again
             self._process = self._first_alive(self._matches)
             return self._process
 
