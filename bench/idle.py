@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import re
 import shutil
 import signal
@@ -134,14 +135,16 @@ def spawn_idle(children: Children, count: int) -> None:
         children.start(["sleep", "100000"], cwd="/")
 
 
-def exporter(children: Children, name: str, config: Path, database: Path, pattern: str,
+def exporter(children: Children, workdir: Path, name: str, config: Path, database: Path, pattern: str,
              url: str, flags: list[str]) -> Watched:
     port = free_port()
     command = [sys.executable, "-m", "devflow_monitor.cli", "serve", "--config.file", str(config),
                "--web.listen-address", f"127.0.0.1:{port}", "--devflow.database", str(database),
                "--devflow.process-pattern", pattern, "--devflow.url", url,
                "--devflow.port", url.rsplit(":", 1)[1], "--log.level", "warning", *flags]
-    return Watched(name, children.start(command, stderr=None), port)
+    # Each exporter keeps its own log offsets: one shared state file would be rewritten by all of them.
+    env = {**os.environ, "DEVFLOW_MONITOR_COLLECTORS_LOGS_STATE_FILE": str(workdir / f"log-offsets-{port}.json")}
+    return Watched(name, children.start(command, stderr=None, env=env), port)
 
 
 def up_and_matches(port: int) -> tuple[float, float, float]:
@@ -170,7 +173,7 @@ def measure_notice(children: Children, workdir: Path, log) -> dict[str, float | 
     token = f"devflow-notice-{free_port()}"
     server = [sys.executable, "-c", "import time; time.sleep(100000)", token]
     config = exporter_config(workdir, None)
-    subject = exporter(children, "notice", config, workdir / "notice.db", re.escape(token),
+    subject = exporter(children, workdir, "notice", config, workdir / "notice.db", re.escape(token),
                        f"http://127.0.0.1:{free_port()}", ["--no-collector.logs"])
     wait_until_serving(subject)
     time.sleep(6)  # past the first scans: a start is seen by the watching, not by the startup scan
@@ -221,15 +224,15 @@ def run(args, children: Children, workdir: Path, log) -> tuple[list[Watched], di
          f"127.0.0.1:{proc_port}"]), proc_port, ours=False))
     for info in databases:
         pattern = re.escape(f"bench.dbgen write --database {info['path']} ")
-        watched.append(exporter(children, f"idle {size_label(info['rows'])}", config, info["path"], pattern,
-                                closed, []))
+        watched.append(exporter(children, workdir, f"idle {size_label(info['rows'])}", config, info["path"],
+                                pattern, closed, []))
     logs = ["--devflow.log-files", str(workdir / "sim" / "logs" / "*.log")]
     sim_pattern = re.escape(f"simulate --database {sim_db} ")
     sim_url = f"http://127.0.0.1:{sim_port}"
-    watched.append(exporter(children, "active", config, sim_db, sim_pattern, sim_url, logs))
+    watched.append(exporter(children, workdir, "active", config, sim_db, sim_pattern, sim_url, logs))
     if args.breakdown:
         for name, flags in BREAKDOWN.items():
-            watched.append(exporter(children, f"active, {name}", config, sim_db, sim_pattern, sim_url,
+            watched.append(exporter(children, workdir, f"active, {name}", config, sim_db, sim_pattern, sim_url,
                                     logs + flags))
     for w in watched:
         wait_until_serving(w)

@@ -13,10 +13,8 @@ round) --scrapes times each:
 - latency: from opening a new TCP connection to the last byte of the body;
 - RSS: right after the scrapes (psutil);
 - CPU per scrape: user+system time over the scrapes / scrapes ("raw"); "net"
-  leaves out what our exporter's background threads (full counts, integrity
-  check, process scan, probe) spent meanwhile, measured per thread; for the
-  reference exporters, which have no such threads, it subtracts their CPU
-  over an idle window as long.
+  subtracts what each exporter spends anyway, measured over an idle window as
+  long right after (our exporter's background work, the Go runtime's).
 
 Then the all-day cost between scrapes (bench/idle.py: total CPU, wake-ups,
 flatness in processes and rows, time to notice a start or an exit).
@@ -83,8 +81,6 @@ class Row:
     rss_mib: float = 0.0
     cpu_raw_ms: float = 0.0  # per scrape
     cpu_idle_ms_per_s: float = 0.0
-    # Our exporter only: CPU its long-lived background threads spent during the scrapes, per scrape.
-    cpu_background_ms: float | None = None
     window_s: float = 0.0  # wall time of the timed scrapes
     body_bytes: int = 0
     collector_ms: dict[str, float] = field(default_factory=dict)  # mean self-reported duration
@@ -101,9 +97,6 @@ class Row:
 
     @property
     def cpu_net_ms(self) -> float:
-        if self.cpu_background_ms is not None:
-            # Measured per thread: whatever the background threads did is not the scrapes' cost.
-            return self.cpu_raw_ms - self.cpu_background_ms
         # Background work during the scrapes is billed at the idle rate, the rest to the scrapes.
         idle_share = self.cpu_idle_ms_per_s * self.window_s / max(1, len(self.latencies_ms))
         return max(0.0, self.cpu_raw_ms - idle_share)
@@ -247,12 +240,6 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-def background_thread_cpu(process: psutil.Process) -> dict[int, float]:
-    """CPU seconds per thread, leaving out the main thread (it accepts the scrapes' connections).
-    Request threads live for one scrape, so threads alive at both ends of a window are background."""
-    return {t.id: t.user_time + t.system_time for t in process.threads() if t.id != process.pid}
-
-
 def wait_until_quiet(subjects: list[Subject]) -> None:
     """Wait until every exporter's own CPU use stays under IDLE_CPU_SHARE for IDLE_QUIET_SECONDS,
     so startup work (a first full count, a first integrity check) is not billed to scrapes."""
@@ -285,7 +272,6 @@ def measure(subjects: list[Subject], scrapes: int, warmup: int) -> None:
     wait_until_quiet(subjects)
     bodies: dict[int, list[bytes]] = {id(s): [] for s in subjects}
     cpu_before = {id(s): cpu_seconds(s.process) for s in subjects}
-    threads_before = {id(s): background_thread_cpu(s.process) for s in subjects if s.row.rows}
     began = time.monotonic()
     for turn in range(scrapes):
         shift = turn % len(subjects)
@@ -298,10 +284,6 @@ def measure(subjects: list[Subject], scrapes: int, warmup: int) -> None:
         row = subject.row
         row.window_s = window
         row.cpu_raw_ms = (cpu_seconds(subject.process) - cpu_before[id(subject)]) * 1000 / scrapes
-        if id(subject) in threads_before:
-            before, after = threads_before[id(subject)], background_thread_cpu(subject.process)
-            spent = sum(after[tid] - before[tid] for tid in before.keys() & after.keys())
-            row.cpu_background_ms = spent * 1000 / scrapes
         row.rss_mib = subject.process.memory_info().rss / MIB
         row.body_bytes = len(bodies[id(subject)][-1])
         row.collector_ms = mean_collector_ms(bodies[id(subject)])

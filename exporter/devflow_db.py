@@ -83,30 +83,37 @@ def file_state(path: str | Path) -> tuple | None:
     return tuple(states) if states[0] else None
 
 
-def opens_immutable(path: str | Path) -> bool:
-    """A WAL database whose -wal is gone (closed cleanly) or empty: everything is in the file, and
-    `connect_readonly` opens it immutable."""
+IMMUTABLE = "immutable"
+
+
+def read_mode(path: str | Path) -> str:
+    """How `connect_readonly` opens the database: IMMUTABLE for a WAL database whose -wal is gone
+    (closed cleanly) or empty, everything being in the file; "readonly_shm" for a WAL database with
+    a -wal; "" for a rollback-journal database."""
+    if not wal_header(path):
+        return ""
     try:
-        return wal_header(path) and os.stat(f"{path}-wal").st_size == 0
+        return IMMUTABLE if os.stat(f"{path}-wal").st_size == 0 else "readonly_shm"
     except FileNotFoundError:
-        return True
+        return IMMUTABLE
     except OSError:
-        return False
+        return "readonly_shm"
 
 
-def connect_readonly(path: str | Path, *, timeout: float = 5.0, immutable: bool = False) -> sqlite3.Connection:
+def connect_readonly(path: str | Path, *, timeout: float = 5.0, immutable: bool = False,
+                     mode: str | None = None) -> sqlite3.Connection:
     """A read-only connection that never creates, truncates or writes a file beside the database.
 
     A plain `mode=ro` open of a WAL database creates -wal and -shm when they are missing and writes
     -shm, so: with a -wal present, `readonly_shm=1` (SQLite reads -shm without writing it, or the
     WAL itself when no writer holds -shm); a WAL database without -wal (the server closed cleanly)
     has everything in the file, read with `immutable=1`, which a writer starting meanwhile would
-    invalidate: check `file_state()` before and after such a read (`opens_immutable()` says whether
-    it will be one). A non-empty -wal without its -shm cannot be read without creating one: the open
-    fails ("unable to open database file") until the server runs again.
+    invalidate: check `file_state()` before and after such a read (`read_mode()`, which a caller may
+    pass as `mode`, says whether it will be one). A non-empty -wal without its -shm cannot be read
+    without creating one: the open fails ("unable to open database file") until the server runs again.
     """
-    immutable = immutable or opens_immutable(path)
-    extra = "&immutable=1" if immutable else "&readonly_shm=1" if wal_header(path) else ""
+    mode = IMMUTABLE if immutable else read_mode(path) if mode is None else mode
+    extra = f"&{mode}=1" if mode else ""
     return sqlite3.connect(f"file:{quote(str(path))}?mode=ro{extra}", uri=True, timeout=timeout,
                            isolation_level=None)
 

@@ -28,14 +28,13 @@ def guide_status(collector_set) -> dict:
     probe = collector_set.get("probe")
     app = getattr(probe, "last_status", None) or {}
 
-    proc = process.current() if process else None
+    found = process.current() if process else None
+    proc = found[0] if found else None
     uptime = memory_used = None
-    if proc is not None:
-        try:
-            uptime = round(time.time() - proc.create_time())
-            memory_used = round(proc.memory_info().rss / MB)
-        except psutil.Error:
-            proc = None
+    if found:
+        sample = found[1]
+        uptime = round(time.time() - sample["start_time"])
+        memory_used = round(sample["rss"] / MB) if "rss" in sample else None
     db_scrape = database.watcher.read_scrape() if database else None
     db_state = db_scrape["state"] if db_scrape else None
     # DevFlowEventsNotPersisted's condition (the public build's defect): active, yet storing nothing.

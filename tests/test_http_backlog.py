@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
+import urllib.request
 
+from conftest import wait_until
 from prometheus_client import CollectorRegistry
 
 from devflow_monitor.exporter.collectors import CollectorSet
@@ -30,3 +33,34 @@ def test_listen_backlog_holds_a_burst_of_connections_without_dropping_syns():
             client.close()
         server.server_close()
     assert len(clients) == 100
+
+
+def test_request_threads_are_kept_for_the_next_scrape_and_a_silent_client_holds_up_no_one():
+    server = make_server("127.0.0.1", 0, Config(), CollectorRegistry(), CollectorSet([]), None)
+    port = server.server_address[1]
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+
+    def get() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            return response.status
+
+    def request_threads() -> set[int]:
+        return {t.ident for t in threading.enumerate() if t.name.endswith("(_request_thread)")}
+
+    silent = []
+    try:
+        assert get() == 200
+        first = wait_until(request_threads, message="the first request's thread waiting")
+        for _ in range(10):
+            assert get() == 200
+        assert request_threads() == first, "serial scrapes reuse one thread"
+        # Clients that connect and say nothing hold the waiting threads (until Handler.timeout); a scrape
+        # then gets a thread of its own rather than queueing behind them.
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(ExporterServer.kept_threads + 1)]
+        assert get() == 200
+    finally:
+        for client in silent:
+            client.close()
+        server.shutdown()
+        server.server_close()

@@ -219,3 +219,27 @@ def test_a_live_server_is_watched_without_reading_every_command_line(tmp_path, s
     time.sleep(2)  # ten scan intervals in tests
     reads = io.io_counters().read_count - before
     assert reads < len(psutil.pids()), f"{reads} reads while watching a live server"
+
+
+def test_one_read_of_proc_stat_says_what_psutil_says(tmp_path, spawn):
+    from devflow_monitor.exporter.collectors.process import read_stat
+
+    # A command name with a space and parentheses, as field 2 of /proc/PID/stat shows it.
+    odd = tmp_path / "dev flow) (x"
+    odd.symlink_to(sys.executable)
+    child = spawn([str(odd), "-c", "import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); "
+                   "sum(range(10**7)); print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"  # busy a while, then still: nothing changes between the reads
+    proc = psutil.Process(child.pid)
+    stat = read_stat(child.pid)
+    with proc.oneshot():
+        cpu, memory = proc.cpu_times(), proc.memory_info()
+        assert (stat.user, stat.system, stat.threads) == (cpu.user, cpu.system, proc.num_threads())
+        assert stat.vms == memory.vms
+        # psutil reads /proc/PID/statm; stat's rss field (what Prometheus' own process collectors read) is
+        # summed from the kernel's per-thread counters and lags it by a few pages.
+        assert abs(stat.rss - memory.rss) < 2 ** 20
+    assert not stat.zombie
+    child.kill()
+    child.wait()
+    assert read_stat(child.pid) is None

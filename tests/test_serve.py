@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from devflow_monitor.exporter import catalog
 from devflow_monitor.exporter.collectors import CollectorSet
 from devflow_monitor.exporter.devflow_db import create_database, insert_event
+from devflow_monitor.exporter.http import ExporterServer
 
 
 def test_routes_answer_with_their_shapes(tmp_path, start_exporter, spawn):
@@ -73,7 +74,9 @@ def test_guide_load_test_leaves_no_errors_threads_or_memory_behind(tmp_path, sta
     with ThreadPoolExecutor(max_workers=10) as pool:
         results = list(pool.map(scrape, range(1000)))
     assert all(status == 200 and size > 1000 for status, size in results)
-    wait_until(lambda: proc.num_threads() <= threads_before, message="request threads gone")
+    # Serial scrapes leave one request thread waiting for the next connection; a burst at most kept_threads.
+    wait_until(lambda: proc.num_threads() <= threads_before - 1 + ExporterServer.kept_threads,
+               message="request threads beyond the kept ones gone")
     growth = proc.memory_info().rss - rss_before
     assert growth < 8 * 1024 * 1024, f"RSS grew by {growth / 1e6:.1f} MB"
 

@@ -50,8 +50,8 @@ from pathlib import Path
 
 from devflow_monitor.exporter import catalog
 from devflow_monitor.exporter.config import Config
-from devflow_monitor.exporter.devflow_db import (EVENT_TYPES, TABLES, connect_readonly, disk_usage, file_state,
-                                                 integrity_errors, opens_immutable, write_locked)
+from devflow_monitor.exporter.devflow_db import (EVENT_TYPES, IMMUTABLE, TABLES, connect_readonly, disk_usage,
+                                                 file_state, integrity_errors, read_mode, write_locked)
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +161,11 @@ class Reader:
     def read(self, queries):
         """Run `queries(conn)` on a fresh read-only connection; a read that a writer may have raced
         (the file opened immutable, then touched) raises "database is locked" to be retried."""
-        before = file_state(self.path) if opens_immutable(self.path) else None
+        mode = read_mode(self.path)
+        before = file_state(self.path) if mode == IMMUTABLE else None
         if before is not None and write_locked(self.path):
             raise sqlite3.OperationalError("database is locked (a writer holds the exclusive lock)")
-        conn = connect_readonly(self.path, timeout=self.busy_timeout)
+        conn = connect_readonly(self.path, timeout=self.busy_timeout, mode=mode)
         try:
             if self.cache_kib:
                 conn.execute(f"PRAGMA cache_size=-{self.cache_kib}")

@@ -12,7 +12,7 @@ Sample output:
 
 What it costs between scrapes (issue 12: the old 5 s scan of every command
 line was two thirds of the exporter's idle CPU):
-- a scrape re-reads the one process it knows (a few /proc files), counts its
+- a scrape re-reads the one process it knows (/proc/PID/stat), counts its
   socket fds, and asks the kernel for its listening TCP sockets (sock_diag
   netlink: the kernel filters them, 0.25 ms, where psutil's `net_connections`
   reads every socket and every process's fds);
@@ -91,6 +91,39 @@ def read_cmdline(pid: int) -> str:
     except OSError:
         return ""
     return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """What a scrape needs of a process, from the one read of /proc/PID/stat (psutil reads five files
+    for it, and builds a second Process to tell whether the pid was reused)."""
+    zombie: bool
+    start_ticks: int
+    user: float  # CPU seconds
+    system: float
+    threads: int
+    vms: int  # bytes
+    rss: int
+
+
+PROC_STAT = Path("/proc/self/stat").exists()  # Linux; elsewhere psutil reads the same figures
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if PROC_STAT else 100
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if PROC_STAT else 4096
+
+
+def read_stat(pid: int) -> Stat | None:
+    """/proc/PID/stat (proc(5)), None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: the fields after it follow the last ")".
+    fields = raw[raw.rindex(b")") + 2:].split()
+    # fields[0] is field 3 (state); utime 14, stime 15, num_threads 20, starttime 22, vsize 23, rss 24.
+    return Stat(zombie=fields[0] == b"Z", start_ticks=int(fields[19]), user=int(fields[11]) / CLOCK_TICKS,
+                system=int(fields[12]) / CLOCK_TICKS, threads=int(fields[17]), vms=int(fields[20]),
+                rss=int(fields[21]) * PAGE_SIZE)
 
 
 # sock_diag (linux/inet_diag.h): dump the TCP sockets in state LISTEN of one address family.
@@ -287,6 +320,7 @@ class ProcessCollector:
         self._scanner = IncrementalScan(self.finder)
         self._matches: list[Target] = []
         self._process: psutil.Process | None = None
+        self._start_ticks: int | None = None  # _process's start time as /proc/PID/stat gives it
         # The fd limit of _limit_owner, cached by scrapes without a lock: a race only reads it twice.
         self._limit_owner: psutil.Process | None = None
         self._limit: int | None = None
@@ -323,53 +357,55 @@ class ProcessCollector:
                 log.exception("process scan failed")
                 live = False
 
-    def current(self) -> psutil.Process | None:
-        """The reported process: the known one while it lives, else the oldest match."""
+    def current(self) -> tuple[psutil.Process, dict] | None:
+        """The reported process and this scrape's sample of it: the known one while it runs, else the
+        oldest match."""
         with self._lock:
             proc = self._process
+            if self.finder.pidfile and proc is not None and proc.pid != read_pidfile(self.finder.pidfile):
+                proc = None
+            sample = self._read(proc) if proc is not None else None
+            if sample:
+                return proc, sample
             if self.finder.pidfile:
-                pid = read_pidfile(self.finder.pidfile)
-                if proc is not None and proc.pid == pid and alive(proc):
-                    return proc
                 self._matches = self.finder.from_pidfile()
-            elif proc is not None and alive(proc):
-                return proc
             else:
                 # No live server known: look now, so a start or a restart shows on this scrape rather
                 # than at the background's next look (up to scan_interval_seconds later).
                 self._matches = self._scanner.scan()
                 if proc is not None:
                     self._wake.set()  # the one we knew ended: the background looks at the fast pace again
-            self._process = self._first_alive(self._matches)
-            return self._process
-
-    @staticmethod
-    def _first_alive(targets: list[Target]) -> psutil.Process | None:
-        for target in targets:
-            try:
-                candidate = psutil.Process(target.pid)
-                if candidate.create_time() == target.create_time and alive(candidate):
-                    return candidate
-            except psutil.Error:
-                continue
-        return None
+            self._process = None
+            for target in self._matches:
+                try:
+                    candidate = psutil.Process(target.pid)
+                    if candidate.create_time() != target.create_time:
+                        continue  # the pid was reused
+                except psutil.Error:
+                    continue
+                self._start_ticks = None
+                sample = self._read(candidate)
+                if sample:
+                    self._process = candidate
+                    return candidate, sample
+            return None
 
     def collect(self):
         up = catalog.PROCESS_UP.family()
         matches = catalog.PROCESS_MATCHES.family()
         listening = catalog.PROCESS_PORT_LISTENING.family()
-        proc = self.current()
+        found = self.current()
         with self._lock:
             # A second instance that exited since the last look is not counted (kill 0: no /proc read).
             matches.add_metric([], sum(1 for t in self._matches if psutil.pid_exists(t.pid)))
         listening.add_metric([str(self.port)], 1.0 if self.finder.port_listening() else 0.0)
         yield matches
         yield listening
-        sample = self._read(proc) if proc else None
-        up.add_metric([], 1.0 if sample else 0.0)
+        up.add_metric([], 1.0 if found else 0.0)
         yield up
-        if not sample:
+        if not found:
             return
+        sample = found[1]
         if "cpu_user" in sample:
             cpu = catalog.PROCESS_CPU.family()
             cpu.add_metric(["user"], sample["cpu_user"])
@@ -385,20 +421,32 @@ class ProcessCollector:
                 yield family
 
     def _read(self, proc: psutil.Process) -> dict | None:
-        try:
-            with proc.oneshot():
-                cpu = proc.cpu_times()
-                memory = proc.memory_info()
-                sample = {"cpu_user": cpu.user, "cpu_system": cpu.system, "rss": memory.rss,
-                          "vms": memory.vms, "threads": proc.num_threads(), "start_time": proc.create_time()}
-        except psutil.NoSuchProcess:
-            return None
-        except psutil.AccessDenied:
-            # Another user's process: say it runs, publish nothing we could not read.
-            try:
-                return {"start_time": proc.create_time()}
-            except psutil.Error:
+        """This scrape's figures of `proc`, or None when it has gone (exited, a zombie, its pid reused).
+        Call with the lock held."""
+        if PROC_STAT:
+            stat = read_stat(proc.pid)
+            if stat is None or stat.zombie:
                 return None
+            if self._start_ticks is None:
+                self._start_ticks = stat.start_ticks  # `proc` was just checked against its pid's start time
+            elif stat.start_ticks != self._start_ticks:
+                return None
+            sample = {"cpu_user": stat.user, "cpu_system": stat.system, "rss": stat.rss, "vms": stat.vms,
+                      "threads": stat.threads, "start_time": proc.create_time()}
+        else:
+            if not alive(proc):
+                return None
+            try:
+                with proc.oneshot():
+                    cpu = proc.cpu_times()
+                    memory = proc.memory_info()
+                    sample = {"cpu_user": cpu.user, "cpu_system": cpu.system, "rss": memory.rss,
+                              "vms": memory.vms, "threads": proc.num_threads(), "start_time": proc.create_time()}
+            except psutil.NoSuchProcess:
+                return None
+            except psutil.AccessDenied:
+                # Another user's process: say it runs, publish nothing we could not read.
+                return {"start_time": proc.create_time()}
         sample.update(self._read_fds(proc))
         return sample
 
