@@ -98,7 +98,7 @@ def limit_malloc_arenas() -> None:
 
 
 class _ShutDown(Exception):
-    """Raised by the SIGTERM/SIGINT handler to leave serve_forever, as KeyboardInterrupt would."""
+    """Raised by the SIGTERM/SIGINT handler to leave the main thread's wait, as KeyboardInterrupt would."""
 
 
 def run_serve(args) -> int:
@@ -131,18 +131,19 @@ def run_serve(args) -> int:
         if not stopping.is_set():
             stopping.set()
             log.info("received %s, shutting down", signal.Signals(signum).name)
-            raise _ShutDown  # out of the select() below, which runs in this, the main, thread
+            raise _ShutDown  # out of the pause() below, which runs in this, the main, thread
 
     try:
         signal.signal(signal.SIGTERM, shut_down)
         signal.signal(signal.SIGINT, shut_down)
         log.info("listening on %s:%d%s (database %s)", host, server.server_port, config.web.telemetry_path,
                  config.devflow.database_path)
-        # No timeout: the stdlib's default polls for shutdown() every 0.5 s, 120 wake-ups a minute (issue 12).
-        server.serve_forever(poll_interval=None)
+        server.start()
+        while True:
+            signal.pause()  # the request threads serve; this thread only waits for a signal (issue 12)
     except _ShutDown:
         pass
     finally:
-        server.server_close()
+        server.stop()
         collector_set.stop()
     return 0

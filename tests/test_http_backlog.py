@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
+import time
 import urllib.request
 
 from conftest import wait_until
@@ -23,7 +24,7 @@ def test_listen_backlog_holds_a_burst_of_connections_without_dropping_syns():
         listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True,
                                    check=True).stdout.split()
         assert int(listening[2]) == ExporterServer.request_queue_size >= 128  # ss shows the backlog as Send-Q
-        # Nothing accepts (serve_forever is not running): every connect that completes sits in the queue.
+        # Nothing accepts (start() was not called): every connect that completes sits in the queue.
         # With the stdlib's backlog of 5, the seventh SYN is dropped and its connect stalls on a retransmit.
         for _ in range(100):
             client = socket.create_connection(("127.0.0.1", port), timeout=0.5)
@@ -38,23 +39,24 @@ def test_listen_backlog_holds_a_burst_of_connections_without_dropping_syns():
 def test_request_threads_are_kept_for_the_next_scrape_and_a_silent_client_holds_up_no_one():
     server = make_server("127.0.0.1", 0, Config(), CollectorRegistry(), CollectorSet([]), None)
     port = server.server_address[1]
-    serving = threading.Thread(target=server.serve_forever, daemon=True)
-    serving.start()
+    server.start()
 
     def get() -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
             return response.status
 
     def request_threads() -> set[int]:
-        return {t.ident for t in threading.enumerate() if t.name.endswith("(_request_thread)")}
+        return {t.ident for t in threading.enumerate() if t.name == "http-request"}
 
     silent = []
     try:
         assert get() == 200
-        first = wait_until(request_threads, message="the first request's thread waiting")
+        time.sleep(0.1)  # scrapes come seconds apart: the thread is back in accept() before the next
+        first = request_threads()
         for _ in range(10):
             assert get() == 200
-        assert request_threads() == first, "serial scrapes reuse one thread"
+            time.sleep(0.1)
+        assert request_threads() == first, "spaced scrapes reuse the same threads"
         # Clients that connect and say nothing hold the waiting threads (until Handler.timeout); a scrape
         # then gets a thread of its own rather than queueing behind them.
         silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(ExporterServer.kept_threads + 1)]
@@ -62,5 +64,5 @@ def test_request_threads_are_kept_for_the_next_scrape_and_a_silent_client_holds_
     finally:
         for client in silent:
             client.close()
-        server.shutdown()
-        server.server_close()
+        server.stop()
+    wait_until(lambda: not request_threads(), message="request threads ended by stop()")
