@@ -85,8 +85,8 @@ def run_check_config(args) -> int:
 def limit_malloc_arenas() -> None:
     """Use one malloc arena for all threads (as MALLOC_ARENA_MAX=1 would).
 
-    glibc gives each thread that allocates its own arena; with a thread per
-    request plus the background threads, their half-used arenas cost about
+    glibc gives each thread that allocates its own arena; with the request
+    threads plus the background threads, their half-used arenas cost about
     0.6 MiB of RSS (measured), and the exporter serializes its scrapes anyway.
     """
     try:
