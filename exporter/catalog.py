@@ -70,7 +70,7 @@ COLLECTOR_DURATION = _gauge(
 PROCESS_UP = _gauge("devflow_process_up", "1 if a DevFlow server process was found, else 0.")
 PROCESS_MATCHES = _gauge(
     "devflow_process_matches",
-    "Processes matching the pidfile, command-line pattern or port (refreshed by a background scan).")
+    "Processes matching the pidfile, command-line pattern or port (a second one is noticed within a minute).")
 PROCESS_CPU = _counter(
     "devflow_process_cpu_seconds_total", "CPU time used by the DevFlow process, by mode.", "mode")
 PROCESS_RSS = _gauge("devflow_process_resident_memory_bytes", "Resident memory of the DevFlow process.")
@@ -86,7 +86,7 @@ PROCESS_SOCKETS = _gauge(
     "/proc/net/tcp instead would cost milliseconds per scrape.")
 PROCESS_PORT_LISTENING = _gauge(
     "devflow_process_port_listening",
-    "1 if something listens on the DevFlow port (checked by a background scan).", "port")
+    "1 if something listens on the DevFlow port (checked at each scrape).", "port")
 DB_CONNECTIONS = _gauge(
     "devflow_db_connections", "Handles the DevFlow process holds open on its database file.")
 

@@ -61,7 +61,8 @@ class DevflowConfig:
 @dataclass
 class ProcessCollectorConfig:
     enabled: bool = True
-    scan_interval_seconds: float = 5.0  # background scan for new or additional matches
+    # Pace of the background look for the server while none runs; 10 times slower for a second one.
+    scan_interval_seconds: float = 5.0
 
 
 @dataclass
