@@ -3,9 +3,9 @@ and process-exporter measured in the same windows (SPEC section 8, "all day"; is
 
 Every exporter is scraped every 15 s, as Prometheus would, through two windows of --idle-seconds:
 window A with 100 extra idle processes on the machine, window B with 2,000. Per exporter and window:
-total CPU of the process (all threads) and voluntary context switches of all its threads
-(/proc/PID/task/*/status; a thread that ended inside the window, such as a scrape's request thread,
-is not counted). Our exporters, at default settings:
+total CPU of the process (all threads, from its CPU clock in nanoseconds) and voluntary context
+switches of all its threads (/proc/PID/task/*/status; a thread that ended inside the window is not
+counted, and our exporter keeps its request threads, so none does). Our exporters, at default settings:
 
 - idle, small / large: a stand-in server (bench.dbgen write --rate 0) holding the smallest and the
   largest benchmark database open, writing nothing;
@@ -41,12 +41,16 @@ from bench import dbgen
 from bench.run import (Children, cpu_seconds, exporter_config, free_port, parse_sizes, ratio, scrape,
                        size_label, wait_for_background, wait_until_serving)
 from devflow_monitor.exporter import catalog
+from devflow_monitor.exporter.collectors.process import SLOW_SCAN_FACTOR, YOUNG_SECONDS
+from devflow_monitor.exporter.config import ProcessCollectorConfig
 
 SCRAPE_INTERVAL = 15.0
 DEFAULT_IDLE_SECONDS = 600
 EXTRA_PROCESSES = (100, 2000)
-# After spawning processes: let the slow scan for a second instance (every 50 s) see them once.
-SETTLE_SECONDS = 70.0
+# After spawning processes, until the process collector is done with them: the look for a second
+# instance (every 50 s) reads a new process's command line at every look in its first minute, so
+# 1,900 of them cost ~25 ms twice; the windows measure the steady state after that (issue 12).
+SETTLE_SECONDS = (SLOW_SCAN_FACTOR * ProcessCollectorConfig.scan_interval_seconds + YOUNG_SECONDS + 10.0)
 # Goals of issue 12.
 CPU_VS_NODE = 1.5
 SWITCHES_VS_NODE = 2.0
@@ -262,14 +266,14 @@ def print_report(watched: list[Watched], notice: dict, args) -> list[str]:
     print(f"All day: each exporter scraped every {SCRAPE_INTERVAL:g} s; window A with {EXTRA_PROCESSES[0]}, "
           f"window B with {EXTRA_PROCESSES[1]} extra idle processes, {args.idle_seconds:.0f} s each; "
           f"{psutil.cpu_count()} CPUs shared with other work, so expect noise.")
-    header = (f"{'exporter':<40}{'CPU s A':>9}{'% core A':>10}{'CPU s/h A':>11}{'CPU s/h B':>11}{'B/A':>6}"
+    header = (f"{'exporter':<40}{'CPU s A':>9}{'% core A':>10}{'CPU s/h A':>11}{'CPU s/h B':>11}{'B/A':>8}"
               f"{'vol cs/min A':>14}{'CPU/node':>10}{'cs/node':>9}")
     print(header)
     print("-" * len(header))
     node = watched[0]
     for w in watched:
-        print(f"{w.name:<40}{w.cpu['A']:>9.2f}{w.core_percent('A'):>10.3f}{w.per_hour('A'):>11.1f}"
-              f"{w.per_hour('B'):>11.1f}{ratio(w.per_hour('B'), w.per_hour('A')):>6}"
+        print(f"{w.name:<40}{w.cpu['A']:>9.2f}{w.core_percent('A'):>10.3f}{w.per_hour('A'):>11.2f}"
+              f"{w.per_hour('B'):>11.2f}{ratio(w.per_hour('B'), w.per_hour('A')):>8}"
               f"{w.switches_per_minute('A'):>14.1f}"
               f"{ratio(w.per_hour('A'), node.per_hour('A')) if w.ours else '':>10}"
               f"{ratio(w.switches_per_minute('A'), node.switches_per_minute('A')) if w.ours else '':>9}")
@@ -282,20 +286,22 @@ def print_report(watched: list[Watched], notice: dict, args) -> list[str]:
     checks = []
     for w in (worst_idle, active):
         checks.append((f"1. CPU <= {CPU_VS_NODE:g}x node-exporter ({w.name})",
-                       f"{w.per_hour('A'):.1f} vs {node.per_hour('A'):.1f} CPU s/h = "
+                       f"{w.per_hour('A'):.2f} vs {node.per_hour('A'):.2f} CPU s/h = "
                        f"{ratio(w.per_hour('A'), node.per_hour('A'))}",
                        w.per_hour("A") <= CPU_VS_NODE * node.per_hour("A")))
     checks.append((f"2. voluntary switches <= {SWITCHES_VS_NODE:g}x node-exporter (worst: {noisiest.name})",
                    f"{noisiest.switches_per_minute('A'):.1f} vs {node.switches_per_minute('A'):.1f} /min = "
                    f"{ratio(noisiest.switches_per_minute('A'), node.switches_per_minute('A'))}",
                    noisiest.switches_per_minute("A") <= SWITCHES_VS_NODE * node.switches_per_minute("A")))
-    checks.append((f"3. {EXTRA_PROCESSES[1]} vs {EXTRA_PROCESSES[0]} processes <= {FLAT_RATIO:g}x ({small.name})",
-                   f"{small.per_hour('B'):.1f} / {small.per_hour('A'):.1f} CPU s/h = "
-                   f"{ratio(small.per_hour('B'), small.per_hour('A'))}",
-                   small.per_hour("B") <= FLAT_RATIO * small.per_hour("A")))
+    steepest = max(idle, key=lambda w: w.per_hour("B") / max(w.per_hour("A"), 1e-9))
+    checks.append((f"3. {EXTRA_PROCESSES[1]} vs {EXTRA_PROCESSES[0]} processes <= {FLAT_RATIO:g}x "
+                   f"(worst: {steepest.name})",
+                   f"{steepest.per_hour('B'):.2f} / {steepest.per_hour('A'):.2f} CPU s/h = "
+                   f"{ratio(steepest.per_hour('B'), steepest.per_hour('A'))}",
+                   steepest.per_hour("B") <= FLAT_RATIO * steepest.per_hour("A")))
     if large is not small:
         checks.append((f"4. {large.name.split()[-1]} vs {small.name.split()[-1]} rows <= {FLAT_RATIO:g}x",
-                       f"{large.per_hour('A'):.1f} / {small.per_hour('A'):.1f} CPU s/h = "
+                       f"{large.per_hour('A'):.2f} / {small.per_hour('A'):.2f} CPU s/h = "
                        f"{ratio(large.per_hour('A'), small.per_hour('A'))}",
                        large.per_hour("A") <= FLAT_RATIO * small.per_hour("A")))
     limits = {"start": NOTICE_START_SECONDS, "restart": NOTICE_START_SECONDS, "exit (next scrape)": 0.0,

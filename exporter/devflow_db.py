@@ -83,25 +83,26 @@ def file_state(path: str | Path) -> tuple | None:
     return tuple(states) if states[0] else None
 
 
+# How connect_readonly opens the file (URI parameters); "" is a plain read-only open.
 IMMUTABLE = "immutable"
+READONLY_SHM = "readonly_shm"
 
 
 def read_mode(path: str | Path) -> str:
     """How `connect_readonly` opens the database: IMMUTABLE for a WAL database whose -wal is gone
-    (closed cleanly) or empty, everything being in the file; "readonly_shm" for a WAL database with
-    a -wal; "" for a rollback-journal database."""
+    (closed cleanly) or empty, everything being in the file; shared memory read, not written, for a WAL database with
+    a -wal (READONLY_SHM); "" for a rollback-journal database."""
     if not wal_header(path):
         return ""
     try:
-        return IMMUTABLE if os.stat(f"{path}-wal").st_size == 0 else "readonly_shm"
+        return IMMUTABLE if os.stat(f"{path}-wal").st_size == 0 else READONLY_SHM
     except FileNotFoundError:
         return IMMUTABLE
     except OSError:
-        return "readonly_shm"
+        return READONLY_SHM
 
 
-def connect_readonly(path: str | Path, *, timeout: float = 5.0, immutable: bool = False,
-                     mode: str | None = None) -> sqlite3.Connection:
+def connect_readonly(path: str | Path, *, timeout: float = 5.0, mode: str | None = None) -> sqlite3.Connection:
     """A read-only connection that never creates, truncates or writes a file beside the database.
 
     A plain `mode=ro` open of a WAL database creates -wal and -shm when they are missing and writes
@@ -112,7 +113,9 @@ def connect_readonly(path: str | Path, *, timeout: float = 5.0, immutable: bool 
     pass as `mode`, says whether it will be one). A non-empty -wal without its -shm cannot be read
     without creating one: the open fails ("unable to open database file") until the server runs again.
     """
-    mode = IMMUTABLE if immutable else read_mode(path) if mode is None else mode
+    mode = read_mode(path) if mode is None else mode
+    if mode not in (IMMUTABLE, READONLY_SHM, ""):
+        raise ValueError(f"unknown open mode {mode!r}")
     extra = f"&{mode}=1" if mode else ""
     return sqlite3.connect(f"file:{quote(str(path))}?mode=ro{extra}", uri=True, timeout=timeout,
                            isolation_level=None)

@@ -8,6 +8,7 @@ bcrypt hashes).
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import html
 import json
@@ -34,6 +35,8 @@ TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_
 # RequestClientCert and RequireAnyClientCert (accept unverified certificates) have no ssl equivalent.
 CLIENT_AUTH_TYPES = {"NoClientCert": ssl.CERT_NONE, "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
                      "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
+# accept() errors that only mean a client hung up before its connection was taken: retry at once.
+CLIENT_GONE = {errno.ECONNABORTED, errno.EPROTO}
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 
@@ -150,7 +153,6 @@ def serve_tls(server: ThreadingHTTPServer, web_config: dict | None) -> None:
 
 
 class ExporterServer(ThreadingHTTPServer):
-    daemon_threads = True
     # listen() backlog: the stdlib's 5 overflowed 1,942 times in 20,000 scrapes at concurrency 50, each
     # overflow a dropped SYN that stalled its client for a 1 s retransmit.
     request_queue_size = 128
@@ -160,7 +162,7 @@ class ExporterServer(ThreadingHTTPServer):
     # thread that takes a connection while no other waits starts one first, so a slow client never holds
     # up another.
     kept_threads = 2
-    # How long an acceptor rests after accept() failed for lack of resources (EMFILE, ENOBUFS).
+    # How long an acceptor rests after accept() failed for want of fds or memory, or for a reason unknown.
     accept_retry_seconds = 0.1
 
     def __init__(self, address, config: Config, registry, collector_set, auth: BasicAuth):
@@ -190,25 +192,40 @@ class ExporterServer(ThreadingHTTPServer):
             pass
         self.server_close()
 
+    def shutdown(self) -> None:
+        """socketserver's name for it (its own waits for a serve_forever loop this server does not run)."""
+        self.stop()
+
     def _add_acceptor(self) -> None:
-        """Call with _waiting_lock held."""
-        self._waiting += 1
+        """Start one more thread waiting in accept(); raises RuntimeError when none can start. Call with
+        _waiting_lock held."""
         threading.Thread(target=self._accept_loop, name="http-request", daemon=True).start()
+        self._waiting += 1
 
     def _accept_loop(self) -> None:
+        failing = False  # warn once per run of failures, not at every retry
         while not self._stopping.is_set():
             try:
                 request, client_address = self.socket.accept()
             except OSError as exc:
                 if self._stopping.is_set():
                     break
-                log.warning("accept() failed: %s", exc)  # out of fds or memory: rest, then try again
-                time.sleep(self.accept_retry_seconds)
+                if exc.errno in CLIENT_GONE:
+                    log.debug("accept() failed: %s", exc)
+                    continue
+                if not failing:
+                    log.warning("accept() failed: %s; retrying every %g s", exc, self.accept_retry_seconds)
+                failing = True
+                time.sleep(self.accept_retry_seconds)  # out of fds or memory: let some be freed
                 continue
+            failing = False
             with self._waiting_lock:
                 self._waiting -= 1
                 if not self._waiting:
-                    self._add_acceptor()
+                    try:
+                        self._add_acceptor()
+                    except RuntimeError as exc:  # this thread accepts again once it has served
+                        log.warning("cannot start a request thread: %s", exc)
             self.process_request_thread(request, client_address)  # handles, then closes the connection
             with self._waiting_lock:
                 if self._waiting >= self.kept_threads:
@@ -226,7 +243,7 @@ class Handler(BaseHTTPRequestHandler):
     server: ExporterServer
     server_version = f"devflow-monitor/{__version__}"
     timeout = 30  # a client that connects and says nothing must not hold its thread forever
-    # Headers and body leave in one write (flushed when the request ends), not two.
+    # Headers and a body under 64 KiB leave in one write (flushed when the request ends), not two.
     wbufsize = 64 * 1024
 
     def do_GET(self):

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
@@ -131,7 +132,7 @@ def run_serve(args) -> int:
         if not stopping.is_set():
             stopping.set()
             log.info("received %s, shutting down", signal.Signals(signum).name)
-            raise _ShutDown  # out of the pause() below, which runs in this, the main, thread
+            raise _ShutDown  # out of the sleep below, which runs in this, the main, thread
 
     try:
         signal.signal(signal.SIGTERM, shut_down)
@@ -140,10 +141,13 @@ def run_serve(args) -> int:
                  config.devflow.database_path)
         server.start()
         while True:
-            signal.pause()  # the request threads serve; this thread only waits for a signal (issue 12)
+            # The request threads serve; this thread only waits for a signal (issue 12). time.sleep,
+            # unlike signal.pause, exists on every platform and is cut short by a signal handler.
+            time.sleep(3600)
     except _ShutDown:
         pass
     finally:
         server.stop()
-        collector_set.stop()
+        with server.scrape_lock:  # a scrape under way finishes before its collectors close
+            collector_set.stop()
     return 0

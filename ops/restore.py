@@ -128,7 +128,7 @@ def verify(db_file: Path, manifest: dict | None) -> dict:
         if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
             raise common.OpsError(f"{db_file} is not a SQLite database")
     try:
-        conn = devflow_db.connect_readonly(db_file, immutable=True)
+        conn = devflow_db.connect_readonly(db_file, mode=devflow_db.IMMUTABLE)
         try:
             errors = devflow_db.integrity_errors(conn)
             tables = common.table_names(conn) if not errors else []

@@ -66,3 +66,25 @@ def test_request_threads_are_kept_for_the_next_scrape_and_a_silent_client_holds_
             client.close()
         server.stop()
     wait_until(lambda: not request_threads(), message="request threads ended by stop()")
+
+
+def test_requests_are_served_when_no_more_threads_can_start(monkeypatch, caplog):
+    """The acceptor that cannot hand accept() on to a new thread takes it back once it has served."""
+    server = make_server("127.0.0.1", 0, Config(), CollectorRegistry(), CollectorSet([]), None)
+    port = server.server_address[1]
+    server.start()
+    start = threading.Thread.start
+
+    def refuse(thread):
+        if thread.name == "http-request":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    try:
+        for _ in range(5):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                assert response.status == 200
+    finally:
+        server.stop()
+    assert "cannot start a request thread" in caplog.text
