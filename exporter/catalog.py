@@ -70,7 +70,8 @@ COLLECTOR_DURATION = _gauge(
 PROCESS_UP = _gauge("devflow_process_up", "1 if a DevFlow server process was found, else 0.")
 PROCESS_MATCHES = _gauge(
     "devflow_process_matches",
-    "Processes matching the pidfile, command-line pattern or port (a second one is noticed within a minute).")
+    "Processes matching the pidfile, command-line pattern or port (while one runs, a second is looked for "
+    "every 10 scan intervals).")
 PROCESS_CPU = _counter(
     "devflow_process_cpu_seconds_total", "CPU time used by the DevFlow process, by mode.", "mode")
 PROCESS_RSS = _gauge("devflow_process_resident_memory_bytes", "Resident memory of the DevFlow process.")

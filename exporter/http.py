@@ -35,8 +35,11 @@ TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_
 # RequestClientCert and RequireAnyClientCert (accept unverified certificates) have no ssl equivalent.
 CLIENT_AUTH_TYPES = {"NoClientCert": ssl.CERT_NONE, "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
                      "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
-# accept() errors that only mean a client hung up before its connection was taken: retry at once.
-CLIENT_GONE = {errno.ECONNABORTED, errno.EPROTO}
+# accept() errors that only mean a client's connection failed before it was taken (on Linux, accept(2)
+# passes on the network error pending on it): retry at once. Some of the names are Linux's only.
+CLIENT_GONE = {getattr(errno, name) for name in ("ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN",
+                                                 "ENONET", "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH")
+               if hasattr(errno, name)}
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 
@@ -176,7 +179,7 @@ class ExporterServer(ThreadingHTTPServer):
         self.last_scrape: dict = {}
         self._waiting = 0  # threads in accept(); guarded by _waiting_lock
         self._waiting_lock = threading.Lock()
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()  # set by stop(); requests are refused from then on
         super().__init__(address, Handler)
 
     def start(self) -> None:
@@ -185,7 +188,7 @@ class ExporterServer(ThreadingHTTPServer):
             self._add_acceptor()
 
     def stop(self) -> None:
-        self._stopping.set()
+        self.stopping.set()
         try:
             self.socket.shutdown(socket.SHUT_RDWR)  # wakes the threads in accept(); close() alone would not
         except OSError:
@@ -204,11 +207,11 @@ class ExporterServer(ThreadingHTTPServer):
 
     def _accept_loop(self) -> None:
         failing = False  # warn once per run of failures, not at every retry
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             try:
                 request, client_address = self.socket.accept()
             except OSError as exc:
-                if self._stopping.is_set():
+                if self.stopping.is_set():
                     break
                 if exc.errno in CLIENT_GONE:
                     log.debug("accept() failed: %s", exc)
@@ -263,8 +266,9 @@ class Handler(BaseHTTPRequestHandler):
         if content_type.startswith("text/plain"):
             encoder = render_text  # same format, a third of the cost
         started = time.perf_counter()
-        with self.server.scrape_lock:
-            body = encoder(self.server.registry)
+        body = self._scrape(encoder, self.server.registry)
+        if body is None:
+            return
         self.server.last_scrape = {"timestamp": time.time(), "duration_seconds": time.perf_counter() - started}
         self._send(200, content_type, body)
 
@@ -282,9 +286,18 @@ class Handler(BaseHTTPRequestHandler):
     def _status(self):
         from devflow_monitor.exporter.status import guide_status
 
+        body = self._scrape(guide_status, self.server.collector_set)
+        if body is not None:
+            self._send_json(200, body)
+
+    def _scrape(self, read, source):
+        """`read(source)` with the scrape lock held; None, and a 503 sent, once the server is stopping (its
+        collectors may be closed)."""
         with self.server.scrape_lock:
-            body = guide_status(self.server.collector_set)
-        self._send_json(200, body)
+            if not self.server.stopping.is_set():
+                return read(source)
+        self._send(503, "text/plain; charset=utf-8", b"shutting down\n")
+        return None
 
     def _runbook(self):
         page = runbook.page()

@@ -148,6 +148,11 @@ def run_serve(args) -> int:
         pass
     finally:
         server.stop()
-        with server.scrape_lock:  # a scrape under way finishes before its collectors close
+        # A scrape under way finishes before the collectors close, unless it is stuck: exit all the same.
+        finished = server.scrape_lock.acquire(timeout=5)
+        try:
             collector_set.stop()
+        finally:
+            if finished:
+                server.scrape_lock.release()
     return 0

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 
 from conftest import wait_until
@@ -88,3 +89,53 @@ def test_requests_are_served_when_no_more_threads_can_start(monkeypatch, caplog)
     finally:
         server.stop()
     assert "cannot start a request thread" in caplog.text
+
+
+def test_a_scrape_waiting_when_the_server_stops_is_refused_not_run_on_closed_collectors():
+    """serve stops the collectors once the scrape under way ends; the one queued behind it gets a 503."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow:
+        def collect(self):
+            entered.set()
+            release.wait(10)
+            return []
+
+    class CountingLock:
+        """The scrape lock, counting the requests that reached it."""
+        def __init__(self):
+            self.lock, self.callers = threading.Lock(), 0
+
+        def __enter__(self):
+            self.callers += 1
+            self.lock.acquire()
+
+        def __exit__(self, *exc):
+            self.lock.release()
+
+    registry = CollectorRegistry()
+    registry.register(Slow())
+    server = make_server("127.0.0.1", 0, Config(), registry, CollectorSet([]), None)
+    server.scrape_lock = CountingLock()
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    statuses = []
+
+    def scrape():
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                statuses.append(response.status)
+        except urllib.error.HTTPError as exc:
+            statuses.append(exc.code)
+
+    server.start()
+    first = threading.Thread(target=scrape)
+    first.start()
+    assert entered.wait(5)
+    second = threading.Thread(target=scrape)
+    second.start()
+    wait_until(lambda: server.scrape_lock.callers == 2, message="the second scrape waits for the first")
+    server.stop()
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert sorted(statuses) == [200, 503]

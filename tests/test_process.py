@@ -240,7 +240,8 @@ def test_one_read_of_proc_stat_says_what_psutil_says(tmp_path, spawn):
         # summed from the kernel's per-thread counters and lags it by a few pages.
         assert abs(stat.rss - memory.rss) < 2 ** 20
         # psutil's create_time is the boot time plus the same start ticks.
-        assert stat.start_ticks / os.sysconf("SC_CLK_TCK") + psutil.boot_time() == pytest.approx(proc.create_time())
+        assert stat.start_ticks / os.sysconf("SC_CLK_TCK") + psutil.boot_time() == pytest.approx(proc.create_time(),
+                                                                                               abs=0.01)
     assert not stat.gone
     child.kill()
     wait_until(lambda: read_stat(child.pid).gone, message="exited, not reaped yet: a zombie")
@@ -248,16 +249,20 @@ def test_one_read_of_proc_stat_says_what_psutil_says(tmp_path, spawn):
     assert read_stat(child.pid) is None
 
 
-def test_a_look_costs_the_same_whatever_the_number_of_old_processes(monkeypatch, spawn):
-    """Issue 12: a look listed /proc, 1.4 ms with 2,000 idle processes on the machine, 0.05 ms with 66.
-    Now it neither lists /proc nor reads the command lines of processes it has already read."""
+@pytest.mark.parametrize("pid_cursor", [True, False], ids=["/proc/loadavg", "/proc listed"])
+def test_a_look_costs_the_same_whatever_the_number_of_old_processes(monkeypatch, spawn, pid_cursor):
+    """Issue 12: a look read every command line, 1.4 ms with 2,000 idle processes on the machine, 0.05 ms
+    with 66. Now it reads only those of processes it has not read yet, and, where /proc/loadavg tells the
+    new pids, does not list /proc either."""
     from devflow_monitor.exporter.collectors import process
 
+    monkeypatch.setattr(process, "PROBE_LIMIT", 10_000)  # others may fork too while the test spawns
     reads, listings = [], []
     read_cmdline, listed_pids = process.read_cmdline, process.listed_pids
     monkeypatch.setattr(process, "read_cmdline", lambda pid: reads.append(pid) or read_cmdline(pid))
     monkeypatch.setattr(process, "listed_pids", lambda: listings.append(1) or listed_pids())
-    scan = process.IncrementalScan(process.ProcessFinder(None, "^no process has this command line$", free_port()))
+    finder = process.ProcessFinder(None, "^no process has this command line$", free_port())
+    scan = process.IncrementalScan(finder, pid_cursor=pid_cursor)
     scan.scan()
     assert listings and len(reads) >= len(psutil.pids()) - 5, "the first look reads every process"
     idle = [spawn(["sleep", "120"]) for _ in range(200)]
@@ -267,13 +272,45 @@ def test_a_look_costs_the_same_whatever_the_number_of_old_processes(monkeypatch,
     assert {p.pid for p in idle} <= set(reads), "new processes are read"
     monkeypatch.setattr(process, "YOUNG_SECONDS", 0.0)
     reads.clear()
+    listings.clear()
     scan.scan()
-    assert not listings
+    assert bool(listings) != pid_cursor
     assert len(reads) < len(idle) // 2, f"{len(reads)} command lines read once the {len(idle)} processes are old"
 
 
-@pytest.mark.parametrize("probe_limit", [512, 0], ids=["pids probed", "/proc listed"])
-def test_a_new_server_is_found_once_whatever_its_threads(monkeypatch, spawn, fake, probe_limit):
+def test_loadavg_counts_the_pids_of_this_machine():
+    """This machine's kernel tells the last pid in /proc/loadavg; the cheap path is the one tested here."""
+    from devflow_monitor.exporter.collectors.process import loadavg_counts_our_pids
+
+    assert loadavg_counts_our_pids()
+
+
+def test_a_server_whose_pid_was_counted_before_proc_showed_it_is_found(monkeypatch, fake, spawn):
+    """The kernel counts a pid a moment before /proc lists its process, and a process in the middle of
+    exec has no command line: such a pid is read again at the next look rather than dropped."""
+    from devflow_monitor.exporter.collectors import process
+
+    server, pattern = fake
+    finder = process.ProcessFinder(None, pattern, free_port())
+    finder.is_own = lambda pid: False  # the server is this test's child; only the scan is under test here
+    scan = process.IncrementalScan(finder, pid_cursor=True)
+    assert scan.scan() == []
+    child = spawn(server)
+    wait_until(lambda: pattern_matches(pattern, child.pid), message="the server has exec'd")
+    real = process.read_cmdline
+    monkeypatch.setattr(process, "read_cmdline", lambda pid: "" if pid == child.pid else real(pid))
+    assert scan.scan() == [], "not seen yet"
+    monkeypatch.setattr(process, "read_cmdline", real)
+    assert [t.pid for t in scan.scan()] == [child.pid]
+
+
+def pattern_matches(pattern: str, pid: int) -> bool:
+    return bool(re.search(pattern, " ".join(psutil.Process(pid).cmdline())))
+
+
+@pytest.mark.parametrize("probe_limit, pid_cursor", [(512, True), (0, True), (512, False)],
+                         ids=["new pids taken whole", "new pids picked from /proc", "no /proc/loadavg cursor"])
+def test_a_new_server_is_found_once_whatever_its_threads(monkeypatch, spawn, fake, probe_limit, pid_cursor):
     """Threads share the pid space and /proc/TID shows the process's command line: not more servers."""
     from devflow_monitor.exporter.collectors import process
 
@@ -281,7 +318,7 @@ def test_a_new_server_is_found_once_whatever_its_threads(monkeypatch, spawn, fak
     server, pattern = fake
     finder = process.ProcessFinder(None, pattern, free_port())
     finder.is_own = lambda pid: False  # the server is this test's child; only the scan is under test here
-    scan = process.IncrementalScan(finder)
+    scan = process.IncrementalScan(finder, pid_cursor)
     assert scan.scan() == []
     threaded = [server[0], "-c", "import threading, time\n"
                 "for _ in range(8): threading.Thread(target=time.sleep, args=(120,), daemon=True).start()\n"
@@ -293,8 +330,12 @@ def test_a_new_server_is_found_once_whatever_its_threads(monkeypatch, spawn, fak
 
 
 def test_new_pids_wrap_at_pid_max():
-    from devflow_monitor.exporter.collectors.process import new_pid_ranges
+    """After pid_max the kernel starts again at 300; new pids are then picked from /proc."""
+    from devflow_monitor.exporter.collectors.process import new_pids
 
-    assert new_pid_ranges(100, 105, 32768) == [range(101, 106)]
-    assert new_pid_ranges(100, 100, 32768) == [range(101, 101)]
-    assert new_pid_ranges(32760, 5, 32768) == [range(32761, 32768), range(1, 6)]
+    assert new_pids(100, 105) == {101, 102, 103, 104, 105}
+    assert new_pids(100, 100) == set()
+    listing = {1, 2, 250, 301, 302, 400, 5000, 32760, 32761, 32767}
+    # The 16 newest are taken whether listed or not: /proc shows a process a moment after its pid is counted.
+    assert new_pids(32760, 302, listing) == {32761, 32767} | set(range(300, 303))
+    assert new_pids(100, 5000, listing) == {250, 301, 302, 400} | set(range(4985, 5001))

@@ -25,7 +25,9 @@ line was two thirds of the exporter's idle CPU):
   kernel handed out since, from /proc/loadavg) and of those first seen in the
   last minute (a fork shows its parent's command line until it execs), so it
   costs the same with 100 or 2,000 processes on the machine; once an hour it
-  reads them all again. A known server that exits is seen by the next
+  reads them all again. Where /proc/loadavg does not count this namespace's
+  pids (gVisor, a container's lxcfs), each look lists /proc to tell the new
+  ones instead. A known server that exits is seen by the next
   scrape, and a scrape that knows no live server looks itself, so a start or
   a restart shows on the next scrape too.
 """
@@ -66,10 +68,11 @@ FULL_SCAN_SECONDS = 3600.0
 # A process's command line is read on every look during its first minute (a fork shows its parent's
 # command line until it execs: a wrapper script may exec the server seconds later), then no more.
 YOUNG_SECONDS = 60.0
-# New pids are probed one by one up to this many (3 us each, 1.5 ms in all: about what listing /proc
-# costs with 2,000 processes); past it, /proc is listed.
+# Up to this many new pids, each one's command line is tried (3 us for a pid no longer there: 1.5 ms in
+# all, about what listing /proc costs with 2,000 processes); past it, /proc is listed.
 PROBE_LIMIT = 512
 PROC = Path("/proc")
+RESERVED_PIDS = 300  # Linux's first pid after a wrap (kernel/pid.c)
 
 
 def alive(proc: psutil.Process) -> bool:
@@ -274,43 +277,59 @@ class IncrementalScan:
     Not thread-safe: the collector calls it with its lock held.
     """
 
-    def __init__(self, finder: ProcessFinder):
+    def __init__(self, finder: ProcessFinder, pid_cursor: bool | None = None):
         self.finder = finder
+        # Whether /proc/loadavg tells the new pids; where it does not, each look lists /proc instead.
+        self.pid_cursor = loadavg_counts_our_pids() if pid_cursor is None else pid_cursor
+        if PROC_STAT and not self.pid_cursor:
+            log.info("/proc/loadavg does not count this pid namespace's pids; listing /proc at each look")
         self.young: dict[int, float] = {}  # pid -> monotonic time of the look that first saw it
         self.matches: dict[int, Target] = {}
-        self.last_pid: int | None = None  # the kernel's last pid at the previous look
-        self.full_at = 0.0  # monotonic time of the last look that read every command line
+        self.last_pid = 0  # with the cursor: the kernel's last pid at the previous look
+        self.listed: set[int] = set()  # without it: the pids /proc listed at the previous look
+        self.full_at: float | None = None  # monotonic time of the last look that read every command line
 
     def scan(self) -> list[Target]:
-        try:
-            last = read_last_pid()
-        except (OSError, ValueError, IndexError):  # no /proc/loadavg (not Linux): the full scan each time
+        if not PROC_STAT:  # not Linux: the full scan each time
             return self.finder.scan()
         now = time.monotonic()
-        previous, self.last_pid = self.last_pid, last
+        full = self.full_at is None or now - self.full_at > FULL_SCAN_SECONDS
+        new, listing = self.new_pids(full)
+        if full:
+            self.full_at = now
         self.matches = {pid: t for pid, t in self.matches.items() if self.same_process(t)}
         self.young = {pid: seen for pid, seen in self.young.items() if now - seen <= YOUNG_SECONDS}
-        new = set() if previous is None else new_pids(previous, last)
-        if previous is None or now - self.full_at > FULL_SCAN_SECONDS:
-            self.full_at = now
-            candidates = listed_pids()
-        else:
-            candidates = new | self.young.keys()
-        for pid in candidates:
+        for pid in listing if full else new | self.young.keys():
             if pid in self.matches:
                 continue
             cmdline = read_cmdline(pid)
-            if not cmdline:  # gone, or a kernel thread
-                self.young.pop(pid, None)
-            elif self.finder.pattern.search(cmdline):
+            if cmdline and self.finder.pattern.search(cmdline):
                 self.young.pop(pid, None)
                 # /proc/TID answers for every thread too: a server's threads are not more servers.
                 target = self.finder.target(pid) if is_process(pid) else None
                 if target:
                     self.matches[pid] = target
             elif pid in new:
+                # Read again while young: it may exec the server, and a pid the kernel counted a moment
+                # before /proc showed it, or one in the middle of exec, has no command line yet.
                 self.young.setdefault(pid, now)
+            elif not cmdline:  # gone, or a kernel thread, at its second look
+                self.young.pop(pid, None)
         return self.finder.with_port_owners(list(self.matches.values()))
+
+    def new_pids(self, full: bool) -> tuple[set[int], set[int]]:
+        """The pids started since the previous look (none at the first), and /proc's listing when `full`
+        or when it was needed to tell them."""
+        first = self.full_at is None
+        if not self.pid_cursor:
+            listing = listed_pids()
+            new, self.listed = (set() if first else listing - self.listed), listing
+            return new, listing
+        last = read_last_pid()
+        listing = listed_pids() if full else set()
+        new = set() if first else new_pids(self.last_pid, last, listing or None)
+        self.last_pid = last  # only once the pids up to it are in hand
+        return new, listing
 
     @staticmethod
     def same_process(target: Target) -> bool:
@@ -322,9 +341,22 @@ class IncrementalScan:
 
 
 def read_last_pid() -> int:
-    """The pid the kernel handed out last in our pid namespace (the last field of /proc/loadavg)."""
+    """The pid the kernel handed out last (the last field of /proc/loadavg)."""
     with open(PROC / "loadavg", "rb") as handle:
         return int(handle.read().split()[-1])
+
+
+def loadavg_counts_our_pids() -> bool:
+    """Whether /proc/loadavg's last pid is this pid namespace's: gVisor writes 0 there, and a container's
+    /proc/loadavg from lxcfs may be the host's."""
+    try:
+        before = read_last_pid()
+        thread = threading.Thread(target=lambda: None, name="pid-probe")
+        thread.start()
+        thread.join()
+        return before < thread.native_id <= read_last_pid()
+    except (OSError, ValueError, IndexError, RuntimeError):
+        return False
 
 
 def listed_pids() -> set[int]:
@@ -332,26 +364,22 @@ def listed_pids() -> set[int]:
     return {int(name) for name in os.listdir(PROC) if name.isdigit()}
 
 
-def new_pid_ranges(previous: int, last: int, pid_max: int) -> list[range]:
-    """The pids handed out after `previous` up to `last`: pids are given in increasing order and wrap
-    at pid_max. More than pid_max forks between two looks cannot be told from none; the hourly look
-    that reads every command line catches what that misses."""
-    if last >= previous:
-        return [range(previous + 1, last + 1)]
-    return [range(previous + 1, pid_max), range(1, last + 1)]
+def new_pids(previous: int, last: int, listing: set[int] | None = None) -> set[int]:
+    """The pids handed out after `previous` up to `last`, processes and threads (they share the pid space).
 
-
-def new_pids(previous: int, last: int) -> set[int]:
-    """Processes and threads (which share the pid space) started since the look that saw `previous`."""
-    ranges = new_pid_ranges(previous, last, read_pid_max() if last < previous else 0)
-    if sum(len(r) for r in ranges) <= PROBE_LIMIT:
-        return {pid for r in ranges for pid in r if os.path.exists(f"/proc/{pid}")}
-    # Many forks (a build): listing /proc once is cheaper than probing every pid.
-    return {pid for pid in listed_pids() if any(pid in r for r in ranges)}
-
-
-def read_pid_max() -> int:
-    return int((PROC / "sys/kernel/pid_max").read_text())
+    Pids are handed out in increasing order and wrap at pid_max. A few new ones are taken whole, /proc
+    shown or not; many (a build), or a wrap, are picked from /proc's listing, one read for all. More than
+    pid_max forks between two looks cannot be told from none: the hourly look catches what that misses.
+    """
+    if previous <= last and last - previous <= PROBE_LIMIT:
+        return set(range(previous + 1, last + 1))
+    if listing is None:
+        listing = listed_pids()
+    wrapped = last < previous
+    first = RESERVED_PIDS if wrapped else previous + 1
+    # The last few are taken whole too: the kernel counts a pid a moment before /proc lists its process.
+    newest = set(range(max(first, last - 15), last + 1))
+    return newest | {pid for pid in listing if first <= pid <= last or (wrapped and pid > previous)}
 
 
 def is_process(pid: int) -> bool:
