@@ -15,9 +15,12 @@ import pytest
 from conftest import ROOT, Exporter, free_port, wait_for_http, wait_until
 
 from devflow_monitor.exporter import catalog
+from devflow_monitor.exporter.collectors.process import loadavg_counts_our_pids
 from devflow_monitor.exporter.config import DEFAULT_PROCESS_PATTERN
 
 SLEEP = "import sys, time; time.sleep(120)"
+needs_pid_cursor = pytest.mark.skipif(not loadavg_counts_our_pids(),
+                                      reason="/proc/loadavg does not count this pid namespace's pids here")
 
 
 @pytest.fixture
@@ -249,7 +252,8 @@ def test_one_read_of_proc_stat_says_what_psutil_says(tmp_path, spawn):
     assert read_stat(child.pid) is None
 
 
-@pytest.mark.parametrize("pid_cursor", [True, False], ids=["/proc/loadavg", "/proc listed"])
+@pytest.mark.parametrize("pid_cursor", [pytest.param(True, marks=needs_pid_cursor), False],
+                         ids=["/proc/loadavg", "/proc listed"])
 def test_a_look_costs_the_same_whatever_the_number_of_old_processes(monkeypatch, spawn, pid_cursor):
     """Issue 12: a look read every command line, 1.4 ms with 2,000 idle processes on the machine, 0.05 ms
     with 66. Now it reads only those of processes it has not read yet, and, where /proc/loadavg tells the
@@ -271,6 +275,7 @@ def test_a_look_costs_the_same_whatever_the_number_of_old_processes(monkeypatch,
     scan.scan()
     assert {p.pid for p in idle} <= set(reads), "new processes are read"
     monkeypatch.setattr(process, "YOUNG_SECONDS", 0.0)
+    scan.scan()  # the young ones' last read
     reads.clear()
     listings.clear()
     scan.scan()
@@ -278,14 +283,22 @@ def test_a_look_costs_the_same_whatever_the_number_of_old_processes(monkeypatch,
     assert len(reads) < len(idle) // 2, f"{len(reads)} command lines read once the {len(idle)} processes are old"
 
 
-def test_loadavg_counts_the_pids_of_this_machine():
-    """This machine's kernel tells the last pid in /proc/loadavg; the cheap path is the one tested here."""
-    from devflow_monitor.exporter.collectors.process import loadavg_counts_our_pids
+def test_loadavg_is_not_taken_for_a_pid_cursor_where_it_counts_no_pids_of_ours(monkeypatch, tmp_path):
+    """gVisor writes 0 as the last pid; lxcfs may show the host's."""
+    from devflow_monitor.exporter.collectors import process
 
-    assert loadavg_counts_our_pids()
+    monkeypatch.setattr(process, "PROC", tmp_path)
+    for last in ("0", "4000000"):
+        (tmp_path / "loadavg").write_text(f"0.00 0.01 0.05 1/78 {last}\n")
+        assert not process.loadavg_counts_our_pids()
+    (tmp_path / "loadavg").unlink()
+    assert not process.loadavg_counts_our_pids()
 
 
-def test_a_server_whose_pid_was_counted_before_proc_showed_it_is_found(monkeypatch, fake, spawn):
+@needs_pid_cursor
+@pytest.mark.parametrize("unread, full", [("", False), (None, False), (None, True)],
+                         ids=["in the middle of exec", "not in /proc yet", "not in /proc yet at the hourly look"])
+def test_a_server_whose_pid_was_counted_before_proc_showed_it_is_found(monkeypatch, fake, spawn, unread, full):
     """The kernel counts a pid a moment before /proc lists its process, and a process in the middle of
     exec has no command line: such a pid is read again at the next look rather than dropped."""
     from devflow_monitor.exporter.collectors import process
@@ -297,18 +310,46 @@ def test_a_server_whose_pid_was_counted_before_proc_showed_it_is_found(monkeypat
     assert scan.scan() == []
     child = spawn(server)
     wait_until(lambda: pattern_matches(pattern, child.pid), message="the server has exec'd")
-    real = process.read_cmdline
-    monkeypatch.setattr(process, "read_cmdline", lambda pid: "" if pid == child.pid else real(pid))
+    read_cmdline, listed_pids = process.read_cmdline, process.listed_pids
+    monkeypatch.setattr(process, "read_cmdline", lambda pid: unread if pid == child.pid else read_cmdline(pid))
+    monkeypatch.setattr(process, "listed_pids", lambda: listed_pids() - {child.pid})
+    if full:
+        scan.full_at -= process.FULL_SCAN_SECONDS + 1
     assert scan.scan() == [], "not seen yet"
-    monkeypatch.setattr(process, "read_cmdline", real)
+    monkeypatch.setattr(process, "read_cmdline", read_cmdline)
+    monkeypatch.setattr(process, "listed_pids", listed_pids)
     assert [t.pid for t in scan.scan()] == [child.pid]
+
+
+@pytest.mark.parametrize("pid_cursor", [pytest.param(True, marks=needs_pid_cursor), False],
+                         ids=["/proc/loadavg", "/proc listed"])
+def test_a_process_that_execs_the_server_just_after_the_exporter_started_is_found(fake, spawn, pid_cursor):
+    """At the first look every process is young: one forked before it may exec the server after it."""
+    from devflow_monitor.exporter.collectors import process
+
+    server, pattern = fake
+    finder = process.ProcessFinder(None, pattern, free_port())
+    finder.is_own = lambda pid: False  # the server is this test's child; only the scan is under test here
+    # The wrapper's own command line must not match: the server's path is joined only when it execs.
+    install, script = server[-1].split("/server/")
+    wrapper = spawn([sys.executable, "-c", "import os, sys\nsys.stdin.readline()\n"
+                     f"os.execv(sys.executable, {server[:-1]!r} + [{install!r} + '/server/' + {script!r}])"],
+                    stdin=subprocess.PIPE, text=True)
+    wait_until(lambda: psutil.Process(wrapper.pid).cmdline()[:2] == [sys.executable, "-c"], message="forked")
+    scan = process.IncrementalScan(finder, pid_cursor)
+    assert scan.scan() == []
+    wrapper.stdin.write("exec\n")
+    wrapper.stdin.flush()
+    wait_until(lambda: pattern_matches(pattern, wrapper.pid), message="the wrapper has exec'd the server")
+    assert [t.pid for t in scan.scan()] == [wrapper.pid]
 
 
 def pattern_matches(pattern: str, pid: int) -> bool:
     return bool(re.search(pattern, " ".join(psutil.Process(pid).cmdline())))
 
 
-@pytest.mark.parametrize("probe_limit, pid_cursor", [(512, True), (0, True), (512, False)],
+@pytest.mark.parametrize("probe_limit, pid_cursor", [pytest.param(512, True, marks=needs_pid_cursor),
+                                                     pytest.param(0, True, marks=needs_pid_cursor), (512, False)],
                          ids=["new pids taken whole", "new pids picked from /proc", "no /proc/loadavg cursor"])
 def test_a_new_server_is_found_once_whatever_its_threads(monkeypatch, spawn, fake, probe_limit, pid_cursor):
     """Threads share the pid space and /proc/TID shows the process's command line: not more servers."""

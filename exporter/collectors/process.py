@@ -25,11 +25,12 @@ line was two thirds of the exporter's idle CPU):
   kernel handed out since, from /proc/loadavg) and of those first seen in the
   last minute (a fork shows its parent's command line until it execs), so it
   costs the same with 100 or 2,000 processes on the machine; once an hour it
-  reads them all again. Where /proc/loadavg does not count this namespace's
-  pids (gVisor, a container's lxcfs), each look lists /proc to tell the new
-  ones instead. A known server that exits is seen by the next
-  scrape, and a scrape that knows no live server looks itself, so a start or
-  a restart shows on the next scrape too.
+  reads them all again (the first look too, with their start times, to know
+  which are young). Where /proc/loadavg does not count this namespace's pids
+  (gVisor, a container's lxcfs), each look lists /proc to tell the new ones.
+  A known server that exits is seen by the next scrape, and a scrape that
+  knows no live server looks itself, so a start or a restart shows on the
+  next scrape too.
 """
 
 from __future__ import annotations
@@ -91,13 +92,14 @@ def read_pidfile(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def read_cmdline(pid: int) -> str:
-    """The command line as one string ("" for kernel threads and processes gone or unreadable)."""
+def read_cmdline(pid: int) -> str | None:
+    """The command line as one string: "" for kernel threads, zombies and a process in the middle of exec,
+    None for a process gone or unreadable."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             raw = handle.read()
     except OSError:
-        return ""
+        return None
     return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
 
 
@@ -279,10 +281,8 @@ class IncrementalScan:
 
     def __init__(self, finder: ProcessFinder, pid_cursor: bool | None = None):
         self.finder = finder
-        # Whether /proc/loadavg tells the new pids; where it does not, each look lists /proc instead.
-        self.pid_cursor = loadavg_counts_our_pids() if pid_cursor is None else pid_cursor
-        if PROC_STAT and not self.pid_cursor:
-            log.info("/proc/loadavg does not count this pid namespace's pids; listing /proc at each look")
+        # Whether /proc/loadavg tells the new pids (decided at the first look); else each look lists /proc.
+        self.pid_cursor = pid_cursor
         self.young: dict[int, float] = {}  # pid -> monotonic time of the look that first saw it
         self.matches: dict[int, Target] = {}
         self.last_pid = 0  # with the cursor: the kernel's last pid at the previous look
@@ -292,14 +292,22 @@ class IncrementalScan:
     def scan(self) -> list[Target]:
         if not PROC_STAT:  # not Linux: the full scan each time
             return self.finder.scan()
+        if self.pid_cursor is None:
+            self.pid_cursor = loadavg_counts_our_pids()
+            if not self.pid_cursor:
+                log.info("/proc/loadavg does not count this pid namespace's pids; listing /proc at each look")
         now = time.monotonic()
-        full = self.full_at is None or now - self.full_at > FULL_SCAN_SECONDS
-        new, listing = self.new_pids(full)
+        first = self.full_at is None
+        full = first or now - self.full_at > FULL_SCAN_SECONDS
+        try:
+            new, listing = self.new_pids(first, full)
+        except (OSError, ValueError, IndexError) as exc:  # out of fds, say: the next look tries again
+            log.warning("cannot tell which processes are new: %s", exc)
+            return self.finder.with_port_owners(list(self.matches.values()))
         if full:
             self.full_at = now
         self.matches = {pid: t for pid, t in self.matches.items() if self.same_process(t)}
-        self.young = {pid: seen for pid, seen in self.young.items() if now - seen <= YOUNG_SECONDS}
-        for pid in listing if full else new | self.young.keys():
+        for pid in listing | new | self.young.keys():
             if pid in self.matches:
                 continue
             cmdline = read_cmdline(pid)
@@ -313,21 +321,27 @@ class IncrementalScan:
                 # Read again while young: it may exec the server, and a pid the kernel counted a moment
                 # before /proc showed it, or one in the middle of exec, has no command line yet.
                 self.young.setdefault(pid, now)
-            elif not cmdline:  # gone, or a kernel thread, at its second look
+            elif cmdline is None:  # gone
                 self.young.pop(pid, None)
+        # Expired only after the reads: a young pid is read at least once after the look that found it,
+        # however far apart the looks are.
+        self.young = {pid: seen for pid, seen in self.young.items() if now - seen <= YOUNG_SECONDS}
         return self.finder.with_port_owners(list(self.matches.values()))
 
-    def new_pids(self, full: bool) -> tuple[set[int], set[int]]:
-        """The pids started since the previous look (none at the first), and /proc's listing when `full`
-        or when it was needed to tell them."""
-        first = self.full_at is None
+    def new_pids(self, first: bool, full: bool) -> tuple[set[int], set[int]]:
+        """The pids started since the previous look, and /proc's listing when `full`. At the first look,
+        those started in the last minute: one may exec the server soon."""
         if not self.pid_cursor:
             listing = listed_pids()
-            new, self.listed = (set() if first else listing - self.listed), listing
-            return new, listing
+            new = started_lately(listing) if first else listing - self.listed
+            self.listed = listing
+            return new, listing if full else set()
         last = read_last_pid()
         listing = listed_pids() if full else set()
-        new = set() if first else new_pids(self.last_pid, last, listing or None)
+        if first:
+            new = started_lately(listing) | newest_pids(1, last)
+        else:
+            new = new_pids(self.last_pid, last, listing or None)
         self.last_pid = last  # only once the pids up to it are in hand
         return new, listing
 
@@ -377,9 +391,21 @@ def new_pids(previous: int, last: int, listing: set[int] | None = None) -> set[i
         listing = listed_pids()
     wrapped = last < previous
     first = RESERVED_PIDS if wrapped else previous + 1
-    # The last few are taken whole too: the kernel counts a pid a moment before /proc lists its process.
-    newest = set(range(max(first, last - 15), last + 1))
-    return newest | {pid for pid in listing if first <= pid <= last or (wrapped and pid > previous)}
+    return newest_pids(first, last) | {pid for pid in listing if first <= pid <= last or (wrapped and pid > previous)}
+
+
+def newest_pids(first: int, last: int) -> set[int]:
+    """The last few pids up to `last`, listed in /proc or not: the kernel counts a pid a moment before
+    /proc lists its process."""
+    return set(range(max(first, last - 15), last + 1))
+
+
+def started_lately(pids: set[int]) -> set[int]:
+    """Those of `pids` whose process started in the last YOUNG_SECONDS (/proc/PID/stat counts from boot;
+    the boot-time clock, unlike /proc/uptime, is not a container's own under lxcfs)."""
+    uptime = time.clock_gettime(time.CLOCK_BOOTTIME)
+    stats = ((pid, read_stat(pid)) for pid in pids)
+    return {pid for pid, stat in stats if stat and uptime - stat.start_ticks / CLOCK_TICKS <= YOUNG_SECONDS}
 
 
 def is_process(pid: int) -> bool:
