@@ -304,8 +304,7 @@ def test_a_server_whose_pid_was_counted_before_proc_showed_it_is_found(monkeypat
     from devflow_monitor.exporter.collectors import process
 
     server, pattern = fake
-    finder = process.ProcessFinder(None, pattern, free_port())
-    finder.is_own = lambda pid: False  # the server is this test's child; only the scan is under test here
+    finder = finder_of_children(pattern)
     scan = process.IncrementalScan(finder, pid_cursor=True)
     assert scan.scan() == []
     child = spawn(server)
@@ -328,8 +327,7 @@ def test_a_process_that_execs_the_server_just_after_the_exporter_started_is_foun
     from devflow_monitor.exporter.collectors import process
 
     server, pattern = fake
-    finder = process.ProcessFinder(None, pattern, free_port())
-    finder.is_own = lambda pid: False  # the server is this test's child; only the scan is under test here
+    finder = finder_of_children(pattern)
     # The wrapper's own command line must not match: the server's path is joined only when it execs.
     install, script = server[-1].split("/server/")
     wrapper = spawn([sys.executable, "-c", "import os, sys\nsys.stdin.readline()\n"
@@ -342,6 +340,15 @@ def test_a_process_that_execs_the_server_just_after_the_exporter_started_is_foun
     wrapper.stdin.flush()
     wait_until(lambda: pattern_matches(pattern, wrapper.pid), message="the wrapper has exec'd the server")
     assert [t.pid for t in scan.scan()] == [wrapper.pid]
+
+
+def finder_of_children(pattern: str):
+    """A finder that takes this test's children for servers: only the scan is under test."""
+    from devflow_monitor.exporter.collectors.process import ProcessFinder
+
+    finder = ProcessFinder(None, pattern, free_port())
+    finder.is_own = lambda pid: False
+    return finder
 
 
 def pattern_matches(pattern: str, pid: int) -> bool:
@@ -357,8 +364,7 @@ def test_a_new_server_is_found_once_whatever_its_threads(monkeypatch, spawn, fak
 
     monkeypatch.setattr(process, "PROBE_LIMIT", probe_limit)
     server, pattern = fake
-    finder = process.ProcessFinder(None, pattern, free_port())
-    finder.is_own = lambda pid: False  # the server is this test's child; only the scan is under test here
+    finder = finder_of_children(pattern)
     scan = process.IncrementalScan(finder, pid_cursor)
     assert scan.scan() == []
     threaded = [server[0], "-c", "import threading, time\n"

@@ -300,7 +300,7 @@ class IncrementalScan:
         first = self.full_at is None
         full = first or now - self.full_at > FULL_SCAN_SECONDS
         try:
-            new, listing = self.new_pids(first, full)
+            new, listing = self.new_and_listed(first, full)
         except (OSError, ValueError, IndexError) as exc:  # out of fds, say: the next look tries again
             log.warning("cannot tell which processes are new: %s", exc)
             return self.finder.with_port_owners(list(self.matches.values()))
@@ -328,7 +328,7 @@ class IncrementalScan:
         self.young = {pid: seen for pid, seen in self.young.items() if now - seen <= YOUNG_SECONDS}
         return self.finder.with_port_owners(list(self.matches.values()))
 
-    def new_pids(self, first: bool, full: bool) -> tuple[set[int], set[int]]:
+    def new_and_listed(self, first: bool, full: bool) -> tuple[set[int], set[int]]:
         """The pids started since the previous look, and /proc's listing when `full`. At the first look,
         those started in the last minute: one may exec the server soon."""
         if not self.pid_cursor:
