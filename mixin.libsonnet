@@ -9,10 +9,10 @@
 //   };
 //   { alerts: devflow.prometheusAlerts, rules: devflow.prometheusRules, dashboards: devflow.grafanaDashboards }
 //
-// `_config` (mixin/config.libsonnet, the defaults of alerting/settings.py) holds the selector, the
+// `_config` (mixin/config.libsonnet, the defaults of core/settings.py) holds the selector, the
 // rate window of the recording rules, the error levels, and each alert's thresholds, windows, `for`,
 // severity and `enabled`; the expressions read them when this file is evaluated. It has the shape of
-// alerting/settings.py's settings, so one override file serves both this mixin and
+// core/settings.py's settings, so one override file serves both this mixin and
 // `python -m devflow_monitor.alerting.build --settings FILE`. mixin/*.libsonnet come from `python -m mixin.build`.
 
 local lib = import 'mixin/lib.libsonnet';

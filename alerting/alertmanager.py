@@ -9,7 +9,7 @@ severity gets one route per receiver (all but the last with `continue`), so
 
 from __future__ import annotations
 
-from devflow_monitor.alerting.settings import Settings
+from devflow_monitor.core.settings import Settings
 
 TEMPLATE_FILES = "templates/*.tmpl"  # alerting/templates/, beside alertmanager.yml
 # Critical alerts that mean the instance is down or blind; while one fires, its warnings are noise.

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from devflow_monitor.alerting.settings import Settings
-from devflow_monitor.alerting.settings import seconds as duration_seconds
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core.settings import Settings
+from devflow_monitor.core.settings import seconds as duration_seconds
+from devflow_monitor.core import catalog
 
 UP = "up"  # written by Prometheus for every scrape target, not by the exporter
 

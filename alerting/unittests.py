@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from devflow_monitor.alerting.rules import UP, AlertRule, active_alerts, number, recorded
-from devflow_monitor.alerting.settings import Alert, Settings, SettingsError, seconds
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core.settings import Alert, Settings, SettingsError, seconds
+from devflow_monitor.core import catalog
 
 INSTANCE = "devflow-host:9764"
 STEP_MINUTES = 1

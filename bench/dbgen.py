@@ -1,7 +1,7 @@
 """Benchmark databases and the writer that keeps inserting into them.
 
 `build()` makes a DevFlow database of N events with the server's schema and
-indexes (exporter/devflow_db.py) in WAL mode: a realistic mix of event types,
+indexes (core/devflow_db.py) in WAL mode: a realistic mix of event types,
 millisecond timestamps spread over the last 30 days in insertion order, the
 outbox mostly `pending` as in the public build. Databases are built once and
 cached in ~/.cache/devflow-monitor-bench/events-<N>.db with a sidecar
@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from devflow_monitor.exporter import devflow_db
+from devflow_monitor.core import devflow_db
 
 CACHE_DIR = Path(os.environ.get("DEVFLOW_BENCH_CACHE", "~/.cache/devflow-monitor-bench")).expanduser()
 SPAN_MS = 30 * 24 * 3600 * 1000

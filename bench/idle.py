@@ -40,9 +40,9 @@ import psutil
 from bench import dbgen
 from bench.run import (Children, cpu_seconds, exporter_config, free_port, parse_sizes, ratio, scrape,
                        size_label, wait_for_background, wait_until_serving)
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core import catalog
 from devflow_monitor.exporter.collectors.process import SLOW_SCAN_FACTOR, YOUNG_SECONDS
-from devflow_monitor.exporter.config import ProcessCollectorConfig
+from devflow_monitor.core.config import ProcessCollectorConfig
 
 SCRAPE_INTERVAL = 15.0
 DEFAULT_IDLE_SECONDS = 600

@@ -39,9 +39,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from devflow_monitor.exporter import config
+from devflow_monitor.core import config
 from devflow_monitor.exporter.collectors.logs import LogsCollector
-from devflow_monitor.exporter.logformat import LEVELS, LINE_RECORD_START, LevelCounter
+from devflow_monitor.core.logformat import LEVELS, LINE_RECORD_START, LevelCounter
 
 HERE = Path(__file__).resolve().parent
 MTAIL_PROGRAM = HERE / "logs.mtail"

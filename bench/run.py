@@ -42,7 +42,7 @@ from pathlib import Path
 import psutil
 
 from bench import dbgen
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)

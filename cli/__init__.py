@@ -12,8 +12,8 @@ import os
 import select
 import sys
 
-from devflow_monitor.exporter import __version__
-from devflow_monitor.exporter.config import ConfigError
+from devflow_monitor.core import __version__
+from devflow_monitor.core.config import ConfigError
 
 # command -> module defining `register(subparsers)`; its parser's `func(args)` returns the exit status.
 COMMANDS = {

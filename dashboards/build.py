@@ -17,7 +17,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from devflow_monitor.alerting.settings import Settings, SettingsError, load
+from devflow_monitor.core.settings import Settings, SettingsError, load
 from devflow_monitor.dashboards import DASHBOARDS
 from devflow_monitor.dashboards.grafana import dumps, render
 from devflow_monitor.generate.committed import sync

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import attr
 from grafanalib import core as g
 
-from devflow_monitor.alerting.settings import Settings, seconds
-from devflow_monitor.exporter.catalog import EXPORTER_BUILD_INFO, Metric
+from devflow_monitor.core.settings import Settings, seconds
+from devflow_monitor.core.catalog import EXPORTER_BUILD_INFO, Metric
 
 # --- conventions shared by every dashboard -----------------------------------------
 SCHEMA_VERSION = 39  # Grafana 10.3 / 11.0
@@ -64,7 +64,7 @@ ANY_IS_BAD = thresholds("green", (1, "red"))
 @dataclass(frozen=True)
 class Steps:
     """Threshold steps of the panels that show a setting: orange where the guide's checklist ends,
-    red where an alert fires. Every value comes from alerting/settings.py."""
+    red where an alert fires. Every value comes from core/settings.py."""
 
     cpu: list[dict]
     memory: list[dict]  # memory used of total, the app's or the machine's

@@ -3,8 +3,8 @@
 from grafanalib.core import Dashboard
 
 from devflow_monitor.alerting.rules import mebibytes, percent
-from devflow_monitor.alerting.settings import Settings
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core.settings import Settings
+from devflow_monitor.core import catalog
 from devflow_monitor.dashboards import grafana as G, queries
 from devflow_monitor.dashboards.grafana import quantile, rate, row, series, target
 

@@ -1,6 +1,6 @@
 """PromQL that more than one dashboard shows, so the Overview and the detail views agree."""
 
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core import catalog
 from devflow_monitor.dashboards.grafana import rate, series
 
 # Log levels are matched without regard to case: the formats write ERROR, error and Error.

@@ -26,7 +26,7 @@ import os
 import time
 from pathlib import Path
 
-from devflow_monitor.exporter.logformat import LEVELS, HttpTotals
+from devflow_monitor.core.logformat import LEVELS, HttpTotals
 
 log = logging.getLogger(__name__)
 

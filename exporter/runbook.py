@@ -14,11 +14,7 @@ import html
 import re
 from importlib import resources
 
-from devflow_monitor.exporter.config import WebConfig
-
-PATH = "/runbook"
-# The alerting settings' default runbook_url: the page an exporter at its default address serves.
-DEFAULT_URL = f"http://{WebConfig.listen_address}{PATH}#{{anchor}}"
+from devflow_monitor.core.settings import RUNBOOK_PATH as PATH
 
 HEADING = re.compile(r"(#{1,6})\s+(.*)")
 LIST_ITEM = re.compile(r"(\s*)(?:([-*])|(\d+)\.)\s+(.*)")

@@ -12,10 +12,11 @@ import time
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
+from devflow_monitor.core.webconfig import load_web_config
 from devflow_monitor.exporter import http
 from devflow_monitor.exporter.collectors import CollectorSet
-from devflow_monitor.exporter.config import Config, parse_listen_address
-from devflow_monitor.exporter.flags import COLLECTORS, add_command, config_from_args
+from devflow_monitor.core.config import Config, parse_listen_address
+from devflow_monitor.core.commands import COLLECTORS, add_command, config_from_args
 
 log = logging.getLogger("devflow_monitor")
 
@@ -74,7 +75,7 @@ def run_check_config(args) -> int:
     print the first problem and exit 2."""
     config = config_from_args(args)
     if config.web.config_file:
-        http.load_web_config(config.web.config_file)
+        load_web_config(config.web.config_file)
     enabled = [name for name in COLLECTORS if getattr(config.collectors, name).enabled]
     print(f"configuration OK ({args.config_file or 'defaults'})")
     print(f"  listen      {config.web.listen_address}{config.web.telemetry_path}")
@@ -110,7 +111,7 @@ def run_serve(args) -> int:
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port = parse_listen_address(config.web.listen_address)
-    web_config = http.load_web_config(config.web.config_file) if config.web.config_file else None
+    web_config = load_web_config(config.web.config_file) if config.web.config_file else None
 
     collector_set = build_collectors(config)
     registry = build_registry(collector_set)

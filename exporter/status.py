@@ -12,7 +12,7 @@ import time
 
 import psutil
 
-from devflow_monitor.exporter import persistence
+from devflow_monitor.core import persistence
 from devflow_monitor.exporter.collectors.probe import HEALTHY_WORDS
 
 # What the guide's "database" field says for each state the database collector sees.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core import catalog
 from devflow_monitor.generate.committed import sync
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -13,7 +13,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 def markdown() -> str:
     """The metrics reference, generated so it cannot drift from the catalog."""
-    lines = ["# Metrics", "", "Generated from `exporter/catalog.py` by `make docs`; do not edit.", "",
+    lines = ["# Metrics", "", "Generated from `core/catalog.py` by `make docs`; do not edit.", "",
              "| Metric | Type | Labels | Meaning |", "| --- | --- | --- | --- |"]
     for metric in catalog.all_metrics():
         labels = ", ".join(f"`{label}`" for label in metric.labels)

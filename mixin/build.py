@@ -12,7 +12,7 @@ on it (`ratio * 100`, `seconds(window)`) builds a bigger expression, and formatt
 rendered string is then written as a Jsonnet concatenation of its literal parts and expressions.
 
 Generated:
-- mixin/config.libsonnet: `_config` with the defaults of alerting/settings.py (selector, rate
+- mixin/config.libsonnet: `_config` with the defaults of core/settings.py (selector, rate
   window, error levels, every alert's threshold, window, `for`, severity, enabled), plus the
   dashboard tags and folder;
 - mixin/alerts.libsonnet, mixin/rules.libsonnet: `prometheusAlerts`, `prometheusRules`;
@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from devflow_monitor.alerting import rules
-from devflow_monitor.alerting.settings import Settings, to_dict
+from devflow_monitor.core.settings import Settings, to_dict
 from devflow_monitor.dashboards import DASHBOARDS
 from devflow_monitor.dashboards.grafana import TAGS
 from devflow_monitor.generate.committed import sync
@@ -185,7 +185,7 @@ def dashboard_defaults() -> dict:
 
 
 def config_libsonnet(config: dict) -> str:
-    return (HEADER.format(source="alerting/settings.py and dashboards/") +
+    return (HEADER.format(source="core/settings.py and dashboards/") +
             f"{{\n  _config+:: {jsonnet({**config, **dashboard_defaults()}, '  ')},\n}}\n")
 
 

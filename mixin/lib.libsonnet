@@ -1,6 +1,6 @@
 // What the generated mixin files call: Jsonnet that prints values the way alerting/rules.py does.
 {
-  // Seconds in a Prometheus duration such as '1h30m' (alerting/settings.py `seconds`).
+  // Seconds in a Prometheus duration such as '1h30m' (core/settings.py `seconds`).
   seconds(duration)::
     local units = { w: 604800, d: 86400, h: 3600, m: 60, s: 1 };
     local bad = 'devflow mixin: %s is not a duration like 30s, 5m, 1h or 2d' % std.toString(duration);

@@ -37,10 +37,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devflow_monitor.exporter import devflow_db
-from devflow_monitor.exporter.config import Config
+from devflow_monitor.core import devflow_db
+from devflow_monitor.core.config import Config
 from devflow_monitor.ops import common, logfiles
-from devflow_monitor.exporter.flags import add_command, config_from_args
+from devflow_monitor.core.commands import add_command, config_from_args
 
 MANIFEST = "manifest.json"
 FORMAT = "devflow-monitor-backup/1"

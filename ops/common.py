@@ -10,15 +10,20 @@ import sys
 import time
 from pathlib import Path
 
-from devflow_monitor.exporter import __version__
-from devflow_monitor.exporter.devflow_db import disk_usage
-from devflow_monitor.exporter.files import fsync_path, write_json_atomic  # noqa: F401 (re-exported)
+from devflow_monitor.core import __version__
+from devflow_monitor.core.devflow_db import disk_usage
+from devflow_monitor.core.files import fsync_path, write_json_atomic  # noqa: F401 (re-exported)
+from devflow_monitor.core.httpclient import NoAnswer, http_get, local_url  # noqa: F401 (re-exported)
 
 TOOL = "devflow-monitor"
 
 
 class OpsError(Exception):
     """A problem that ends the command: printed as one line, exit status 1."""
+
+
+# What a command reports in one line instead of a traceback: its own refusal, or a server that did not answer.
+FAILED = (OpsError, NoAnswer)
 
 
 def fail(command: str, message: str, *, as_json: bool = False) -> int:
@@ -121,39 +126,3 @@ def row_counts(conn: sqlite3.Connection) -> dict[str, int]:
 def versions() -> dict[str, str]:
     return {"tool": f"{TOOL} {__version__}", "sqlite": sqlite3.sqlite_version,
             "python": sys.version.split()[0]}
-
-
-# --- HTTP -------------------------------------------------------------------------
-
-def http_get(url: str, timeout: float) -> tuple[int, bytes]:
-    """GET `url`; returns (status, body) for any HTTP answer, raises OpsError when nothing answers."""
-    import http.client
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        raise OpsError(getattr(reason, "strerror", None) or str(reason)) from None
-    except (TimeoutError, OSError) as exc:
-        raise OpsError(f"no answer within {timeout:g}s" if isinstance(exc, TimeoutError)
-                       else (exc.strerror or str(exc))) from None
-    except http.client.HTTPException as exc:
-        raise OpsError(f"not an HTTP answer ({type(exc).__name__})") from None
-    except ValueError as exc:
-        raise OpsError(f"invalid URL {url!r}: {exc}") from None
-
-
-def local_url(listen_address: str, path: str) -> str:
-    """The URL a client on this machine uses for a server listening on HOST:PORT."""
-    host, _, port = listen_address.rpartition(":")
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}{path}"

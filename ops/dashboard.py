@@ -16,7 +16,7 @@ two samples. Over 2 s an error logged every 30 s reads 0 or 30 per minute; over
 
 Colours follow the guide: yellow is outside its real-time checklist, red is
 where one of its alerts fires. The levels come from the alert settings
-(alerting/settings.py, or the file given with `--settings`); the defaults:
+(core/settings.py, or the file given with `--settings`); the defaults:
 
     CPU of the process    yellow >= 70%, red >= 80%       (checklist.cpu_ratio, DevFlowHighCpuUsage)
     memory used / total   yellow >= 80%                   (checklist.memory_ratio)
@@ -28,7 +28,7 @@ where one of its alerts fires. The levels come from the alert settings
     last backup           yellow older than 26h           (DevFlowBackupStale)
 
 The overview's "event storage" row and its status are DevFlowEventsNotPersisted's
-condition as `exporter/persistence.py` judges it for `/status` and `doctor` too.
+condition as `core/persistence.py` judges it for `/status` and `doctor` too.
 Errors are the records whose level matches the settings' `app.error_levels`, as
 in the rules.
 
@@ -48,11 +48,11 @@ from urllib.parse import quote, urlencode
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from devflow_monitor.alerting.settings import Settings, SettingsError, load, seconds
-from devflow_monitor.exporter import catalog as c
-from devflow_monitor.exporter import persistence
+from devflow_monitor.core.settings import Settings, SettingsError, load, seconds
+from devflow_monitor.core import catalog as c
+from devflow_monitor.core import persistence
 from devflow_monitor.ops import common
-from devflow_monitor.exporter.flags import add_command, config_from_args
+from devflow_monitor.core.commands import add_command, config_from_args
 
 VIEWS = ("overview", "performance", "errors", "activity")
 SPARK = "▁▂▃▄▅▆▇█"
@@ -614,7 +614,7 @@ def run(args) -> int:
     try:
         for snapshot in source.backfill(SPARK_WIDTH, args.interval):
             history.add(snapshot)
-    except common.OpsError as exc:
+    except common.FAILED as exc:
         if once:
             return common.fail("dashboard", f"cannot read {source.url}: {exc}")
     if once:
@@ -627,7 +627,7 @@ def run(args) -> int:
             problem = None
             try:
                 history.add(source.sample())
-            except common.OpsError as exc:
+            except common.FAILED as exc:
                 problem = str(exc)
             lines = render(args.view, history, settings, source.url, args.interval, color=color,
                            ascii_only=ascii_only, problem=problem, live=live)
@@ -656,7 +656,7 @@ def _once(args, source, history: History, settings: Settings, color: bool, ascii
         if first.rates is None:  # the exporter has no history: watch it for one rate window
             time.sleep(history.window)
             history.add(source.sample())
-    except common.OpsError as exc:
+    except common.FAILED as exc:
         return common.fail("dashboard", f"cannot read {source.url}: {exc}")
     print("\n".join(render(args.view, history, settings, source.url, args.interval, color=color,
                            ascii_only=ascii_only)))

@@ -6,14 +6,14 @@ Unlike the guide's script it never matches itself (`pgrep -f devflow`), checks
 the database it is configured for, counts errors by the level field, and also
 checks the parts that watch DevFlow (exporter, Prometheus, Alertmanager).
 
-Its limits are the alert settings' (alerting/settings.py, or the file given with
+Its limits are the alert settings' (core/settings.py, or the file given with
 `--settings`), so doctor and the alerts agree: memory is DevFlowHighMemoryUsage's,
 the log check is DevFlowErrorBurst's (more than 10 errors in 100 lines), free disk
 fails below DevFlowDiskSpaceLow and warns below `checklist.disk_free_ratio`, the
 WAL warns above `checklist.wal_size_bytes`. A flag given on the command line wins.
 The port is checked only where a listener is expected (`app.expect_listener`; the
 public build serves no HTTP). The events check is DevFlowEventsNotPersisted's
-condition (exporter/persistence.py), judged from the exporter's metrics, or from
+condition (core/persistence.py), judged from the exporter's metrics, or from
 Prometheus with `--prometheus`, as `/status` and the terminal overview judge it.
 """
 
@@ -31,11 +31,11 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from devflow_monitor.alerting.settings import Settings, SettingsError, load
-from devflow_monitor.exporter import catalog, devflow_db, persistence
-from devflow_monitor.exporter.config import Config
+from devflow_monitor.core.settings import Settings, SettingsError, load
+from devflow_monitor.core import catalog, devflow_db, persistence
+from devflow_monitor.core.config import Config
 from devflow_monitor.ops import common, dashboard, logfiles, target
-from devflow_monitor.exporter.flags import add_command, config_from_args
+from devflow_monitor.core.commands import add_command, config_from_args
 
 CHECKS = ("process", "port", "database", "wal", "disk", "logs", "events", "exporter", "prometheus",
           "alertmanager")
@@ -330,7 +330,7 @@ def check_events(source, settings: Settings) -> Check:
     details = {"source": source.url}
     try:
         verdict = dashboard.persistence_verdict(source.sample(), settings)
-    except common.OpsError as exc:
+    except common.FAILED as exc:
         return Check("events", "skip", f"cannot judge without the exporter's metrics ({exc})", details=details)
     details["state"] = verdict.state
     if verdict.state == persistence.NOT_PERSISTING:
@@ -347,7 +347,7 @@ def check_exporter(url: str, timeout: float) -> Check:
     details = {"url": url}
     try:
         status, body = common.http_get(url, timeout)
-    except common.OpsError as exc:
+    except common.FAILED as exc:
         return Check("exporter", "fail", f"exporter not reachable at {url}: {exc}",
                      "start it: `systemctl start devflow-monitor-exporter`, "
                      "`launchctl load ~/Library/LaunchAgents/com.devflow.monitor.exporter.plist` or "
@@ -385,7 +385,7 @@ def check_prometheus(url: str | None, timeout: float) -> Check:
     try:
         _, body = common.http_get(f"{base}/api/v1/query?query={_quote(query)}", timeout)
         result = json.loads(body)["data"]["result"]
-    except (common.OpsError, ValueError, KeyError, TypeError) as exc:
+    except (*common.FAILED, ValueError, KeyError, TypeError) as exc:
         return Check("prometheus", "warn", f"Prometheus ready but the query API failed: {exc}",
                      "check the Prometheus log", details)
     if not result:
@@ -474,7 +474,7 @@ def _listening(port: int) -> bool:
 def _readiness(base: str, timeout: float) -> str | None:
     try:
         status, _ = common.http_get(f"{base}/-/ready", timeout)
-    except common.OpsError as exc:
+    except common.FAILED as exc:
         return f"not reachable ({exc})"
     return None if status == 200 else f"not ready (HTTP {status} from /-/ready)"
 

@@ -14,7 +14,7 @@ import glob
 import os
 from pathlib import Path
 
-from devflow_monitor.exporter.logformat import ERROR_LEVELS, LevelCounter, rotated_from
+from devflow_monitor.core.logformat import ERROR_LEVELS, LevelCounter, rotated_from
 
 
 def configured_files(patterns: list[str]) -> tuple[list[Path], list[str]]:

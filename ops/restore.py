@@ -20,10 +20,10 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from devflow_monitor.exporter import devflow_db
-from devflow_monitor.exporter.config import Config
+from devflow_monitor.core import devflow_db
+from devflow_monitor.core.config import Config
 from devflow_monitor.ops import backup, common, target
-from devflow_monitor.exporter.flags import add_command, config_from_args
+from devflow_monitor.core.commands import add_command, config_from_args
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 

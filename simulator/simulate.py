@@ -5,7 +5,7 @@ of it (docs/devflow.md), so that demos and tests have a live target whose faults
 switched on and off:
 
 - a real SQLite database in WAL mode with the server's schema
-  (exporter/devflow_db.py), receiving events of the real types at --rate events
+  (core/devflow_db.py), receiving events of the real types at --rate events
   per second (mostly file:changed, some git:*), millisecond timestamps;
 - a sync worker that marks rows 'synced' a few seconds after insert (the
   guide's outbox; the public build never does this);
@@ -42,8 +42,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from devflow_monitor.exporter.config import ConfigError
-from devflow_monitor.exporter.flags import add_command
+from devflow_monitor.core.config import ConfigError
+from devflow_monitor.core.commands import add_command
 
 FAULTS = {
     "stop_writing": "keep logging file and git events but persist no rows (the public build's defect)",
@@ -294,7 +294,7 @@ class Simulator:
 
     def __init__(self, database: Path, listen: tuple[str, int] | None, log_dir: Path | None, rate: float,
                  faults, pidfile: Path | None, seed: int | None):
-        from devflow_monitor.exporter import devflow_db   # imported here: `devflow-monitor --help` needs none of this
+        from devflow_monitor.core import devflow_db   # imported here: `devflow-monitor --help` needs none of this
 
         self.database, self.rate, self.pidfile = database, rate, pidfile
         self.faults = Faults(faults)

@@ -27,8 +27,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-from devflow_monitor.cli import COMMANDS
-from devflow_monitor.exporter.config import BackupConfig
+from devflow_monitor.core.config import BackupConfig
 from devflow_monitor.ops.target import wait_gone
 from devflow_monitor.stack import deps
 
@@ -442,7 +441,7 @@ def plan_native(settings: Settings) -> tuple[list[Component], dict[str, str]]:
         components.append(grafana)
     else:
         skipped["grafana"] = reason
-        if prometheus and "webdash" in COMMANDS:
+        if prometheus:
             components.append(_webdash_component(settings, python, python_env, alertmanager is not None))
     return components, skipped
 

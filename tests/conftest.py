@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from devflow_monitor.exporter.devflow_db import create_database, insert_event
+from devflow_monitor.core.devflow_db import create_database, insert_event
 from devflow_monitor.stack import deps
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devflow_monitor.alerting import alertmanager, build, rules, settings
+from devflow_monitor.alerting import alertmanager, build, rules
+from devflow_monitor.core import settings
 from conftest import ROOT, free_port, requires, wait_for_http, wait_until
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core import catalog
 from devflow_monitor.generate import committed as generated
 
 ALERTING = ROOT / "alerting"

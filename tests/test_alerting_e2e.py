@@ -25,7 +25,8 @@ import urllib.request
 import pytest
 import yaml
 
-from devflow_monitor.alerting import build, rules, settings
+from devflow_monitor.alerting import build, rules
+from devflow_monitor.core import settings
 from conftest import free_port, requires, wait_for_http, wait_until
 from devflow_monitor.generate import committed as generated
 from test_alerting import fast_alertmanager_settings, receivers, start_alertmanager  # noqa: F401 (fixture)

@@ -8,7 +8,7 @@ import sys
 
 from conftest import ROOT
 
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core import catalog
 
 NAME = re.compile(r"devflow_[a-z0-9_]+")
 BASE_UNIT_SUFFIXES = ("_bytes", "_seconds", "_total", "_info", "_ratio")

@@ -1,4 +1,4 @@
-"""Every command's --help: the description is its `run` docstring (exporter/flags.py `add_command`)."""
+"""Every command's --help: the description is its `run` docstring (core/commands.py `add_command`)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, cli
 
-from devflow_monitor.exporter.config import Config, ConfigError, load
+from devflow_monitor.core.config import Config, ConfigError, load
 
 
 def test_documented_example_is_exactly_the_defaults():

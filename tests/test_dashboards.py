@@ -21,7 +21,7 @@ from conftest import requires
 
 from devflow_monitor.dashboards import DASHBOARDS, grafana
 from devflow_monitor.dashboards.build import render_all
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON_DIR = ROOT / "dashboards" / "json"

@@ -26,7 +26,7 @@ import yaml
 
 from conftest import ROOT, free_port, http_get, requires, wait_for_http
 from devflow_monitor.dashboards import DASHBOARDS
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core import catalog
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ from conftest import ROOT, database_with_events, http_get, wait_until
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
-from devflow_monitor.exporter import catalog
-from devflow_monitor.exporter.devflow_db import EVENT_TYPES, create_database, insert_event
+from devflow_monitor.core import catalog
+from devflow_monitor.core.devflow_db import EVENT_TYPES, create_database, insert_event
 
 TYPES = ("file:changed", "git:commit", "test:passed")
 

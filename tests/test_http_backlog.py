@@ -13,7 +13,7 @@ from conftest import wait_until
 from prometheus_client import CollectorRegistry
 
 from devflow_monitor.exporter.collectors import CollectorSet
-from devflow_monitor.exporter.config import Config
+from devflow_monitor.core.config import Config
 from devflow_monitor.exporter.http import ExporterServer, make_server
 
 

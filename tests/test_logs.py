@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, http_get, voluntary_switches, wait_for_http, wait_until
-from devflow_monitor.exporter import catalog, config
+from devflow_monitor.core import catalog, config
 from devflow_monitor.exporter.collectors import CollectorSet
 from devflow_monitor.exporter.collectors import logs as logs_module
 from devflow_monitor.exporter.collectors.logs import LogsCollector
-from devflow_monitor.exporter.logformat import LEVELS, LevelCounter
+from devflow_monitor.core.logformat import LEVELS, LevelCounter
 
 WRITER_RECORDS = 100_000
 ACCESS_LINE = '127.0.0.1 - - [02/Aug/2025:14:00:01 +0000] "GET {path} HTTP/1.1" {status} 312 {duration}'
@@ -528,7 +528,7 @@ def test_stop_then_start_in_one_process_continues_its_totals(tmp_path, running):
 
 KILLED_CHILD = """
 import sys, time
-from devflow_monitor.exporter import config
+from devflow_monitor.core import config
 from devflow_monitor.exporter.collectors import logs
 logs.STATE_INTERVAL_SECONDS = 0.1
 cfg = config.load(env={}, overrides={"devflow.log_files": [sys.argv[1]], "devflow.access_log": None,

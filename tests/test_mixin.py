@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from devflow_monitor.alerting import rules
-from devflow_monitor.alerting.settings import Settings, load
+from devflow_monitor.core.settings import Settings, load
 from conftest import ROOT, requires
 from devflow_monitor.dashboards import DASHBOARDS
 from devflow_monitor.dashboards.build import render_all

@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, cli, wait_until
 from test_ops_support import Writer, one_line, sha256
 
-from devflow_monitor.exporter.devflow_db import create_database, insert_event
+from devflow_monitor.core.devflow_db import create_database, insert_event
 
 
 def rows_digest(conn: sqlite3.Connection, max_id: int) -> list:

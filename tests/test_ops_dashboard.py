@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from conftest import NO_SERVER, ROOT, cli, free_port, http_get, requires, stop_process, wait_for_http, wait_until
 from test_ops_support import one_line
 
-from devflow_monitor.alerting.settings import Settings
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core.settings import Settings
+from devflow_monitor.core import catalog
 from devflow_monitor.ops import dashboard
 
 ANSI = re.compile(r"\x1b\[")

@@ -20,8 +20,8 @@ import pytest
 from conftest import ROOT, cli, free_port, http_get, stop_process, wait_for_http, wait_until
 from test_ops_support import start_fake_server
 
-from devflow_monitor.exporter import persistence
-from devflow_monitor.exporter.devflow_db import create_database, insert_event
+from devflow_monitor.core import persistence
+from devflow_monitor.core.devflow_db import create_database, insert_event
 
 
 class Setup:

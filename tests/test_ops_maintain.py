@@ -12,7 +12,7 @@ from pathlib import Path
 from conftest import cli
 from test_ops_support import DAY_MS, Writer, build_events_db, one_line, sha256, start_fake_server
 
-from devflow_monitor.exporter.devflow_db import create_database, insert_event
+from devflow_monitor.core.devflow_db import create_database, insert_event
 
 NO_PROCESS = ("--devflow.process-pattern", "no-such-process-c0ffee", "--devflow.port", "1")
 

@@ -19,7 +19,7 @@ import pytest
 from conftest import cli, wait_until
 from test_ops_support import one_line, sha256, start_fake_server
 
-from devflow_monitor.exporter.devflow_db import create_database, insert_event
+from devflow_monitor.core.devflow_db import create_database, insert_event
 
 
 def make_backup(tmp_path: Path, rows: int) -> Path:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from conftest import free_port, wait_until
-from devflow_monitor.exporter.devflow_db import EVENT_TYPES, SCHEMA
+from devflow_monitor.core.devflow_db import EVENT_TYPES, SCHEMA
 
 DAY_MS = 86_400_000
 
@@ -27,7 +27,7 @@ DAY_MS = 86_400_000
 # and reports both on SIGTERM.
 WRITER = r"""
 import json, os, signal, sys, time
-from devflow_monitor.exporter.devflow_db import EVENT_TYPES, create_database, insert_event
+from devflow_monitor.core.devflow_db import EVENT_TYPES, create_database, insert_event
 db, stats, pidfile, pause = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 conn = create_database(db)
 stopping = []
@@ -67,7 +67,7 @@ os.replace(stats + ".tmp", stats)
 FAKE_SERVER = r"""
 import argparse, os, signal, site, socket, sys, time
 site.addsitedir(os.environ["VENV_SITE"])
-from devflow_monitor.exporter.devflow_db import create_database, insert_event
+from devflow_monitor.core.devflow_db import create_database, insert_event
 p = argparse.ArgumentParser()
 p.add_argument("--pidfile"); p.add_argument("--port", type=int); p.add_argument("--database")
 p.add_argument("--rows", type=int, default=0); p.add_argument("--log"); p.add_argument("--ready")

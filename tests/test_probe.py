@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port, wait_for_http
-from devflow_monitor.exporter import catalog, config
+from devflow_monitor.core import catalog, config
 from devflow_monitor.exporter.collectors.probe import MONITOR_STATES, STATES, ProbeCollector
 
 GUIDE_BODY = {"status": "healthy", "uptime": 3600, "version": "1.0.0",

@@ -14,9 +14,9 @@ import psutil
 import pytest
 from conftest import ROOT, Exporter, free_port, wait_for_http, wait_until
 
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core import catalog
 from devflow_monitor.exporter.collectors.process import loadavg_counts_our_pids
-from devflow_monitor.exporter.config import DEFAULT_PROCESS_PATTERN
+from devflow_monitor.core.config import DEFAULT_PROCESS_PATTERN
 
 SLEEP = "import sys, time; time.sleep(120)"
 needs_pid_cursor = pytest.mark.skipif(not loadavg_counts_our_pids(),

@@ -9,9 +9,9 @@ import yaml
 
 from conftest import ROOT, http_get
 
-from devflow_monitor.alerting.settings import Settings
+from devflow_monitor.core.settings import Settings
 from devflow_monitor.exporter import runbook
-from devflow_monitor.exporter.config import WebConfig
+from devflow_monitor.core.config import WebConfig
 
 
 class Anchors(HTMLParser):

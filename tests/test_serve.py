@@ -19,9 +19,9 @@ from conftest import (FAST_SETTINGS, NO_SERVER, cli, free_port, http_get, parse_
                       wait_until)
 from prometheus_client import CollectorRegistry, generate_latest
 
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core import catalog
 from devflow_monitor.exporter.collectors import CollectorSet
-from devflow_monitor.exporter.devflow_db import create_database, insert_event
+from devflow_monitor.core.devflow_db import create_database, insert_event
 
 
 def test_routes_answer_with_their_shapes(tmp_path, start_exporter, spawn):

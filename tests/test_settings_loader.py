@@ -13,9 +13,9 @@ import yaml
 from conftest import ROOT, cli
 from hypothesis import HealthCheck, example, given, settings as hypothesis_settings, strategies as st
 
-from devflow_monitor.alerting import settings
-from devflow_monitor.exporter import config
-from devflow_monitor.exporter.settings_loader import ConfigError
+from devflow_monitor.core import settings
+from devflow_monitor.core import config
+from devflow_monitor.core.loader import ConfigError
 
 # The same mistake in each file: (exporter YAML, expected error), (alert settings YAML, expected error).
 SAME_MISTAKES = {

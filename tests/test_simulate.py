@@ -15,7 +15,7 @@ import psutil
 import pytest
 from conftest import cli, http_get, start_simulator, wait_until
 
-from devflow_monitor.exporter.devflow_db import EVENT_TYPES, TABLES
+from devflow_monitor.core.devflow_db import EVENT_TYPES, TABLES
 
 HEALTH_KEYS = {"status", "uptime", "version", "monitors", "database", "memory"}
 QUEUE_COUNTERS = {"size", "enqueued", "dequeued", "dropped", "failed"}

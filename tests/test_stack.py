@@ -466,7 +466,6 @@ def path_with_only(tmp_path: Path, *programs: str) -> str:
 @requires("prometheus", "prometheus-alertmanager")
 def test_without_grafana_the_built_in_dashboards_take_its_port_and_read_the_stack(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", path_with_only(tmp_path, "prometheus", "prometheus-alertmanager"))
-    monkeypatch.setitem(stack.COMMANDS, "webdash", stack.COMMANDS.get("webdash", "its module"))
     settings = settings_for(tmp_path)
     components, skipped = stack.plan_native(settings)
     assert [c.name for c in components] == ["exporter", "alertmanager", "prometheus", "webdash"]
@@ -481,7 +480,6 @@ def test_without_grafana_the_built_in_dashboards_take_its_port_and_read_the_stac
 
 def test_without_prometheus_nothing_serves_dashboards_that_could_only_say_it_is_down(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", path_with_only(tmp_path))
-    monkeypatch.setitem(stack.COMMANDS, "webdash", stack.COMMANDS.get("webdash", "its module"))
     components, skipped = stack.plan_native(settings_for(tmp_path))
     assert [c.name for c in components] == ["exporter"]
     assert set(skipped) == {"prometheus", "alertmanager", "grafana"}
@@ -558,10 +556,10 @@ def test_native_up_then_down_leaves_no_process_and_no_port_behind(native_stack):
         assert f"http://127.0.0.1:{ports[name]}" in up.stdout
     if not (shutil.which("grafana") or shutil.which("grafana-server")):
         assert re.search(r"^grafana\s+skipped\s+-\s+\S", up.stdout, re.MULTILINE)
-        if "webdash" in stack.COMMANDS:  # the built-in dashboards, on Grafana's port
-            assert "webdash" in {r["name"] for r in started}
-            assert f"Dashboards: http://127.0.0.1:{ports['grafana']} (the built-in" in up.stdout
-            assert http_get(f"http://127.0.0.1:{ports['grafana']}/")[0] == 200
+        # The built-in dashboards, on Grafana's port.
+        assert "webdash" in {r["name"] for r in started}
+        assert f"Dashboards: http://127.0.0.1:{ports['grafana']} (the built-in" in up.stdout
+        assert http_get(f"http://127.0.0.1:{ports['grafana']}/")[0] == 200
 
     # The pieces are wired together: Prometheus scrapes the exporter, loaded the rules, knows Alertmanager.
     prometheus = f"http://127.0.0.1:{ports['prometheus']}"

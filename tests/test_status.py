@@ -7,7 +7,7 @@ import sys
 
 from conftest import http_get, wait_until
 
-from devflow_monitor.exporter.devflow_db import create_database
+from devflow_monitor.core.devflow_db import create_database
 
 
 def test_status_says_database_disconnected_once_the_server_exits(tmp_path, start_exporter, spawn):

@@ -7,7 +7,7 @@ import json
 from conftest import database_with_events, http_get, wait_until
 from test_ops_support import start_fake_server
 
-from devflow_monitor.exporter import persistence
+from devflow_monitor.core import persistence
 
 
 def _status(exporter) -> dict:

@@ -21,8 +21,8 @@ from conftest import ROOT, cli, stop_process, wait_until
 from test_ops_dashboard import _text, run_on_terminal
 
 from devflow_monitor.alerting import rules
-from devflow_monitor.alerting.settings import Settings, load
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core.settings import Settings, load
+from devflow_monitor.core import catalog
 
 ALERT = "DevFlowHighMemoryUsage"
 LOWERED = 0.0001

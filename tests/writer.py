@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from devflow_monitor.exporter.devflow_db import create_database, insert_event  # noqa: E402
+from devflow_monitor.core.devflow_db import create_database, insert_event  # noqa: E402
 
 
 def main() -> int:

@@ -24,8 +24,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from devflow_monitor.dashboards import DASHBOARDS
-from devflow_monitor.exporter import __version__
-from devflow_monitor.exporter.http import BasicAuth, authorized, serve_tls
+from devflow_monitor.core import __version__
+from devflow_monitor.core.webconfig import BasicAuth, authorized, serve_tls
 from devflow_monitor.webdash import sources
 from devflow_monitor.webdash.drawable import undrawable
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from devflow_monitor import dashboards
-from devflow_monitor.exporter.config import ConfigError, parse_listen_address
-from devflow_monitor.exporter.flags import add_command
-from devflow_monitor.exporter.http import load_web_config
+from devflow_monitor.core.config import ConfigError, parse_listen_address
+from devflow_monitor.core.commands import add_command
+from devflow_monitor.core.webconfig import load_web_config
 
 log = logging.getLogger("devflow_monitor.webdash")
 

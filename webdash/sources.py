@@ -16,8 +16,8 @@ from urllib.parse import quote, urlencode
 
 import yaml
 
-from devflow_monitor.exporter import catalog as c
-from devflow_monitor.ops.common import OpsError, http_get
+from devflow_monitor.core import catalog as c
+from devflow_monitor.core.httpclient import NoAnswer, http_get
 
 TIMEOUT_SECONDS = 10
 # Grafana's datasource default (dashboards/provisioning: timeInterval), used while Prometheus is unreadable.
@@ -43,7 +43,7 @@ class Prometheus:
         """GET /api/v1/PATH?QUERY as Prometheus answers it (its error bodies included)."""
         try:
             status, body = http_get(f"{self.url}{path}{'?' + query if query else ''}", TIMEOUT_SECONDS)
-        except OpsError as exc:
+        except NoAnswer as exc:
             return unavailable("Prometheus", self.url, str(exc))
         try:
             return status, json.loads(body)
@@ -98,7 +98,7 @@ def firing_alerts(prometheus: Prometheus, alertmanager_url: str | None) -> tuple
                 alerts = [_alert(a["labels"], a.get("annotations", {}), a.get("startsAt")) for a in json.loads(body)]
                 return 200, {"source": "alertmanager", "alerts": alerts, "errors": errors}
             errors.append(f"Alertmanager at {base} answered HTTP {status}")
-        except (OpsError, ValueError, KeyError, TypeError) as exc:
+        except (NoAnswer, ValueError, KeyError, TypeError) as exc:
             errors.append(f"Alertmanager at {base} is unreachable: {exc}")
     status, body = prometheus.get("/api/v1/alerts")
     if body.get("status") != "success":

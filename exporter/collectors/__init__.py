@@ -15,7 +15,8 @@ import platform
 import time
 from typing import Iterable, Protocol
 
-from devflow_monitor.exporter import __version__, catalog
+from devflow_monitor.core import catalog
+from devflow_monitor.core import __version__
 
 log = logging.getLogger(__name__)
 

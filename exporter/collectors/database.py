@@ -48,9 +48,9 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from devflow_monitor.exporter import catalog
-from devflow_monitor.exporter.config import Config
-from devflow_monitor.exporter.devflow_db import (EVENT_TYPES, IMMUTABLE, TABLES, connect_readonly, disk_usage,
+from devflow_monitor.core import catalog
+from devflow_monitor.core.config import Config
+from devflow_monitor.core.devflow_db import (EVENT_TYPES, IMMUTABLE, TABLES, connect_readonly, disk_usage,
                                                  file_state, integrity_errors, read_mode, write_locked)
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ Ingest lag is `time() - devflow_events_newest_timestamp_seconds`.
 
 from __future__ import annotations
 
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core import catalog
 from devflow_monitor.exporter.collectors.database import DatabaseWatcher
-from devflow_monitor.exporter.config import Config
+from devflow_monitor.core.config import Config
 
 QUEUES = ("default", "priority", "batch", "failed")
 QUEUE_FIGURES = (("size", catalog.QUEUE_SIZE), ("enqueued", catalog.QUEUE_ENQUEUED),

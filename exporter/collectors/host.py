@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import psutil
 
-from devflow_monitor.exporter import catalog
-from devflow_monitor.exporter.config import Config
+from devflow_monitor.core import catalog
+from devflow_monitor.core.config import Config
 
 
 class HostCollector:

@@ -1,7 +1,7 @@
 """logs: tails DevFlow's log files and counts records by level; the access log gives HTTP figures.
 
 This module is the reader: it finds the files, follows them through rotation
-and counts what is new. The line formats are in exporter/logformat.py, the
+and counts what is new. The line formats are in core/logformat.py, the
 positions, counters and state file in exporter/logstate.py.
 
 When lines are read (issue 12): a started collector reads what was appended
@@ -78,10 +78,10 @@ import threading
 import time
 from pathlib import Path
 
-from devflow_monitor.exporter import catalog
-from devflow_monitor.exporter.config import Config
-from devflow_monitor.exporter.files import write_json_atomic
-from devflow_monitor.exporter.logformat import (ERROR_LEVELS, PROTOCOL, AccessLogParser, HttpTotals, LevelCounter,
+from devflow_monitor.core import catalog
+from devflow_monitor.core.config import Config
+from devflow_monitor.core.files import write_json_atomic
+from devflow_monitor.core.logformat import (ERROR_LEVELS, PROTOCOL, AccessLogParser, HttpTotals, LevelCounter,
                                                 invalid_utf8_lines, is_compressed, rotated_from)
 from devflow_monitor.exporter.logstate import (FINGERPRINT_BYTES, Reader, TailedFile, load_state,
                                                state_document)

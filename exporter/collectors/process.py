@@ -47,8 +47,8 @@ from pathlib import Path
 
 import psutil
 
-from devflow_monitor.exporter import catalog
-from devflow_monitor.exporter.config import Config
+from devflow_monitor.core import catalog
+from devflow_monitor.core.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from devflow_monitor.exporter.histogram import Histogram
+from devflow_monitor.core.histogram import Histogram
 
 LEVELS = ("debug", "info", "warn", "error", "fatal", "unknown")
 ERROR_LEVELS = frozenset({"error", "fatal"})

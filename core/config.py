@@ -2,7 +2,7 @@
 environment variables, then command-line flags (each layer wins over the last).
 
 `load()` returns a valid `Config` or raises `ConfigError` with one readable
-line, `SOURCE: key.path: problem` (settings_loader.py, shared with the alert
+line, `SOURCE: key.path: problem` (core/loader.py, shared with the alert
 settings); the CLI prints it and exits 2.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from devflow_monitor.exporter.settings_loader import ConfigError, merge, nested, read_yaml, show, suggest
+from devflow_monitor.core.loader import ConfigError, merge, nested, read_yaml, show, suggest
 
 ENV_PREFIX = "DEVFLOW_MONITOR_"
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -19,8 +19,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from devflow_monitor.alerting.settings import Settings, seconds
-from devflow_monitor.exporter import catalog
+from devflow_monitor.core.settings import Settings, seconds
+from devflow_monitor.core import catalog
 
 ALERT = "DevFlowEventsNotPersisted"
 

@@ -17,7 +17,7 @@ from docs/devflow.md. Users change them without touching Python:
   (`for` is a Jsonnet keyword, hence the quotes.)
 
 `load(path)` picks the format from the file name and merges it with the loader the
-exporter's configuration uses (`exporter/settings_loader.py`): the same types, hints and
+exporter's configuration uses (`core/loader.py`): the same types, hints and
 one-line `ConfigError` (alias `SettingsError`), `FILE: key.path: problem`.
 """
 
@@ -30,13 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # The loader the exporter's configuration uses too: the same types, errors and hints for both files.
-from devflow_monitor.exporter.settings_loader import (ConfigError, check_duration, merge, read_text, read_yaml,
+from devflow_monitor.core.loader import (ConfigError, check_duration, merge, read_text, read_yaml,
                                                       seconds, to_dict)
-from devflow_monitor.exporter import runbook as served_runbook
+from devflow_monitor.core.config import WebConfig
 
 SEVERITIES = ("critical", "warning", "info")
 
 SettingsError = ConfigError  # the name alerting's callers catch and raise
+
+RUNBOOK_PATH = "/runbook"  # where the exporter serves docs/runbook.md
 
 
 # --- alerts -----------------------------------------------------------------------
@@ -220,7 +222,7 @@ class Settings:
     rate_window: str = "5m"  # rate() window of the shared recording rules
     # Each alert's runbook section as an absolute link (clickable in Slack, e-mail, Alertmanager); {anchor} is
     # the lower-cased alert name. The default is the page the exporter serves at its default address.
-    runbook_url: str = served_runbook.DEFAULT_URL
+    runbook_url: str = f"http://{WebConfig.listen_address}{RUNBOOK_PATH}#{{anchor}}"
     app: App = field(default_factory=App)
     alerts: dict[str, Alert] = field(default_factory=default_alerts)
     checklist: Checklist = field(default_factory=Checklist)

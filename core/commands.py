@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import inspect
 
-from devflow_monitor.exporter.config import load
+from devflow_monitor.core.config import load
 
 COLLECTORS = ("process", "database", "eventqueue", "logs", "probe", "host")
 
