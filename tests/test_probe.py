@@ -331,9 +331,8 @@ def test_background_mode_serves_the_last_result_without_waiting_for_a_hung_probe
         assert collector.last_status is None
     finally:
         app.release.set()
-        thread = collector._thread
         collector.stop()
-    assert not thread.is_alive()
+    assert not [t for t in threading.enumerate() if t.name == "probe"], "stop() ends the probe thread"
 
 
 def test_duration_histogram_counts_every_probe_in_cumulative_buckets(app):

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from devflow_monitor.core import catalog
 from devflow_monitor.exporter.collectors import CollectorSet
+from devflow_monitor.exporter.collectors.base import Collector
 from devflow_monitor.core.devflow_db import create_database, insert_event
 
 
@@ -80,7 +81,7 @@ def test_guide_load_test_leaves_no_errors_threads_or_memory_behind(tmp_path, sta
     assert growth < 8 * 1024 * 1024, f"RSS grew by {growth / 1e6:.1f} MB"
 
 
-class Broken:
+class Broken(Collector):
     name = "broken"
 
     def collect(self):
@@ -90,7 +91,7 @@ class Broken:
         raise RuntimeError("collector bug")
 
 
-class Healthy:
+class Healthy(Collector):
     name = "healthy"
 
     def collect(self):
@@ -202,7 +203,7 @@ def test_idle_exporter_main_thread_sleeps_until_a_signal(tmp_path, start_exporte
     assert voluntary_switches(pid, pid) - before <= 1
 
 
-class Awkward:
+class Awkward(Collector):
     """Label values and help texts that need escaping, and special float values."""
 
     name = "awkward"

@@ -1,9 +1,8 @@
 """Collectors: one module per thing watched, each failing alone.
 
-A collector is an object with a `name`, a `collect()` that yields fresh metric
-families (built from `exporter.catalog` entries), optional `start()` / `stop()`
-for background work, and an optional `healthy` flag for background work that
-failed. `CollectorSet` runs them for each scrape and adds
+Every collector is a `base.Collector`: a `name`, a `collect()` that yields fresh
+metric families (built from `core.catalog` entries), its background `workers`
+and a `healthy` flag. `CollectorSet` runs them for each scrape and adds
 `devflow_exporter_collector_success` / `_duration_seconds`, so a collector that
 raises (or is not healthy) costs its own series, never the scrape.
 """
@@ -13,36 +12,27 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from typing import Iterable, Protocol
 
-from devflow_monitor.core import catalog
-from devflow_monitor.core import __version__
+from devflow_monitor.core import __version__, catalog
+from devflow_monitor.exporter.collectors.base import Collector
 
 log = logging.getLogger(__name__)
-
-
-class Collector(Protocol):
-    name: str
-
-    def collect(self) -> Iterable: ...
 
 
 class CollectorSet:
     """The prometheus_client collector that wraps every enabled DevFlow collector."""
 
-    def __init__(self, collectors: list):
+    def __init__(self, collectors: list[Collector]):
         self.collectors = list(collectors)
         self.last_success: dict[str, bool] = {}
 
     def start(self) -> None:
         for collector in self.collectors:
-            if hasattr(collector, "start"):
-                collector.start()
+            collector.start()
 
     def stop(self) -> None:
         for collector in self.collectors:
-            if hasattr(collector, "stop"):
-                collector.stop()
+            collector.stop()
 
     def get(self, name: str):
         return next((c for c in self.collectors if c.name == name), None)
@@ -60,7 +50,7 @@ class CollectorSet:
             except Exception:  # one collector's bug must not fail the scrape
                 ok = False
                 log.exception("collector %s failed", collector.name)
-            ok = ok and getattr(collector, "healthy", True)
+            ok = ok and collector.healthy
             self.last_success[collector.name] = ok
             yield from families
             success.add_metric([collector.name], 1.0 if ok else 0.0)

@@ -50,6 +50,7 @@ from pathlib import Path
 
 from devflow_monitor.core import catalog
 from devflow_monitor.core.config import Config
+from devflow_monitor.exporter.collectors.base import Collector
 from devflow_monitor.core.devflow_db import (EVENT_TYPES, IMMUTABLE, TABLES, connect_readonly, disk_usage,
                                                  file_state, integrity_errors, read_mode, write_locked)
 
@@ -442,10 +443,11 @@ class DatabaseWatcher:
             return None
 
 
-class DatabaseCollector:
+class DatabaseCollector(Collector):
     name = "database"
 
     def __init__(self, config: Config, watcher: DatabaseWatcher | None = None):
+        super().__init__()
         self.watcher = watcher or DatabaseWatcher(config)
 
     def start(self) -> None:

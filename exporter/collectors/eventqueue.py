@@ -15,8 +15,9 @@ Ingest lag is `time() - devflow_events_newest_timestamp_seconds`.
 from __future__ import annotations
 
 from devflow_monitor.core import catalog
-from devflow_monitor.exporter.collectors.database import DatabaseWatcher
 from devflow_monitor.core.config import Config
+from devflow_monitor.exporter.collectors.base import Collector
+from devflow_monitor.exporter.collectors.database import DatabaseWatcher
 
 QUEUES = ("default", "priority", "batch", "failed")
 QUEUE_FIGURES = (("size", catalog.QUEUE_SIZE), ("enqueued", catalog.QUEUE_ENQUEUED),
@@ -24,10 +25,11 @@ QUEUE_FIGURES = (("size", catalog.QUEUE_SIZE), ("enqueued", catalog.QUEUE_ENQUEU
                  ("failed", catalog.QUEUE_FAILED))
 
 
-class EventQueueCollector:
+class EventQueueCollector(Collector):
     name = "eventqueue"
 
     def __init__(self, config: Config, watcher: DatabaseWatcher, probe=None):
+        super().__init__()
         self.watcher = watcher
         self.probe = probe
         # The database collector's read already fetched the oldest pending row when it is on.

@@ -13,12 +13,14 @@ import psutil
 
 from devflow_monitor.core import catalog
 from devflow_monitor.core.config import Config
+from devflow_monitor.exporter.collectors.base import Collector
 
 
-class HostCollector:
+class HostCollector(Collector):
     name = "host"
 
     def __init__(self, config: Config):
+        super().__init__()
         self.cpus = psutil.cpu_count() or 1
 
     def collect(self):

@@ -83,6 +83,7 @@ from devflow_monitor.core.config import Config
 from devflow_monitor.core.files import write_json_atomic
 from devflow_monitor.core.logformat import (ERROR_LEVELS, PROTOCOL, AccessLogParser, HttpTotals, LevelCounter,
                                                 invalid_utf8_lines, is_compressed, rotated_from)
+from devflow_monitor.exporter.collectors.base import Collector
 from devflow_monitor.exporter.logstate import (FINGERPRINT_BYTES, Reader, TailedFile, load_state,
                                                state_document)
 
@@ -103,12 +104,13 @@ MIN_PASS_GAP_SECONDS = 0.05  # a burst of inotify events (rename, then create) w
 MAX_FILES = 64  # files tracked at once; of more globbed ones, the most recently modified (with a warning)
 
 
-class LogsCollector:
+class LogsCollector(Collector):
     """Counts log records by file and level, and access-log requests; see the module docstring."""
 
     name = "logs"
 
     def __init__(self, config: Config):
+        super().__init__()
         settings = config.collectors.logs
         self._patterns = [os.path.expanduser(p) for p in config.devflow.log_files]
         self._access_path = os.path.expanduser(config.devflow.access_log) if config.devflow.access_log else None

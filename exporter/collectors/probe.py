@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from devflow_monitor.core import catalog
 from devflow_monitor.core import __version__
 from devflow_monitor.core.histogram import Histogram
+from devflow_monitor.exporter.collectors.base import Collector, Worker
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,11 @@ class ProbeResult:
     reason: str = ""  # one line for the log
 
 
-class ProbeCollector:
+class ProbeCollector(Collector):
     name = "probe"
 
     def __init__(self, config):
+        super().__init__()
         self.base_url = config.devflow.url
         settings = config.collectors.probe
         self.timeout = settings.timeout_seconds
@@ -84,28 +86,13 @@ class ProbeCollector:
         self._results: dict[str, ProbeResult] = {}
         self._durations = {endpoint: Histogram(DURATION_BUCKETS) for endpoint in ENDPOINTS}
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        if self.interval > 0:  # 0: a scrape probes itself
+            self.workers.append(Worker("probe", self._probe_on_schedule, join_seconds=self.timeout + 1.0))
 
-    def start(self) -> None:
-        if self.interval > 0 and self._thread is None:
-            self._stopping.clear()
-            self._thread = threading.Thread(target=self._probe_on_schedule, name="probe", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(self.timeout + 1.0)
-            self._thread = None
-
-    def _probe_on_schedule(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.probe_all()
-            except Exception:  # the schedule must outlive any bug in one round
-                log.exception("probe round failed")
-            self._stopping.wait(self.interval)
+    def _probe_on_schedule(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            self.probe_all()
+            stopping.wait(self.interval)
 
     def url_for(self, endpoint: str) -> str:
         return self.base_url.rstrip("/") + "/" + endpoint

@@ -49,6 +49,7 @@ import psutil
 
 from devflow_monitor.core import catalog
 from devflow_monitor.core.config import Config
+from devflow_monitor.exporter.collectors.base import Collector
 
 log = logging.getLogger(__name__)
 
@@ -420,10 +421,11 @@ def is_process(pid: int) -> bool:
     return False
 
 
-class ProcessCollector:
+class ProcessCollector(Collector):
     name = "process"
 
     def __init__(self, config: Config):
+        super().__init__()
         devflow = config.devflow
         self.finder = ProcessFinder.from_config(config)
         self.port = devflow.port
