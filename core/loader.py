@@ -29,8 +29,10 @@ from pathlib import Path
 
 import yaml
 
-_DURATION = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.ASCII)
-_DURATION_UNITS = (7 * 86400, 86400, 3600, 60, 1)
+# Prometheus' duration syntax, the one parser of this project: 1y2w3d4h5m6s7ms, each part optional, in order.
+_DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?",
+                       re.ASCII)
+_DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1)
 _SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([kMGT]B|[KMGT]iB|B)?", re.ASCII)
 _SIZE_UNITS = {None: 1, "B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
                "KiB": 2 ** 10, "MiB": 2 ** 20, "GiB": 2 ** 30, "TiB": 2 ** 40}
@@ -43,12 +45,15 @@ class ConfigError(Exception):
     """A configuration problem in one line, phrased for the person who wrote the file."""
 
 
-def seconds(duration: str) -> int:
-    """Seconds in a Prometheus duration such as "1h30m" (weeks down to seconds); raises ConfigError."""
+def seconds(duration: str) -> float:
+    """Seconds in a Prometheus duration such as "1h30m" or "500ms" (an int unless milliseconds make a
+    fraction); raises ConfigError."""
     match = _DURATION.fullmatch(duration) if isinstance(duration, str) else None
     if not duration or not match:
         raise ConfigError(f"{describe(duration, kind=False)} is not a duration like 30s, 5m, 1h or 2d")
-    return sum(int(part or 0) * unit for part, unit in zip(match.groups(), _DURATION_UNITS))
+    *parts, millis = match.groups()
+    whole = sum(int(part or 0) * unit for part, unit in zip(parts, _DURATION_UNITS))
+    return whole + int(millis) / 1000 if millis and int(millis) % 1000 else whole + int(millis or 0) // 1000
 
 
 def size(text: str) -> float:

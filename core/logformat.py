@@ -35,6 +35,7 @@ from collections import Counter
 from devflow_monitor.core.histogram import Histogram
 
 LEVELS = ("debug", "info", "warn", "error", "fatal", "unknown")
+# The default of the settings' app.error_levels; the exporter counts its last-error time by these.
 ERROR_LEVELS = frozenset({"error", "fatal"})
 PROTOCOL = "protocol"  # what LevelCounter.count() returns for JSON-RPC messages: not a level
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from devflow_monitor.core.loader import (ConfigError, check_duration, merge, read_text, read_yaml,
                                                       seconds, to_dict)
 from devflow_monitor.core.config import WebConfig
+from devflow_monitor.core.logformat import ERROR_LEVELS, LEVELS
 
 SEVERITIES = ("critical", "warning", "info")
 
@@ -146,7 +147,17 @@ class App:
     # The public build listens on no port (docs/devflow.md): then "no listener" is its normal state,
     # DevFlowPortNotListening is not generated and a probe finding no listener does not alert.
     expect_listener: bool = False
-    error_levels: str = "error|fatal"  # `level` label values counted as errors
+    # Record levels counted as errors, `|`-separated, of the levels core/logformat.py gives a record.
+    error_levels: str = "|".join(sorted(ERROR_LEVELS))  # error|fatal
+
+    @property
+    def error_level_set(self) -> frozenset[str]:
+        return frozenset(self.error_levels.split("|"))
+
+    @property
+    def error_selector(self) -> str:
+        """The label matcher of error records, for PromQL."""
+        return f'level=~"{self.error_levels}"'
 
 
 # --- the guide's real-time checklist -------------------------------------------------
@@ -220,6 +231,9 @@ class Alertmanager:
 class Settings:
     selector: str = 'job="devflow"'  # label matchers of the exporter's scrape job
     rate_window: str = "5m"  # rate() window of the shared recording rules
+    # How often Prometheus scrapes the exporter: the stack's prometheus.yml, Grafana's datasource
+    # timeInterval, the rule tests' sample interval and the built-in dashboards' default step.
+    scrape_interval: str = "15s"
     # Each alert's runbook section as an absolute link (clickable in Slack, e-mail, Alertmanager); {anchor} is
     # the lower-cased alert name. The default is the page the exporter serves at its default address.
     runbook_url: str = f"http://{WebConfig.listen_address}{RUNBOOK_PATH}#{{anchor}}"
@@ -277,7 +291,14 @@ def _validate(settings: Settings, source: str) -> None:
     def fail(dotted, problem):
         raise ConfigError(f"{source}: {dotted}: {problem}")
 
-    check_duration(settings.rate_window, f"{source}: rate_window")
+    window = check_duration(settings.rate_window, f"{source}: rate_window")
+    scrape = check_duration(settings.scrape_interval, f"{source}: scrape_interval")
+    if not 0 < scrape <= window / 2:
+        fail("scrape_interval", f"must be above 0s and at most half of rate_window ({settings.rate_window}) so that "
+                                f"rate() sees two samples, got {settings.scrape_interval!r}")
+    unknown = settings.app.error_level_set - set(LEVELS)
+    if unknown or not settings.app.error_levels:
+        fail("app.error_levels", f"must be levels of {', '.join(LEVELS)} separated by |, got {settings.app.error_levels!r}")
     try:
         settings.runbook("")
     except (KeyError, IndexError, ValueError):  # str.format's complaints about other braces

@@ -25,17 +25,17 @@ def dashboard(settings: Settings) -> Dashboard:
             "Log errors",
             G.stat("Error ratio", "ERROR and FATAL records as a share of all log records. Checklist: below "
                    f"{percent(checklist.error_ratio)}; an alert fires above {percent(high.threshold)} for {high.for_}.",
-                   target(queries.LOG_ERROR_RATIO, "{{instance}}"), unit="percentunit", thresholds=steps.log_error_ratio,
+                   target(queries.log_error_ratio(settings), "{{instance}}"), unit="percentunit", thresholds=steps.log_error_ratio,
                    background=True, sparkline=True, w=6),
             G.stat("Last error", "When the exporter last read an ERROR or FATAL record, in any log file.",
                    # Grafana's dateTimeFromNow reads milliseconds.
                    target(f"max by (instance) ({series(catalog.LOG_LAST_ERROR)}) * 1000 > 0", "{{instance}}"),
                    unit="dateTimeFromNow", w=6),
             G.stat("Error records per minute", "ERROR and FATAL records per minute, all files.",
-                   target(f"sum by (instance) ({rate(catalog.LOG_LINES, queries.ERROR_LEVELS)}) * 60", "{{instance}}"),
+                   target(f"sum by (instance) ({rate(catalog.LOG_LINES, settings.app.error_selector)}) * 60", "{{instance}}"),
                    unit="cpm", thresholds=G.ANY_IS_BAD, sparkline=True, w=6),
             G.bargauge("Error records by file", "ERROR and FATAL records per second, by log file, now.",
-                       target(f"sum by (file) ({rate(catalog.LOG_LINES, queries.ERROR_LEVELS)})", "{{file}}",
+                       target(f"sum by (file) ({rate(catalog.LOG_LINES, settings.app.error_selector)})", "{{file}}",
                               instant=True),
                        unit="cps", w=6, h=4),
             G.timeseries("Log records by level", "Log records per second by level, all files (a multi-line "
@@ -43,7 +43,7 @@ def dashboard(settings: Settings) -> Dashboard:
                          target(f"sum by (level) ({rate(catalog.LOG_LINES)})", "{{level}}"),
                          unit="cps", stack=True, bars=True, min=0),
             G.timeseries("Error ratio over time", "ERROR and FATAL records as a share of all log records.",
-                         target(queries.LOG_ERROR_RATIO, "{{instance}}"),
+                         target(queries.log_error_ratio(settings), "{{instance}}"),
                          unit="percentunit", thresholds=steps.log_error_ratio, min=0),
         ),
         row(

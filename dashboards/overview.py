@@ -85,7 +85,7 @@ def dashboard(settings: Settings) -> Dashboard:
                    unit="s", thresholds=steps.response_time, background=True),
             G.stat("Log error ratio", "ERROR and FATAL log records as a share of all records. Checklist: below "
                    f"{percent(checklist.error_ratio)}.",
-                   target(queries.LOG_ERROR_RATIO, "{{instance}}"),
+                   target(queries.log_error_ratio(settings), "{{instance}}"),
                    unit="percentunit", thresholds=steps.log_error_ratio, background=True),
             G.state_stat("Integrity check", "Result of the last scheduled database integrity check "
                          "(PRAGMA quick_check, or integrity_check when configured).",

@@ -144,7 +144,8 @@ def diagnose(config: Config, args, limits: Limits, settings: Settings) -> list[C
         "database": lambda: check_database(db, args.quick),
         "wal": lambda: check_wal(db, limits.wal_warn_bytes),
         "disk": lambda: check_disk(db, limits.min_free_bytes, limits.disk_fail_percent, limits.disk_warn_percent),
-        "logs": lambda: check_logs(config.devflow.log_files, args.log_lines, limits.log_errors_fail),
+        "logs": lambda: check_logs(config.devflow.log_files, args.log_lines, limits.log_errors_fail,
+                                   settings.app.error_level_set),
         "events": lambda: check_events(_metrics_source(config, args, settings), settings),
         "exporter": lambda: check_exporter(
             args.exporter_url or common.local_url(config.web.listen_address, "/health"), args.timeout),
@@ -290,7 +291,7 @@ def check_disk(db: Path, min_free: float, fail_percent: float, warn_percent: flo
     return Check("disk", "ok", summary, details=details)
 
 
-def check_logs(patterns: list[str], lines: int, fail_above: int) -> Check:
+def check_logs(patterns: list[str], lines: int, fail_above: int, error_levels: frozenset[str]) -> Check:
     files, missing = logfiles.configured_files(patterns)
     if not files:
         return Check("logs", "warn", f"none of the configured log files exist ({', '.join(patterns)})",
@@ -303,7 +304,7 @@ def check_logs(patterns: list[str], lines: int, fail_above: int) -> Check:
         except OSError as exc:
             unreadable.append(f"{path}: {exc.strerror or exc}")
             continue
-        errors = logfiles.error_records(tail)
+        errors = logfiles.error_records(tail, error_levels)
         per_file[str(path)] = len(errors)
         if errors:
             last_error = (str(path), errors[-1])

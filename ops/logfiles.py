@@ -14,7 +14,7 @@ import glob
 import os
 from pathlib import Path
 
-from devflow_monitor.core.logformat import ERROR_LEVELS, LevelCounter, rotated_from
+from devflow_monitor.core.logformat import LevelCounter, rotated_from
 
 
 def configured_files(patterns: list[str]) -> tuple[list[Path], list[str]]:
@@ -32,13 +32,13 @@ def configured_files(patterns: list[str]) -> tuple[list[Path], list[str]]:
     return found, missing
 
 
-def error_records(lines: list[str]) -> list[str]:
-    """The lines that start an error or fatal record."""
+def error_records(lines: list[str], error_levels: frozenset[str]) -> list[str]:
+    """The lines that start a record of one of `error_levels` (the settings' app.error_levels)."""
     counter = LevelCounter()
     errors = []
     for line in lines:
         data = b"\n" + line.encode("utf-8", "replace") + b"\n"
-        if any(level in ERROR_LEVELS for level in counter.count(data, 0, len(data))):
+        if any(level in error_levels for level in counter.count(data, 0, len(data))):
             errors.append(line)
     return errors
 

@@ -2,7 +2,7 @@
 
     /, /d/UID[/SLUG]           the page (static/index.html); it draws the dashboard named in the path
     /static/...                its JavaScript, CSS and the vendored uPlot
-    /api/dashboards[/UID]      the committed dashboard JSON, as Grafana loads it
+    /api/dashboards[/UID]      the dashboard JSON, as Grafana loads it
     /api/v1/query, /api/v1/query_range, /api/v1/label/NAME/values
                                proxied to Prometheus, so the page needs one origin
     /api/settings              Prometheus' scrape interval (the base of $__interval and $__rate_interval)
@@ -17,19 +17,23 @@ import logging
 import mimetypes
 import re
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from devflow_monitor.dashboards import DASHBOARDS
 from devflow_monitor.core import __version__
+from devflow_monitor.core.settings import Settings
 from devflow_monitor.core.webconfig import BasicAuth, authorized, serve_tls
+from devflow_monitor.dashboards import DASHBOARDS
 from devflow_monitor.webdash import sources
 from devflow_monitor.webdash.drawable import undrawable
 
 log = logging.getLogger(__name__)
+
+CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 STATIC = Path(__file__).resolve().parent / "static"
 PROXIED = re.compile(r"^/api/v1/(query|query_range|label/[A-Za-z_][A-Za-z0-9_]*/values)$")
@@ -62,23 +66,37 @@ def load_dashboards(directory: Path) -> list[dict]:
     return boards
 
 
+def render_dashboards(settings: Settings) -> list[dict]:
+    """The five dashboards as `make dashboards` would write them with these settings."""
+    from devflow_monitor.dashboards.build import render_all
+
+    return [json.loads(text) for text in render_all(settings).values()]
+
+
 class WebdashServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address, *, prometheus_url: str, alertmanager_url: str | None, dashboards: Path,
-                 web_config: dict | None):
+    def __init__(self, address, *, prometheus_url: str, alertmanager_url: str | None, dashboards: Path | None,
+                 web_config: dict | None, settings: Settings | None = None):
+        """`dashboards`: a directory of dashboard JSON, read at each request; None renders them from
+        `settings` once, so the panels follow the same thresholds, levels and windows as the rules."""
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.prometheus = sources.Prometheus(prometheus_url)
+        settings = settings or Settings()
+        self.prometheus = sources.Prometheus(prometheus_url, settings)
         self.alertmanager_url = alertmanager_url
         self.dashboards = dashboards
+        self.rendered = None if dashboards else render_dashboards(settings)
         self.auth = BasicAuth((web_config or {}).get("basic_auth_users") or {})
         self._settings_lock = threading.Lock()  # guards _settings, refreshed by whichever request finds it stale
         self._settings: tuple[float, dict] = (0.0, {})
-        for board in load_dashboards(dashboards):
+        for board in self.boards():
             for problem in undrawable(board):
                 log.warning("%s: this page cannot draw %s", board.get("title"), problem)
         super().__init__(address, Handler)
         serve_tls(self, web_config)
+
+    def boards(self) -> list[dict]:
+        return self.rendered if self.rendered is not None else load_dashboards(self.dashboards)
 
     def settings(self) -> dict:
         with self._settings_lock:
@@ -91,8 +109,11 @@ class WebdashServer(ThreadingHTTPServer):
             return value
 
     def handle_error(self, request, client_address):
-        # A browser that hangs up mid-answer (a refresh, a closed tab) is not a traceback.
-        log.debug("request from %s failed", client_address, exc_info=True)
+        # A browser that hangs up mid-answer (a refresh, a closed tab) is not a traceback; anything else is.
+        if isinstance(sys.exc_info()[1], CLIENT_GONE):
+            log.debug("client %s went away", client_address)
+        else:
+            log.exception("request from %s failed", client_address)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -101,6 +122,17 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 30
 
     def do_GET(self):
+        self._answered = False
+        try:
+            self._route()
+        except CLIENT_GONE:
+            raise
+        except Exception:
+            log.exception("GET %s failed", self.path)
+            if not self._answered:  # else the client sees a cut answer; it cannot get a status any more
+                self._send(500, "text/plain; charset=utf-8", b"internal error: the webdash log has the details\n")
+
+    def _route(self):
         if not authorized(self, self.server.auth):
             return
         url = urlsplit(self.path)
@@ -128,9 +160,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, "text/plain; charset=utf-8", b"not found\n")
 
     def _boards(self) -> list[dict]:
-        # Read on each request, so `make dashboards` shows without a restart.
+        # A directory is read on each request, so `make dashboards` shows without a restart.
         try:
-            return load_dashboards(self.server.dashboards)
+            return self.server.boards()
         except DashboardError as exc:
             log.error("%s", exc)
             return []
@@ -150,6 +182,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, "application/json", json.dumps(body).encode(), cache="no-store")
 
     def _send(self, status: int, content_type: str, body: bytes, cache: str | None = None):
+        self._answered = True
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

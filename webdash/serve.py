@@ -9,14 +9,12 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from devflow_monitor import dashboards
-from devflow_monitor.core.config import ConfigError, parse_listen_address
+from devflow_monitor.core import settings as monitoring
 from devflow_monitor.core.commands import add_command
+from devflow_monitor.core.config import ConfigError, parse_listen_address
 from devflow_monitor.core.webconfig import load_web_config
 
 log = logging.getLogger("devflow_monitor.webdash")
-
-DEFAULT_DASHBOARDS = Path(dashboards.__file__).resolve().parent / "json"
 
 
 def register(subparsers) -> None:
@@ -30,8 +28,11 @@ def register(subparsers) -> None:
                         help="Alertmanager to list firing alerts from (default: Prometheus' own list)")
     parser.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                         help="exporter-toolkit web config for TLS and basic auth (the exporter's format)")
-    parser.add_argument("--dashboards", metavar="DIR", type=Path, default=DEFAULT_DASHBOARDS,
-                        help=f"directory of dashboard JSON (default {DEFAULT_DASHBOARDS})")
+    parser.add_argument("--settings", metavar="FILE",
+                        help="alert settings (YAML or Jsonnet): the panels' thresholds, error levels, rate window "
+                             "and scrape interval, as the rules use them (default: built in)")
+    parser.add_argument("--dashboards", metavar="DIR", type=Path,
+                        help="serve the dashboard JSON of this directory instead, re-read at each request")
     parser.add_argument("--log.level", dest="log_level", default="info",
                         choices=("debug", "info", "warning", "error"), help="log level (default info)")
 
@@ -45,19 +46,20 @@ def check_url(flag: str, url: str | None) -> None:
 
 
 def run(args) -> int:
-    """Serve the committed Grafana dashboards (dashboards/json) as web pages that run the same PromQL against
-    Prometheus, with the firing alerts and the guide's /dashboard/api/metrics JSON."""
+    """Serve the Grafana dashboards (built from the settings, or a directory of JSON) as web pages that run the
+    same PromQL against Prometheus, with the firing alerts and the guide's /dashboard/api/metrics JSON."""
     from devflow_monitor.webdash.http import DashboardError, WebdashServer
 
     check_url("--prometheus.url", args.prometheus_url)
     check_url("--alertmanager.url", args.alertmanager_url)
     host, port = parse_listen_address(args.listen_address, "--web.listen-address")
     web_config = load_web_config(args.web_config_file) if args.web_config_file else None
+    settings = monitoring.load(args.settings)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         server = WebdashServer((host, port), prometheus_url=args.prometheus_url,
                                alertmanager_url=args.alertmanager_url, dashboards=args.dashboards,
-                               web_config=web_config)
+                               web_config=web_config, settings=settings)
     except DashboardError as exc:
         raise ConfigError(str(exc)) from None
     except OSError as exc:

@@ -18,11 +18,10 @@ import yaml
 
 from devflow_monitor.core import catalog as c
 from devflow_monitor.core.httpclient import NoAnswer, http_get
+from devflow_monitor.core.loader import ConfigError, seconds
+from devflow_monitor.core.settings import Settings
 
 TIMEOUT_SECONDS = 10
-# Grafana's datasource default (dashboards/provisioning: timeInterval), used while Prometheus is unreadable.
-DEFAULT_SCRAPE_SECONDS = 15
-UNITS_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
 def unavailable(what: str, url: str, reason: str) -> tuple[int, dict]:
@@ -36,8 +35,9 @@ class QueryFailed(Exception):
 
 
 class Prometheus:
-    def __init__(self, url: str):
+    def __init__(self, url: str, settings: Settings):
         self.url = url.rstrip("/")
+        self.settings = settings
 
     def get(self, path: str, query: str = "") -> tuple[int, dict]:
         """GET /api/v1/PATH?QUERY as Prometheus answers it (its error bodies included)."""
@@ -60,30 +60,13 @@ class Prometheus:
 
     def scrape_interval(self) -> float:
         """Seconds between scrapes in Prometheus' loaded config: Grafana's minimum step and the base of
-        $__rate_interval."""
+        $__rate_interval. The settings' scrape_interval while Prometheus cannot tell."""
         status, body = self.get("/api/v1/status/config")
         try:
             config = yaml.safe_load(body["data"]["yaml"]) or {}
-            return parse_duration(config["global"]["scrape_interval"])
-        except (KeyError, TypeError, ValueError, yaml.YAMLError):
-            return DEFAULT_SCRAPE_SECONDS
-
-
-def parse_duration(text: str) -> float:
-    """Prometheus' duration syntax ('1m30s', '15s', '500ms') in seconds; raises ValueError."""
-    total, number = 0.0, ""
-    rest = str(text)
-    while rest:
-        if rest[0].isdigit():
-            number, rest = number + rest[0], rest[1:]
-            continue
-        unit = "ms" if rest.startswith("ms") else rest[0]
-        if unit not in UNITS_SECONDS or not number:
-            raise ValueError(f"not a duration: {text!r}")
-        total, number, rest = total + int(number) * UNITS_SECONDS[unit], "", rest[len(unit):]
-    if number or not total:
-        raise ValueError(f"not a duration: {text!r}")
-    return total
+            return seconds(config["global"]["scrape_interval"]) or seconds(self.settings.scrape_interval)
+        except (KeyError, TypeError, ConfigError, yaml.YAMLError):
+            return seconds(self.settings.scrape_interval)
 
 
 def firing_alerts(prometheus: Prometheus, alertmanager_url: str | None) -> tuple[int, dict]:
@@ -114,31 +97,36 @@ def _alert(labels: dict, annotations: dict, since: str | None) -> dict:
             "since": since, "labels": labels}
 
 
-# The guide's section 3.1 names, each answered by one PromQL expression over the exporter's metrics.
-# `$sel` becomes the job/instance selector; an empty answer is null, never an invented zero.
-GUIDE_SYSTEM = {
-    "cpu": {
-        "user_seconds": f'{c.PROCESS_CPU.name}{{$sel, mode="user"}}',
-        "system_seconds": f'{c.PROCESS_CPU.name}{{$sel, mode="system"}}',
-        "percent": f"100 * sum(rate({c.PROCESS_CPU.name}{{$sel}}[1m]))",
-    },
-    "memory": {
-        "rss_bytes": f"{c.PROCESS_RSS.name}{{$sel}}",
-        "virtual_bytes": f"{c.PROCESS_VMS.name}{{$sel}}",
-        "machine_total_bytes": f"{c.HOST_MEMORY_TOTAL.name}{{$sel}}",
-    },
-    "uptime": f"time() - {c.PROCESS_START_TIME.name}{{$sel}}",
-}
-GUIDE_APPLICATION = {
-    "up": f"{c.PROCESS_UP.name}{{$sel}}",
-    "healthy": f"{c.APP_HEALTHY.name}{{$sel}}",
-    "requests": f"sum({c.HTTP_REQUESTS.name}{{$sel}})",
-    "errors": f'sum({c.LOG_LINES.name}{{$sel, level=~"(?i)error|fatal"}})',
-    "responseTime": f"sum(rate({c.HTTP_DURATION.sum}{{$sel}}[5m])) / sum(rate({c.HTTP_DURATION.count}{{$sel}}[5m]))",
-    "activeMonitors": f'count({c.APP_MONITOR_STATE.name}{{$sel, state="active"}} == 1)',
-    "eventQueue": f'sum({c.OUTBOX_EVENTS.name}{{$sel, status="pending"}})',
-    "dbConnections": f"{c.DB_CONNECTIONS.name}{{$sel}}",
-}
+def guide_queries(settings: Settings) -> tuple[dict, dict]:
+    """The guide's section 3.1 names (system, application), each answered by one PromQL expression over
+    the exporter's metrics, with the settings' rate window and error levels. `$sel` becomes the
+    job/instance selector; an empty answer is null, never an invented zero."""
+    window = settings.rate_window
+    system = {
+        "cpu": {
+            "user_seconds": f'{c.PROCESS_CPU.name}{{$sel, mode="user"}}',
+            "system_seconds": f'{c.PROCESS_CPU.name}{{$sel, mode="system"}}',
+            "percent": f"100 * sum(rate({c.PROCESS_CPU.name}{{$sel}}[{window}]))",
+        },
+        "memory": {
+            "rss_bytes": f"{c.PROCESS_RSS.name}{{$sel}}",
+            "virtual_bytes": f"{c.PROCESS_VMS.name}{{$sel}}",
+            "machine_total_bytes": f"{c.HOST_MEMORY_TOTAL.name}{{$sel}}",
+        },
+        "uptime": f"time() - {c.PROCESS_START_TIME.name}{{$sel}}",
+    }
+    application = {
+        "up": f"{c.PROCESS_UP.name}{{$sel}}",
+        "healthy": f"{c.APP_HEALTHY.name}{{$sel}}",
+        "requests": f"sum({c.HTTP_REQUESTS.name}{{$sel}})",
+        "errors": f"sum({c.LOG_LINES.name}{{$sel, {settings.app.error_selector}}})",
+        "responseTime": (f"sum(rate({c.HTTP_DURATION.sum}{{$sel}}[{window}])) / "
+                         f"sum(rate({c.HTTP_DURATION.count}{{$sel}}[{window}]))"),
+        "activeMonitors": f'count({c.APP_MONITOR_STATE.name}{{$sel, state="active"}} == 1)',
+        "eventQueue": f'sum({c.OUTBOX_EVENTS.name}{{$sel, status="pending"}})',
+        "dbConnections": f"{c.DB_CONNECTIONS.name}{{$sel}}",
+    }
+    return system, application
 
 
 def guide_metrics(prometheus: Prometheus, instance: str | None = None) -> tuple[int, dict]:
@@ -157,7 +145,7 @@ def guide_metrics(prometheus: Prometheus, instance: str | None = None) -> tuple[
             value = float(result[0]["value"][1]) if result else math.nan
             return value if math.isfinite(value) else None  # 0/0 is NaN, which JSON cannot carry
 
-        system, application = fill(GUIDE_SYSTEM), fill(GUIDE_APPLICATION)
+        system, application = (fill(tree) for tree in guide_queries(prometheus.settings))
     except QueryFailed as exc:
         return exc.status, exc.body
     system["instance"] = instance
