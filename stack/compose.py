@@ -73,7 +73,7 @@ def compose_up(settings: Settings) -> None:
         raise StackError("GF_ADMIN_PASSWORD is not set: put GF_ADMIN_PASSWORD=<a password> in the environment "
                          "or in .env (git-ignored); Grafana gets no default admin password")
     check_generated_inputs(settings.repo)
-    # Docker creates a missing bind source as root, and `devflow-monitor backup` could no longer write there.
+    # Docker creates a missing bind source as root, where `devflow-monitor backup` cannot write.
     state_dir = settings.env.get("DEVFLOW_STATE_DIR") or str(Path(BackupConfig.status_file).parent)
     Path(state_dir).expanduser().mkdir(parents=True, exist_ok=True)
     files = [COMPOSE_FILE] + ([COMPOSE_DEMO_FILE] if settings.demo else [])
