@@ -15,7 +15,7 @@ import urllib.parse
 import yaml
 
 from conftest import ROOT, free_port, http_get, requires, wait_for_http, wait_until
-from devflow_monitor.stack import runner as stack
+from devflow_monitor.stack.render import compose_mounts, render_prometheus_config
 
 STORES = ("Mimir", "Thanos Receive", "VictoriaMetrics")
 
@@ -81,7 +81,7 @@ def test_a_receiving_prometheus_gets_the_devflow_series_and_only_those(tmp_path,
     remote["queue_config"]["batch_send_deadline"] = "1s"  # a test-sized wait; the shipped filter is untouched
     targets = {"exporter:9764": exporter.url.removeprefix("http://"), "localhost:9090": f"127.0.0.1:{sender_port}",
                "alertmanager:9093": "127.0.0.1:9"}
-    rendered = stack.render_prometheus_config(config, targets, stack.compose_mounts(ROOT)["prometheus"], interval="1s")
+    rendered = render_prometheus_config(config, targets, compose_mounts(ROOT)["prometheus"], interval="1s")
     (tmp_path / "sender.yml").write_text(yaml.safe_dump(rendered))
     spawn(["prometheus", f"--config.file={tmp_path / 'sender.yml'}", f"--storage.tsdb.path={tmp_path / 's'}",
            f"--web.listen-address=127.0.0.1:{sender_port}"], stdout=sys.stderr, stderr=subprocess.STDOUT)

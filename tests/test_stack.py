@@ -24,7 +24,11 @@ import yaml
 
 from conftest import ROOT, cli, free_port, http_get, requires, wait_until
 from devflow_monitor.stack import deps
-from devflow_monitor.stack import runner as stack
+from devflow_monitor.stack.native import plan_native, port_is_free, stop_recorded
+from devflow_monitor.stack.render import (compose_mounts, render_alertmanager_config, render_native_configs,
+                                          render_prometheus_config)
+from devflow_monitor.stack.settings import DEFAULT_PORTS, Settings, read_dotenv
+from devflow_monitor.stack.state import recorded_process
 
 COMPOSE = shutil.which("docker-compose")
 PROMTOOL = shutil.which("promtool")
@@ -239,16 +243,16 @@ def promtool_check(path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([PROMTOOL, "check", "config", str(path)], capture_output=True, text=True, timeout=60)
 
 
-def settings_for(tmp_path: Path, demo: bool = False) -> stack.Settings:
-    ports = {name: 20000 + i for i, name in enumerate(stack.DEFAULT_PORTS)}
-    return stack.Settings(repo=ROOT, state=tmp_path / "state", bind="127.0.0.1", ports=ports, env={}, demo=demo)
+def settings_for(tmp_path: Path, demo: bool = False) -> Settings:
+    ports = {name: 20000 + i for i, name in enumerate(DEFAULT_PORTS)}
+    return Settings(repo=ROOT, state=tmp_path / "state", bind="127.0.0.1", ports=ports, env={}, demo=demo)
 
 
 @needs_promtool
 def test_prometheus_yml_passes_promtool_with_the_compose_mounts_in_place(tmp_path):
     """The top-level file as the container sees it: its container paths swapped for what compose mounts there."""
     config = yaml.safe_load((ROOT / "prometheus.yml").read_text())
-    mounted = stack.render_prometheus_config(config, {}, stack.compose_mounts(ROOT)["prometheus"])
+    mounted = render_prometheus_config(config, {}, compose_mounts(ROOT)["prometheus"])
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(mounted))
     result = promtool_check(path)
@@ -262,7 +266,7 @@ def test_prometheus_yml_passes_promtool_with_the_compose_mounts_in_place(tmp_pat
 @pytest.mark.parametrize("demo", [False, True], ids=["up", "demo"])
 def test_native_prometheus_yml_passes_promtool_and_scrapes_only_localhost(tmp_path, demo):
     settings = settings_for(tmp_path, demo)
-    stack.render_native_configs(settings)
+    render_native_configs(settings)
     path = settings.state / "prometheus" / "prometheus.yml"
     result = promtool_check(path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -281,9 +285,9 @@ def test_file_sd_example_is_valid_service_discovery_for_the_devflow_job(tmp_path
     sd = tmp_path / "file_sd"
     sd.mkdir()
     shutil.copy(ROOT / "stack" / "file_sd" / "team.yml.example", sd / "team.yml")
-    config = stack.render_prometheus_config(
+    config = render_prometheus_config(
         yaml.safe_load((ROOT / "prometheus.yml").read_text()), {},
-        {**stack.compose_mounts(ROOT)["prometheus"], "/etc/prometheus/file_sd": sd})
+        {**compose_mounts(ROOT)["prometheus"], "/etc/prometheus/file_sd": sd})
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     assert promtool_check(path).returncode == 0
@@ -305,7 +309,7 @@ def secret_paths(node) -> list[str]:
 @requires("amtool")
 def test_native_alertmanager_config_passes_amtool_with_placeholder_secrets(tmp_path):
     settings = settings_for(tmp_path)
-    placeholders = stack.render_native_configs(settings)
+    placeholders = render_native_configs(settings)
     path = settings.state / "alertmanager" / "alertmanager.yml"
     result = subprocess.run(["amtool", "check-config", str(path)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -327,7 +331,7 @@ def test_native_alertmanager_config_uses_real_secret_files_where_they_exist(tmp_
     config = {"receivers": [{"name": "slack", "slack_configs": [{"api_url_file": "/etc/am/secrets/slack"}]},
                             {"name": "email", "email_configs": [{"auth_password_file": "secrets/smtp"}]}],
               "templates": ["templates/*.tmpl"]}
-    rendered, placeholders = stack.render_alertmanager_config(
+    rendered, placeholders = render_alertmanager_config(
         config, {"/etc/am/secrets": secrets}, tmp_path, tmp_path / "placeholders")
     assert rendered["receivers"][0]["slack_configs"][0]["api_url_file"] == str(secrets / "slack")
     fake = Path(rendered["receivers"][1]["email_configs"][0]["auth_password_file"])
@@ -338,7 +342,7 @@ def test_native_alertmanager_config_uses_real_secret_files_where_they_exist(tmp_
 
 def test_native_grafana_provisioning_points_at_native_prometheus_and_the_checkout_dashboards(tmp_path):
     settings = settings_for(tmp_path)
-    stack.render_native_configs(settings)
+    render_native_configs(settings)
     provisioning = settings.state / "grafana" / "provisioning"
     datasources = [ds for f in (provisioning / "datasources").glob("*.yml")
                    for ds in yaml.safe_load(f.read_text())["datasources"]]
@@ -383,7 +387,7 @@ def test_up_uses_compose_when_docker_info_succeeds_and_down_brings_it_down(tmp_p
 
 def test_compose_up_without_an_admin_password_says_how_to_set_one(tmp_path, fake_docker):
     env, log = fake_docker
-    if "GF_ADMIN_PASSWORD" in stack.read_dotenv(ROOT / ".env"):
+    if "GF_ADMIN_PASSWORD" in read_dotenv(ROOT / ".env"):
         pytest.skip("this checkout's .env sets GF_ADMIN_PASSWORD")
     env.pop("GF_ADMIN_PASSWORD", None)
     result = cli("stack", "up", "--state-dir", str(tmp_path / "state"), env=env)
@@ -439,9 +443,9 @@ def test_dotenv_is_read_as_compose_reads_it(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("# ports\n\nDEVFLOW_STACK_BIND=0.0.0.0\nexport GF_ADMIN_PASSWORD='s3cret # kept'\n"
                         'DEVFLOW_STACK_GRAFANA_PORT="3002"\n')
-    assert stack.read_dotenv(env_file) == {"DEVFLOW_STACK_BIND": "0.0.0.0", "GF_ADMIN_PASSWORD": "s3cret # kept",
-                                           "DEVFLOW_STACK_GRAFANA_PORT": "3002"}
-    assert stack.read_dotenv(tmp_path / "missing.env") == {}
+    assert read_dotenv(env_file) == {"DEVFLOW_STACK_BIND": "0.0.0.0", "GF_ADMIN_PASSWORD": "s3cret # kept",
+                                     "DEVFLOW_STACK_GRAFANA_PORT": "3002"}
+    assert read_dotenv(tmp_path / "missing.env") == {}
 
 
 def test_stack_without_python_dotenv_names_the_extra_to_install(tmp_path):
@@ -467,7 +471,7 @@ def path_with_only(tmp_path: Path, *programs: str) -> str:
 def test_without_grafana_the_built_in_dashboards_take_its_port_and_read_the_stack(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", path_with_only(tmp_path, "prometheus", "prometheus-alertmanager"))
     settings = settings_for(tmp_path)
-    components, skipped = stack.plan_native(settings)
+    components, skipped = plan_native(settings)
     assert [c.name for c in components] == ["exporter", "alertmanager", "prometheus", "webdash"]
     assert "grafana" in skipped
     argv = components[-1].argv
@@ -480,7 +484,7 @@ def test_without_grafana_the_built_in_dashboards_take_its_port_and_read_the_stac
 
 def test_without_prometheus_nothing_serves_dashboards_that_could_only_say_it_is_down(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", path_with_only(tmp_path))
-    components, skipped = stack.plan_native(settings_for(tmp_path))
+    components, skipped = plan_native(settings_for(tmp_path))
     assert [c.name for c in components] == ["exporter"]
     assert set(skipped) == {"prometheus", "alertmanager", "grafana"}
     assert "make deps" in skipped["prometheus"]
@@ -498,7 +502,7 @@ def distinct_free_ports(count: int) -> list[int]:
 
 
 def port_flags(**chosen: int) -> list[str]:
-    ports = dict(zip(stack.DEFAULT_PORTS, distinct_free_ports(len(stack.DEFAULT_PORTS))))
+    ports = dict(zip(DEFAULT_PORTS, distinct_free_ports(len(DEFAULT_PORTS))))
     ports.update(chosen)
     return [arg for name, port in ports.items() if name != "simulator" for arg in (f"--{name}-port", str(port))]
 
@@ -507,12 +511,12 @@ def port_flags(**chosen: int) -> list[str]:
 def native_stack(tmp_path):
     """A state dir and ports for a native stack; whatever the test leaves running is stopped afterwards."""
     state = tmp_path / "state"
-    names = list(stack.DEFAULT_PORTS)
+    names = list(DEFAULT_PORTS)
     ports = dict(zip(names, distinct_free_ports(len(names))))
     yield state, ports
     cli("stack", "down", "--state-dir", str(state))
     for path in (state / "run").glob("*.json"):  # only if `down` itself failed
-        stack.stop_recorded(json.loads(path.read_text()), timeout=5)
+        stop_recorded(json.loads(path.read_text()), timeout=5)
 
 
 def flags(state: Path, ports: dict[str, int], demo: bool = False) -> list[str]:
@@ -528,7 +532,7 @@ def records(state: Path) -> list[dict]:
 
 
 def alive(record: dict) -> bool:
-    return stack.recorded_process(record) is not None
+    return recorded_process(record) is not None
 
 
 def query(prometheus: str, promql: str) -> list:
@@ -539,7 +543,7 @@ def query(prometheus: str, promql: str) -> list:
 def assert_everything_stopped(state: Path, started: list[dict], ports: dict[str, int]) -> None:
     assert started
     assert not any(alive(record) for record in started)
-    assert all(stack.port_is_free("127.0.0.1", port) for port in ports.values())
+    assert all(port_is_free("127.0.0.1", port) for port in ports.values())
     assert not list((state / "run").glob("*.json")) and not (state / "stack.json").exists()
 
 
