@@ -6,7 +6,9 @@
 - `maintain`  retention in short batches, ANALYZE, VACUUM only with room for it, old log cleanup
 - `dashboard` the guide's CLI views over the exporter's /metrics or Prometheus
 
-Each module defines `register(subparsers)` for `devflow_monitor.cli`.
+Each command's module defines `register(subparsers)` for `devflow_monitor.cli`. The dashboard's parts
+live beside it: `dashboard_sources` (the exporter or Prometheus, read into snapshots), `dashboard_history`
+(the last snapshots and their rates) and `dashboard_views` (each view's rows and levels).
 
 "The guide" and its section numbers ("guide 6.1") in this room's comments are summarised in docs/devflow.md.
 """

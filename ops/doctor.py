@@ -34,7 +34,9 @@ import psutil
 from devflow_monitor.core.settings import Settings, SettingsError, load
 from devflow_monitor.core import catalog, devflow_db, persistence
 from devflow_monitor.core.config import Config
-from devflow_monitor.ops import common, dashboard, logfiles, target
+from devflow_monitor.ops import common, logfiles, target
+from devflow_monitor.ops.dashboard_sources import ExporterSource, PrometheusSource
+from devflow_monitor.ops.dashboard_views import persistence_verdict
 from devflow_monitor.core.commands import add_command, config_from_args
 
 CHECKS = ("process", "port", "database", "wal", "disk", "logs", "events", "exporter", "prometheus",
@@ -330,7 +332,7 @@ def check_logs(patterns: list[str], lines: int, fail_above: int, error_levels: f
 def check_events(source, settings: Settings) -> Check:
     details = {"source": source.url}
     try:
-        verdict = dashboard.persistence_verdict(source.sample(), settings)
+        verdict = persistence_verdict(source.sample(), settings)
     except common.FAILED as exc:
         return Check("events", "skip", f"cannot judge without the exporter's metrics ({exc})", details=details)
     details["state"] = verdict.state
@@ -446,13 +448,13 @@ def _criteria(config: Config) -> str:
 def _metrics_source(config: Config, args, settings: Settings):
     """Prometheus when given, else the exporter's metrics at --exporter-url's address."""
     if args.prometheus:
-        return dashboard.PrometheusSource(args.prometheus, settings.selector, args.timeout,
-                                          persistence.Window.from_settings(settings).active)
+        return PrometheusSource(args.prometheus, settings.selector, args.timeout,
+                                persistence.Window.from_settings(settings).active)
     if args.exporter_url:
         url = urlsplit(args.exporter_url)._replace(path=config.web.telemetry_path, query="").geturl()
     else:
         url = common.local_url(config.web.listen_address, config.web.telemetry_path)
-    return dashboard.ExporterSource(url, args.timeout)
+    return ExporterSource(url, args.timeout)
 
 
 def _accepts(address: tuple[str, int]) -> bool:

@@ -20,7 +20,7 @@ from test_ops_support import one_line
 
 from devflow_monitor.core.settings import Settings
 from devflow_monitor.core import catalog
-from devflow_monitor.ops import dashboard
+from devflow_monitor.ops import dashboard, dashboard_history, dashboard_sources, dashboard_views
 
 ANSI = re.compile(r"\x1b\[")
 
@@ -127,10 +127,10 @@ def _text(values: dict) -> str:
     return generate_latest(registry).decode()
 
 
-def _history(before: dict, after: dict, seconds: float = 10.0) -> dashboard.History:
-    history = dashboard.History(window=seconds)
-    history.add(dashboard.parse_exposition(_text(before), 1000.0))
-    history.add(dashboard.parse_exposition(_text(after), 1000.0 + seconds))
+def _history(before: dict, after: dict, seconds: float = 10.0) -> dashboard_history.History:
+    history = dashboard_history.History(window=seconds)
+    history.add(dashboard_sources.parse_exposition(_text(before), 1000.0))
+    history.add(dashboard_sources.parse_exposition(_text(after), 1000.0 + seconds))
     return history
 
 
@@ -142,7 +142,7 @@ def _performance(cpu_seconds: float, rss_share: float, app_share: float, latency
               catalog.HTTP_DURATION: [([], [("+Inf", 100)], 5.0)]}
     after = {**common, catalog.PROCESS_CPU: [(["user"], 100.0 + cpu_seconds), (["system"], 20.0)],
              catalog.HTTP_DURATION: [([], [("+Inf", 200)], 5.0 + 100 * latency_s)]}
-    return {row.label: row for row in dashboard.performance(_history(before, after), Settings())}
+    return {row.label: row for row in dashboard_views.performance(_history(before, after), Settings())}
 
 
 def test_performance_colours_follow_the_guides_checklist_and_alerts():
@@ -160,7 +160,7 @@ def test_performance_colours_follow_the_guides_checklist_and_alerts():
 
 
 def test_error_share_is_yellow_from_1_percent_and_red_from_5():
-    def share(errors: int) -> dashboard.Row:
+    def share(errors: int) -> dashboard_views.Row:
         before = {catalog.LOG_LINES: [(["server.log", "info"], 0.0), (["server.log", "error"], 0.0),
                                       (["server.log", "fatal"], 0.0)],
                   catalog.HTTP_REQUESTS: [(["2xx"], 0.0), (["5xx"], 0.0)]}
@@ -168,14 +168,14 @@ def test_error_share_is_yellow_from_1_percent_and_red_from_5():
                                      (["server.log", "error"], errors - errors // 5),
                                      (["server.log", "fatal"], errors // 5)],  # fatal counts, as in the rules
                  catalog.HTTP_REQUESTS: [(["2xx"], 1000.0 - errors), (["5xx"], errors)]}
-        rows = {row.label: row for row in dashboard.errors(_history(before, after), Settings())}
+        rows = {row.label: row for row in dashboard_views.errors(_history(before, after), Settings())}
         assert rows["HTTP 5xx share"].level == rows["error share (logs)"].level
         return rows["error share (logs)"]
 
     assert share(5).level == "ok" and share(5).value == "0.50%"
     never = _history({catalog.LOG_LINES: [(["server.log", "info"], 0.0)]},
                      {catalog.LOG_LINES: [(["server.log", "info"], 100.0)]})
-    assert {r.label: r for r in dashboard.errors(never, Settings())}["error share (logs)"].value == "0.00%"
+    assert {r.label: r for r in dashboard_views.errors(never, Settings())}["error share (logs)"].value == "0.00%"
     assert share(20).level == "warn"
     assert share(60).level == "crit"
 
@@ -194,7 +194,8 @@ def test_sparkline_scales_between_the_lowest_and_highest_value():
 
 
 def test_metric_names_in_the_dashboard_come_from_the_catalog():
-    source = Path(dashboard.__file__).read_text()
+    source = "".join(Path(module.__file__).read_text()
+                     for module in (dashboard, dashboard_history, dashboard_sources, dashboard_views))
     literal_names = set(re.findall(r"devflow_(?!monitor\.)[a-z_]+[a-z]", source))
     assert not literal_names, f"spell metric names through exporter.catalog: {literal_names}"
 
@@ -361,22 +362,22 @@ def test_once_from_the_exporter_rates_over_its_window(paced):
     assert _figure(result.stdout, "error lines / min") == pytest.approx(per_minute, rel=0.25), result.stdout
 
 
-def _counter_history(window: float, error_every: float, seconds: float, step: float = 2.0) -> dashboard.History:
+def _counter_history(window: float, error_every: float, seconds: float, step: float = 2.0) -> dashboard_history.History:
     """Snapshots every `step` s of a log that writes 10 INFO lines/s and an ERROR every `error_every` s."""
-    history = dashboard.History(window=window)
+    history = dashboard_history.History(window=window)
     for i in range(int(seconds / step) + 1):
         now = i * step
-        history.add(dashboard.parse_exposition(_text({catalog.LOG_LINES: [
+        history.add(dashboard_sources.parse_exposition(_text({catalog.LOG_LINES: [
             (["server.log", "info"], 10.0 * now), (["server.log", "error"], float(now // error_every))]}), now))
     return history
 
 
 def test_an_error_every_30s_reads_2_per_minute_and_n_a_before_the_window_is_seen():
-    rows = {r.label: r for r in dashboard.errors(_counter_history(30, 30, seconds=20), Settings())}
+    rows = {r.label: r for r in dashboard_views.errors(_counter_history(30, 30, seconds=20), Settings())}
     assert rows["error lines / min"].value == "n/a", "20 s of samples cannot say what 30 s hold"
     history = _counter_history(30, 30, seconds=120)
     assert "rates n/a" not in history.rates_note()
-    rows = {r.label: r for r in dashboard.errors(history, Settings())}
+    rows = {r.label: r for r in dashboard_views.errors(history, Settings())}
     assert rows["error lines / min"].value == "2.0", "one error in every 30 s window, at any phase"
 
 
@@ -386,10 +387,10 @@ def test_a_pipe_gets_one_frame_and_the_command_exits(live):
     assert result.stdout.count("DevFlow overview |") == 1
 
 
-def _overview(values: dict) -> dict[str, dashboard.Row]:
-    history = dashboard.History(window=30)
-    history.add(dashboard.parse_exposition(_text(values), time.time()))
-    return {row.label: row for row in dashboard.overview(history, Settings())}
+def _overview(values: dict) -> dict[str, dashboard_views.Row]:
+    history = dashboard_history.History(window=30)
+    history.add(dashboard_sources.parse_exposition(_text(values), time.time()))
+    return {row.label: row for row in dashboard_views.overview(history, Settings())}
 
 
 def _server(newest_event: float | None, last_log_write: float, stored: dict | None = None) -> dict:
