@@ -39,6 +39,7 @@ SPARK = "▁▂▃▄▅▆▇█"
 SPARK_ASCII = "_.-=+*#@"
 SPARK_WIDTH = 30
 EXPORTER_RATE_WINDOW = 30.0  # seconds; see the module docstring
+EXPORTER_REFRESH_SECONDS = 2.0  # the exporter answers with fresh figures at each scrape
 
 
 def register(subparsers) -> None:
@@ -55,7 +56,9 @@ def register(subparsers) -> None:
                         help="read from Prometheus at URL instead of the exporter (history comes from it too)")
     source.add_argument("--match", metavar="LABELS",
                         help='with --prometheus: extra label matchers, e.g. \'job="devflow"\'')
-    parser.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="refresh interval (default 2)")
+    parser.add_argument("--interval", type=float, metavar="SECONDS",
+                        help="refresh interval (default 2; with --prometheus the settings' scrape_interval, since "
+                             "Prometheus has nothing newer before its next scrape)")
     parser.add_argument("--rate-window", type=float, metavar="SECONDS",
                         help="span of the rates: from the exporter default 30 (--once samples twice this far "
                              "apart); with --prometheus default the settings' rate_window (5m)")
@@ -113,14 +116,16 @@ def run(args) -> int:
     """A live view of DevFlow from the exporter's /metrics (or from Prometheus), refreshed in place with sparkline
     trends and the guide's thresholds as colours. Plain text when not on a terminal."""
     config = config_from_args(args)
-    spans = (args.interval, args.timeout, 1.0 if args.rate_window is None else args.rate_window)
-    if not all(math.isfinite(v) and v > 0 for v in spans) or args.frames < 0:
-        return common.fail("dashboard", "--interval, --timeout and --rate-window must be positive, "
-                                        "--frames at least 0")
     try:
         settings = load(args.settings)
     except SettingsError as exc:
         return common.fail("dashboard", str(exc))
+    if args.interval is None:
+        args.interval = seconds(settings.scrape_interval) if args.prometheus else EXPORTER_REFRESH_SECONDS
+    spans = (args.interval, args.timeout, 1.0 if args.rate_window is None else args.rate_window)
+    if not all(math.isfinite(v) and v > 0 for v in spans) or args.frames < 0:
+        return common.fail("dashboard", "--interval, --timeout and --rate-window must be positive, "
+                                        "--frames at least 0")
     if args.prometheus:
         window = args.rate_window or seconds(settings.rate_window)
         source = PrometheusSource(args.prometheus, args.match, args.timeout, window)

@@ -30,8 +30,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
+import yaml
 
-from devflow_monitor.core.settings import Settings, SettingsError, load
+from devflow_monitor.core.settings import ConfigError, Settings, SettingsError, load, seconds
 from devflow_monitor.core import catalog, devflow_db, persistence
 from devflow_monitor.core.config import Config
 from devflow_monitor.ops import common, logfiles, target
@@ -151,7 +152,7 @@ def diagnose(config: Config, args, limits: Limits, settings: Settings) -> list[C
         "events": lambda: check_events(_metrics_source(config, args, settings), settings),
         "exporter": lambda: check_exporter(
             args.exporter_url or common.local_url(config.web.listen_address, "/health"), args.timeout),
-        "prometheus": lambda: check_prometheus(args.prometheus, args.timeout),
+        "prometheus": lambda: check_prometheus(args.prometheus, args.timeout, settings),
         "alertmanager": lambda: check_alertmanager(args.alertmanager, args.timeout),
     }
     checks = []
@@ -375,7 +376,7 @@ def check_exporter(url: str, timeout: float) -> Check:
     return Check("exporter", "ok", f"exporter up at {url}, version {health.get('version', '?')}", details=details)
 
 
-def check_prometheus(url: str | None, timeout: float) -> Check:
+def check_prometheus(url: str | None, timeout: float, settings: Settings) -> Check:
     if not url:
         return Check("prometheus", "skip", "not configured (--prometheus URL)")
     base = url.rstrip("/")
@@ -396,7 +397,27 @@ def check_prometheus(url: str | None, timeout: float) -> Check:
                                            f"{catalog.EXPORTER_BUILD_INFO.name}: it is not scraping the exporter",
                      "add the exporter to prometheus.yml's scrape_configs (see the repo's prometheus.yml) "
                      "and check Status > Targets", details)
-    return Check("prometheus", "ok", f"Prometheus ready at {base} and scraping the exporter", details=details)
+    return _scrape_interval_check(base, timeout, settings, details)
+
+
+def _scrape_interval_check(base: str, timeout: float, settings: Settings, details: dict) -> Check:
+    """ok while Prometheus scrapes often enough for rate() over the settings' rate_window to see two samples."""
+    expected = settings.scrape_interval
+    try:
+        _, body = common.http_get(f"{base}/api/v1/status/config", timeout)
+        scrape = yaml.safe_load(json.loads(body)["data"]["yaml"])["global"]["scrape_interval"]
+        details["scrape_interval"] = scrape
+        too_slow = seconds(scrape) > seconds(settings.rate_window) / 2
+    except (*common.FAILED, ValueError, KeyError, TypeError, ConfigError, yaml.YAMLError):
+        return Check("prometheus", "ok", f"Prometheus ready at {base} and scraping the exporter "
+                                         f"(its scrape interval unreadable; the settings assume {expected})",
+                     details=details)
+    if too_slow:
+        return Check("prometheus", "fail", f"Prometheus scrapes every {scrape}: rate() over the settings' rate_window "
+                                           f"({settings.rate_window}) needs two samples",
+                     f"set scrape_interval to {expected} in prometheus.yml", details)
+    return Check("prometheus", "ok", f"Prometheus ready at {base} and scraping the exporter every {scrape} "
+                                     f"(the settings assume {expected})", details=details)
 
 
 def check_alertmanager(url: str | None, timeout: float) -> Check:

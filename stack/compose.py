@@ -8,13 +8,13 @@ import subprocess
 from pathlib import Path
 
 from devflow_monitor.core.config import BackupConfig
-from devflow_monitor.stack.settings import COMPOSE_FILE, ORDER, Settings, StackError, check_generated_inputs
+from devflow_monitor.stack.options import COMPOSE_FILE, ORDER, StackOptions, StackError, check_generated_inputs
 from devflow_monitor.stack.state import forget, write_manifest
 
 COMPOSE_DEMO_FILE = "stack/compose.demo.yml"
 
 
-def choose_mode(settings: Settings, requested: str | None) -> tuple[str, str]:
+def choose_mode(settings: StackOptions, requested: str | None) -> tuple[str, str]:
     """"compose" or "native", and the line that says why: compose when a Docker engine answers, unless asked."""
     if requested not in (None, "", "auto", "native", "compose"):
         raise StackError(f"DEVFLOW_STACK_MODE must be auto, native or compose, got '{requested}'")
@@ -54,7 +54,7 @@ def compose_command() -> list[str]:
     raise StackError("neither `docker compose` nor `docker-compose` is installed")
 
 
-def run_compose(settings: Settings, files: list[str], *args: str) -> None:
+def run_compose(settings: StackOptions, files: list[str], *args: str) -> None:
     """Run one compose subcommand over the given files, with the stack's ports and bind address."""
     argv = [*compose_command()]
     for file in files:
@@ -67,7 +67,7 @@ def run_compose(settings: Settings, files: list[str], *args: str) -> None:
         raise StackError(f"`{' '.join(argv[:2])} {' '.join(args)}` failed with exit status {result.returncode}")
 
 
-def compose_up(settings: Settings) -> None:
+def compose_up(settings: StackOptions) -> None:
     """Record the compose stack in the state folder and start it; forget it again when compose fails."""
     if not settings.env.get("GF_ADMIN_PASSWORD"):
         raise StackError("GF_ADMIN_PASSWORD is not set: put GF_ADMIN_PASSWORD=<a password> in the environment "

@@ -20,7 +20,7 @@ import psutil
 from devflow_monitor.ops.target import wait_gone
 from devflow_monitor.stack import deps
 from devflow_monitor.stack.render import render_native_configs
-from devflow_monitor.stack.settings import Settings, StackError, check_generated_inputs
+from devflow_monitor.stack.options import StackOptions, StackError, check_generated_inputs
 from devflow_monitor.stack.state import forget, record_path, recorded_process, write_manifest
 
 READY_PATHS = {"simulator": "/health", "exporter": "/health", "alertmanager": "/-/ready",
@@ -39,7 +39,7 @@ class Component:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def native_up(settings: Settings) -> None:
+def native_up(settings: StackOptions) -> None:
     """Start every planned component in order, each once the one before answers; stop them all on failure."""
     check_generated_inputs(settings.repo)
     components, skipped = plan_native(settings)
@@ -64,7 +64,7 @@ def native_up(settings: Settings) -> None:
         raise
 
 
-def plan_native(settings: Settings) -> tuple[list[Component], dict[str, str]]:
+def plan_native(settings: StackOptions) -> tuple[list[Component], dict[str, str]]:
     """The components to start, and the ones skipped with the reason."""
     state, repo, skipped = settings.state, settings.repo, {}
     # -P: the state folder (cwd) holds an `exporter/` folder of its own that must not shadow the package.
@@ -120,7 +120,7 @@ def plan_native(settings: Settings) -> tuple[list[Component], dict[str, str]]:
     return components, skipped
 
 
-def _prometheus_style(settings: Settings, name: str, binary: str, storage_flag: str, *flags: str) -> Component:
+def _prometheus_style(settings: StackOptions, name: str, binary: str, storage_flag: str, *flags: str) -> Component:
     """Prometheus or Alertmanager: both take their config file, storage folder, address and URL alike."""
     folder = settings.state / name
     return Component(name, [binary, f"--config.file={folder / f'{name}.yml'}", f"{storage_flag}={folder / 'data'}",
@@ -132,7 +132,7 @@ def _install_hint(program: str) -> str:
     return f"`make deps` installs it, or: {deps.install_command([deps.BY_COMMAND[program]])}"
 
 
-def _webdash_component(settings: Settings, python: list[str], env: dict[str, str],
+def _webdash_component(settings: StackOptions, python: list[str], env: dict[str, str],
                        with_alertmanager: bool) -> Component:
     """The built-in web dashboards on Grafana's port, reading the stack's Prometheus (and Alertmanager)."""
     argv = python + ["webdash", "--web.listen-address", f"{settings.bind}:{settings.port('webdash')}",
@@ -142,7 +142,7 @@ def _webdash_component(settings: Settings, python: list[str], env: dict[str, str
     return Component("webdash", argv, env)
 
 
-def _grafana_component(settings: Settings) -> tuple[Component | None, str]:
+def _grafana_component(settings: StackOptions) -> tuple[Component | None, str]:
     binary = shutil.which("grafana") or shutil.which("grafana-server")
     if binary is None:
         return None, f"grafana-server / grafana not on PATH (see {GRAFANA_INSTALL})"
@@ -184,7 +184,7 @@ def port_is_free(bind: str, port: int) -> bool:
     return True
 
 
-def _start(settings: Settings, component: Component) -> dict:
+def _start(settings: StackOptions, component: Component) -> dict:
     logs = settings.state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{component.name}.log"
@@ -205,7 +205,7 @@ def _start(settings: Settings, component: Component) -> dict:
     return record
 
 
-def _wait_ready(settings: Settings, name: str, record: dict) -> None:
+def _wait_ready(settings: StackOptions, name: str, record: dict) -> None:
     url = settings.url(name) + READY_PATHS[name]
     deadline = time.monotonic() + settings.ready_timeout
     while not answers(url):

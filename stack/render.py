@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from devflow_monitor.stack.settings import COMPOSE_FILE, DEMO_INTERVAL, Settings
+from devflow_monitor.stack.options import COMPOSE_FILE, DEMO_INTERVAL, StackOptions
 
 # Where compose mounts Grafana's dashboards (dashboards/provisioning points its file provider here).
 GRAFANA_DASHBOARDS_IN_CONTAINER = "/var/lib/grafana/dashboards/devflow"
@@ -21,22 +21,22 @@ PLACEHOLDER_URL = "http://127.0.0.1:9/devflow-monitor-placeholder"
 PLACEHOLDER_TEXT = "devflow-monitor-placeholder"
 
 
-def render_native_configs(settings: Settings) -> list[str]:
+def render_native_configs(settings: StackOptions) -> list[str]:
     """Write .stack/ copies of prometheus.yml, alertmanager.yml and Grafana's provisioning for a native run;
     returns the secrets that got placeholders."""
     repo, state = settings.repo, settings.state
     mounts = compose_mounts(repo)
     targets = native_targets(repo, settings)
-    prometheus = render_prometheus_config(
-        yaml.safe_load((repo / "prometheus.yml").read_text(encoding="utf-8")), targets, mounts["prometheus"],
-        interval=DEMO_INTERVAL if settings.demo else None)
+    config = yaml.safe_load((repo / "prometheus.yml").read_text(encoding="utf-8"))
+    interval = DEMO_INTERVAL if settings.demo else config["global"]["scrape_interval"]
+    prometheus = render_prometheus_config(config, targets, mounts["prometheus"], interval=interval)
     _write_yaml(state / "prometheus" / "prometheus.yml", prometheus, "prometheus.yml")
     alertmanager, placeholders = render_alertmanager_config(
         yaml.safe_load((repo / "alerting" / "alertmanager.yml").read_text(encoding="utf-8")),
         mounts["alertmanager"], repo / "alerting", state / "alertmanager" / "secrets")
     _write_yaml(state / "alertmanager" / "alertmanager.yml", alertmanager, "alerting/alertmanager.yml")
     render_grafana_provisioning(repo / "dashboards" / "provisioning", state / "grafana" / "provisioning",
-                                settings.url("prometheus"), repo / "dashboards" / "json")
+                                settings.url("prometheus"), repo / "dashboards" / "json", interval)
     folders = ["prometheus/data", "alertmanager/data", "grafana/data", "grafana/logs", "grafana/plugins", "exporter"]
     for folder in folders + (["demo/logs"] if settings.demo else []):
         (state / folder).mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,7 @@ def compose_mounts(repo: Path) -> dict[str, dict[str, Path]]:
     return mounts
 
 
-def native_targets(repo: Path, settings: Settings) -> dict[str, str]:
+def native_targets(repo: Path, settings: StackOptions) -> dict[str, str]:
     """Compose addresses (service:container-port, and Prometheus' own localhost:9090) -> native addresses."""
     compose = yaml.safe_load((repo / COMPOSE_FILE).read_text(encoding="utf-8"))
     host = settings.url("prometheus").split("//")[1].rsplit(":", 1)[0]
@@ -139,8 +139,10 @@ def render_alertmanager_config(config: dict, mounts: dict[str, Path], config_dir
     return config, placeholders
 
 
-def render_grafana_provisioning(source: Path, target: Path, prometheus_url: str, dashboards_json: Path) -> None:
-    """Grafana's provisioning with the datasource at the native Prometheus and the dashboards read in place."""
+def render_grafana_provisioning(source: Path, target: Path, prometheus_url: str, dashboards_json: Path,
+                                scrape_interval: str) -> None:
+    """Grafana's provisioning with the datasource at the native Prometheus, its timeInterval at the interval
+    Prometheus scrapes at (so $__rate_interval agrees), and the dashboards read in place."""
     for kind in ("datasources", "dashboards"):
         (target / kind).mkdir(parents=True, exist_ok=True)
         for old in (target / kind).glob("*.yml"):
@@ -150,6 +152,7 @@ def render_grafana_provisioning(source: Path, target: Path, prometheus_url: str,
             for datasource in config.get("datasources") or []:
                 if datasource.get("type") == "prometheus":
                     datasource["url"] = prometheus_url
+                    datasource.setdefault("jsonData", {})["timeInterval"] = scrape_interval
             for provider in config.get("providers") or []:
                 options = provider.get("options") or {}
                 if str(options.get("path", "")).startswith(GRAFANA_DASHBOARDS_IN_CONTAINER):

@@ -19,7 +19,7 @@ import urllib.request
 
 from devflow_monitor.stack.compose import choose_mode, compose_up, run_compose
 from devflow_monitor.stack.native import READY_PATHS, answers, native_up, stop_recorded
-from devflow_monitor.stack.settings import (COMPOSE_FILE, DEFAULT_PORTS, DEMO_INTERVAL, ORDER, Settings, StackError,
+from devflow_monitor.stack.options import (COMPOSE_FILE, DEFAULT_PORTS, DEMO_INTERVAL, ORDER, StackOptions, StackError,
                                             settings_from_args)
 from devflow_monitor.stack.state import (forget, read_manifest, read_records, record_path, recorded_process,
                                          running_records)
@@ -98,7 +98,7 @@ def run(args) -> int:
 
 # --- actions --------------------------------------------------------------------------------------------
 
-def up(settings: Settings, mode: str | None) -> int:
+def up(settings: StackOptions, mode: str | None) -> int:
     manifest = read_manifest(settings.state)
     if manifest:
         if manifest["mode"] == "compose" or running_records(settings.state):
@@ -114,7 +114,7 @@ def up(settings: Settings, mode: str | None) -> int:
     return status(settings)
 
 
-def demo(settings: Settings, mode: str | None, fault: str, fault_after: float, wait: float) -> int:
+def demo(settings: StackOptions, mode: str | None, fault: str, fault_after: float, wait: float) -> int:
     code = up(settings, mode)
     if code != 0:
         return code
@@ -142,7 +142,7 @@ def demo(settings: Settings, mode: str | None, fault: str, fault_after: float, w
     return 0
 
 
-def down(settings: Settings) -> int:
+def down(settings: StackOptions) -> int:
     manifest = read_manifest(settings.state)
     if manifest and manifest["mode"] == "compose":
         files = manifest.get("compose_files", [COMPOSE_FILE])
@@ -163,7 +163,7 @@ def down(settings: Settings) -> int:
     return 0
 
 
-def status(settings: Settings) -> int:
+def status(settings: StackOptions) -> int:
     manifest = read_manifest(settings.state)
     if not manifest:
         print(f"The stack is not running (no state in {settings.state}); start it with `make up` or `make demo`.")
@@ -234,7 +234,7 @@ def _alerts(prometheus_url: str) -> list[dict]:
         return []
 
 
-def _watch_alerts(settings: Settings, already_firing: set[str], wait: float) -> None:
+def _watch_alerts(settings: StackOptions, already_firing: set[str], wait: float) -> None:
     """Report alerts as they go pending and firing, until one fires that was not firing before the fault."""
     prometheus, seen = settings.url("prometheus"), {}
     if already_firing:
@@ -255,7 +255,7 @@ def _watch_alerts(settings: Settings, already_firing: set[str], wait: float) -> 
         print(f"No new alert fired within {wait:.0f} s; watch {prometheus}/alerts.")
 
 
-def _print_where_to_look(settings: Settings, alertname: str) -> None:
+def _print_where_to_look(settings: StackOptions, alertname: str) -> None:
     manifest = read_manifest(settings.state) or {"urls": {}}
     print(f"\n{alertname} is firing. Look at:")
     print(f"  Prometheus alerts   {settings.url('prometheus')}/alerts")

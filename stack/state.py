@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from devflow_monitor.stack.settings import ORDER, Settings
+from devflow_monitor.stack.options import ORDER, StackOptions
 
 
 def record_path(state: Path, name: str) -> Path:
@@ -36,7 +36,7 @@ def running_records(state: Path) -> list[dict]:
     return [record for record in read_records(state) if recorded_process(record) is not None]
 
 
-def write_manifest(settings: Settings, mode: str, urls: dict[str, str], skipped: dict[str, str],
+def write_manifest(settings: StackOptions, mode: str, urls: dict[str, str], skipped: dict[str, str],
                    extra: dict | None = None) -> None:
     """Write stack.json: the mode, whether it is a demo, the URLs and what was skipped."""
     settings.state.mkdir(parents=True, exist_ok=True)

@@ -326,7 +326,7 @@ def test_prometheus_rates_come_from_rate_over_several_scrapes(paced, tmp_path):
     (tmp_path / "prometheus.yml").write_text(
         "global: {scrape_interval: 2s}\n"
         f"scrape_configs: [{{job_name: devflow, static_configs: [{{targets: ['{paced['url'][7:]}']}}]}}]\n")
-    (tmp_path / "settings.yml").write_text("rate_window: 10s\n")
+    (tmp_path / "settings.yml").write_text("rate_window: 10s\nscrape_interval: 2s\n")
     prometheus = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
                                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                    f"--web.listen-address=127.0.0.1:{port}"],

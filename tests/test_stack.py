@@ -27,7 +27,7 @@ from devflow_monitor.stack import deps
 from devflow_monitor.stack.native import plan_native, port_is_free, stop_recorded
 from devflow_monitor.stack.render import (compose_mounts, render_alertmanager_config, render_native_configs,
                                           render_prometheus_config)
-from devflow_monitor.stack.settings import DEFAULT_PORTS, Settings, read_dotenv
+from devflow_monitor.stack.options import DEFAULT_PORTS, StackOptions, read_dotenv
 from devflow_monitor.stack.state import recorded_process
 
 COMPOSE = shutil.which("docker-compose")
@@ -243,9 +243,9 @@ def promtool_check(path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([PROMTOOL, "check", "config", str(path)], capture_output=True, text=True, timeout=60)
 
 
-def settings_for(tmp_path: Path, demo: bool = False) -> Settings:
+def settings_for(tmp_path: Path, demo: bool = False) -> StackOptions:
     ports = {name: 20000 + i for i, name in enumerate(DEFAULT_PORTS)}
-    return Settings(repo=ROOT, state=tmp_path / "state", bind="127.0.0.1", ports=ports, env={}, demo=demo)
+    return StackOptions(repo=ROOT, state=tmp_path / "state", bind="127.0.0.1", ports=ports, env={}, demo=demo)
 
 
 @needs_promtool

@@ -28,7 +28,7 @@ class StackError(Exception):
 
 
 @dataclass
-class Settings:
+class StackOptions:
     repo: Path
     state: Path
     bind: str
@@ -46,7 +46,7 @@ class Settings:
         return f"http://{host}:{self.port(name)}"
 
 
-def settings_from_args(args) -> Settings:
+def settings_from_args(args) -> StackOptions:
     """The settings of one `stack` command: its flags over the environment over .env over the defaults."""
     repo = _find_repo()
     env = {**read_dotenv(repo / ".env"), **os.environ}
@@ -63,7 +63,7 @@ def settings_from_args(args) -> Settings:
     exporter_config = getattr(args, "exporter_config", None)
     if exporter_config and not Path(exporter_config).is_file():
         raise StackError(f"--exporter-config {exporter_config}: no such file")
-    return Settings(repo=repo, state=state, bind=getattr(args, "bind", None) or env.get("DEVFLOW_STACK_BIND")
+    return StackOptions(repo=repo, state=state, bind=getattr(args, "bind", None) or env.get("DEVFLOW_STACK_BIND")
                     or "127.0.0.1", ports=ports, env=env,
                     exporter_config=str(Path(exporter_config).resolve()) if exporter_config else None,
                     demo=args.stack_action == "demo", ready_timeout=getattr(args, "ready_timeout", 60.0))
