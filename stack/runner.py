@@ -48,7 +48,7 @@ def register(subparsers) -> None:
             parser.add_argument("--exporter-config", metavar="FILE",
                                 help="config file for the native exporter (default: its built-in defaults)")
         if action == "demo":
-            from devflow_monitor.simulator.simulate import FAULTS
+            from devflow_monitor.simulator.faults import FAULTS
 
             parser.add_argument("--fault", default="error_burst", choices=sorted(FAULTS), metavar="NAME",
                                 help=f"simulator fault to inject: {', '.join(FAULTS)} (default error_burst)")
