@@ -36,10 +36,9 @@ class ExporterServer(ThreadingHTTPServer):
     # overflow a dropped SYN that stalled its client for a 1 s retransmit.
     request_queue_size = 128
     # Request threads accept connections themselves (`start`), and up to this many wait in accept() for
-    # the next one: a scrape then wakes one thread, where the stdlib's serve_forever woke the main thread
-    # to accept and start a thread per connection (~80 us of CPU, 0.05-0.2 ms of latency; issue 12). A
-    # thread that takes a connection while no other waits starts one first, so a slow client never holds
-    # up another.
+    # the next one: a scrape wakes one thread, and starts none (a thread start per connection costs ~80 us
+    # of CPU and 0.05-0.2 ms of latency). A thread that takes a connection while no other waits starts
+    # one first, so a slow client never holds up another.
     kept_threads = 2
     # How long an acceptor rests after accept() failed for want of fds or memory, or for a reason unknown.
     accept_retry_seconds = 0.1

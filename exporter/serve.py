@@ -122,8 +122,8 @@ def run_serve(args) -> int:
               file=sys.stderr)
         return 1
     collector_set.start()
-    # What startup built lives as long as the process: out of the collector's reach, a full collection
-    # no longer walks every module and class, one of the slow scrapes' causes (issue 12).
+    # What startup built lives as long as the process: frozen out of the collector's reach, so a full
+    # collection during a scrape walks none of the modules and classes.
     gc.collect()
     gc.freeze()
 
@@ -142,7 +142,7 @@ def run_serve(args) -> int:
                  config.devflow.database_path)
         server.start()
         while True:
-            # The request threads serve; this thread only waits for a signal (issue 12). time.sleep,
+            # The request threads serve; this thread only waits for a signal. time.sleep,
             # unlike signal.pause, exists on every platform and is cut short by a signal handler.
             time.sleep(3600)
     except _ShutDown:

@@ -112,6 +112,20 @@ def render(view: str, history: History, settings: Settings, source_label: str, i
     return lines
 
 
+def refresh_interval(args, settings: Settings) -> float:
+    """--interval, else Prometheus' scrape interval (nothing newer comes before it), else the exporter's pace."""
+    if args.interval is not None:
+        return args.interval
+    return seconds(settings.scrape_interval) if args.prometheus else EXPORTER_REFRESH_SECONDS
+
+
+def rate_window(args, settings: Settings) -> float:
+    """--rate-window, else the rules' rate_window with Prometheus, else the exporter's samples' window."""
+    if args.rate_window:
+        return args.rate_window
+    return seconds(settings.rate_window) if args.prometheus else EXPORTER_RATE_WINDOW
+
+
 def run(args) -> int:
     """A live view of DevFlow from the exporter's /metrics (or from Prometheus), refreshed in place with sparkline
     trends and the guide's thresholds as colours. Plain text when not on a terminal."""
@@ -120,17 +134,15 @@ def run(args) -> int:
         settings = load(args.settings)
     except SettingsError as exc:
         return common.fail("dashboard", str(exc))
-    if args.interval is None:
-        args.interval = seconds(settings.scrape_interval) if args.prometheus else EXPORTER_REFRESH_SECONDS
+    args.interval = refresh_interval(args, settings)
     spans = (args.interval, args.timeout, 1.0 if args.rate_window is None else args.rate_window)
     if not all(math.isfinite(v) and v > 0 for v in spans) or args.frames < 0:
         return common.fail("dashboard", "--interval, --timeout and --rate-window must be positive, "
                                         "--frames at least 0")
+    window = rate_window(args, settings)
     if args.prometheus:
-        window = args.rate_window or seconds(settings.rate_window)
         source = PrometheusSource(args.prometheus, args.match, args.timeout, window)
     else:
-        window = args.rate_window or EXPORTER_RATE_WINDOW
         source = ExporterSource(args.url or common.local_url(config.web.listen_address, config.web.telemetry_path),
                                 args.timeout)
     terminal = sys.stdout.isatty()

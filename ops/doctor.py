@@ -385,6 +385,9 @@ def check_prometheus(url: str | None, timeout: float, settings: Settings) -> Che
     if problem:
         return Check("prometheus", "fail", f"Prometheus at {base}: {problem}",
                      "start it (`make up`, or `systemctl start prometheus`) and check its log", details)
+    interval = _scrape_interval_check(base, timeout, settings, details)
+    if interval.status != "ok":
+        return interval
     query = f"count({catalog.EXPORTER_BUILD_INFO.name})"
     try:
         _, body = common.http_get(f"{base}/api/v1/query?query={_quote(query)}", timeout)
@@ -397,27 +400,26 @@ def check_prometheus(url: str | None, timeout: float, settings: Settings) -> Che
                                            f"{catalog.EXPORTER_BUILD_INFO.name}: it is not scraping the exporter",
                      "add the exporter to prometheus.yml's scrape_configs (see the repo's prometheus.yml) "
                      "and check Status > Targets", details)
-    return _scrape_interval_check(base, timeout, settings, details)
+    return Check("prometheus", "ok", f"Prometheus ready at {base} and scraping the exporter {interval.summary}",
+                 details=details)
 
 
 def _scrape_interval_check(base: str, timeout: float, settings: Settings, details: dict) -> Check:
-    """ok while Prometheus scrapes often enough for rate() over the settings' rate_window to see two samples."""
+    """fail where Prometheus scrapes too seldom for rate() over the settings' rate_window to see two samples;
+    an ok check's summary says how often it scrapes."""
     expected = settings.scrape_interval
     try:
         _, body = common.http_get(f"{base}/api/v1/status/config", timeout)
         scrape = yaml.safe_load(json.loads(body)["data"]["yaml"])["global"]["scrape_interval"]
-        details["scrape_interval"] = scrape
         too_slow = seconds(scrape) > seconds(settings.rate_window) / 2
     except (*common.FAILED, ValueError, KeyError, TypeError, ConfigError, yaml.YAMLError):
-        return Check("prometheus", "ok", f"Prometheus ready at {base} and scraping the exporter "
-                                         f"(its scrape interval unreadable; the settings assume {expected})",
-                     details=details)
+        return Check("prometheus", "ok", f"(scrape interval unreadable; the settings assume {expected})")
+    details["scrape_interval"] = scrape
     if too_slow:
         return Check("prometheus", "fail", f"Prometheus scrapes every {scrape}: rate() over the settings' rate_window "
                                            f"({settings.rate_window}) needs two samples",
                      f"set scrape_interval to {expected} in prometheus.yml", details)
-    return Check("prometheus", "ok", f"Prometheus ready at {base} and scraping the exporter every {scrape} "
-                                     f"(the settings assume {expected})", details=details)
+    return Check("prometheus", "ok", f"every {scrape} (the settings assume {expected})")
 
 
 def check_alertmanager(url: str | None, timeout: float) -> Check:
