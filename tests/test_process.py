@@ -15,8 +15,10 @@ import pytest
 from conftest import ROOT, Exporter, free_port, wait_for_http, wait_until
 
 from devflow_monitor.core import catalog
-from devflow_monitor.exporter.collectors.process import loadavg_counts_our_pids
+from devflow_monitor.core import procfs
 from devflow_monitor.core.config import DEFAULT_PROCESS_PATTERN
+from devflow_monitor.core.procfs import loadavg_counts_our_pids
+from devflow_monitor.exporter.collectors import process_finder
 
 SLEEP = "import sys, time; time.sleep(120)"
 needs_pid_cursor = pytest.mark.skipif(not loadavg_counts_our_pids(),
@@ -94,7 +96,7 @@ def test_absent_started_restarted_and_several_targets(tmp_path, start_exporter, 
 
 def test_a_start_and_a_restart_show_on_the_next_scrape_whatever_the_background_pace(tmp_path, start_exporter,
                                                                                       spawn, fake):
-    """Issue 12, goal 5: with the background look an hour away, only the scrape itself can find them."""
+    """With the background look an hour away, only the scrape itself can find them."""
     command, pattern = fake
     exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"), "--devflow.process-pattern",
                               pattern, settings={"collectors": {"process": {"scan_interval_seconds": 3600}}})
@@ -198,8 +200,8 @@ def test_zombies_and_reused_pids_are_not_the_server(tmp_path, start_exporter, sp
 
 
 def test_a_process_that_becomes_the_server_after_it_was_first_seen_is_found(tmp_path, start_exporter, spawn, fake):
-    """Command lines are read once per new process (issue 12); a fork that execs the server later,
-    as a wrapper script does, is looked at again."""
+    """Command lines are read once per new process; a fork that execs the server later, as a wrapper
+    script does, is looked at again."""
     server, pattern = fake
     exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"), "--devflow.process-pattern", pattern)
     install = server[-1].removesuffix("/server/index.js")
@@ -210,8 +212,8 @@ def test_a_process_that_becomes_the_server_after_it_was_first_seen_is_found(tmp_
 
 
 def test_a_live_server_is_watched_without_reading_every_command_line(tmp_path, start_exporter, spawn, fake):
-    """Issue 12: the background scan read every process's command line every few seconds. With the
-    server found, a few seconds without scrapes cost fewer reads than one look at every process."""
+    """With the server found, a few seconds without scrapes cost fewer reads than one look at every
+    process."""
     server, pattern = fake
     spawn(server)
     exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"), "--devflow.process-pattern", pattern,
@@ -225,8 +227,6 @@ def test_a_live_server_is_watched_without_reading_every_command_line(tmp_path, s
 
 
 def test_one_read_of_proc_stat_says_what_psutil_says(tmp_path, spawn):
-    from devflow_monitor.exporter.collectors.process import read_stat
-
     # A command name with a space and parentheses, as field 2 of /proc/PID/stat shows it.
     odd = tmp_path / "dev flow) (x"
     odd.symlink_to(sys.executable)
@@ -234,7 +234,7 @@ def test_one_read_of_proc_stat_says_what_psutil_says(tmp_path, spawn):
                    "sum(range(10**7)); print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ready"  # busy a while, then still: nothing changes between the reads
     proc = psutil.Process(child.pid)
-    stat = read_stat(child.pid)
+    stat = procfs.read_stat(child.pid)
     with proc.oneshot():
         cpu, memory = proc.cpu_times(), proc.memory_info()
         assert (stat.user, stat.system, stat.threads) == (cpu.user, cpu.system, proc.num_threads())
@@ -247,26 +247,24 @@ def test_one_read_of_proc_stat_says_what_psutil_says(tmp_path, spawn):
                                                                                                abs=0.01)
     assert not stat.gone
     child.kill()
-    wait_until(lambda: read_stat(child.pid).gone, message="exited, not reaped yet: a zombie")
+    wait_until(lambda: procfs.read_stat(child.pid).gone, message="exited, not reaped yet: a zombie")
     child.wait()
-    assert read_stat(child.pid) is None
+    assert procfs.read_stat(child.pid) is None
 
 
 @pytest.mark.parametrize("pid_cursor", [pytest.param(True, marks=needs_pid_cursor), False],
                          ids=["/proc/loadavg", "/proc listed"])
 def test_a_look_costs_the_same_whatever_the_number_of_old_processes(monkeypatch, spawn, pid_cursor):
-    """Issue 12: a look read every command line, 1.4 ms with 2,000 idle processes on the machine, 0.05 ms
-    with 66. Now it reads only those of processes it has not read yet, and, where /proc/loadavg tells the
-    new pids, does not list /proc either."""
-    from devflow_monitor.exporter.collectors import process
-
-    monkeypatch.setattr(process, "PROBE_LIMIT", 10_000)  # others may fork too while the test spawns
+    """Reading every command line costs 1.4 ms with 2,000 idle processes on the machine, 0.05 ms with 66:
+    a look reads only those of processes it has not read yet, and, where /proc/loadavg tells the new
+    pids, does not list /proc either."""
+    monkeypatch.setattr(process_finder, "PROBE_LIMIT", 10_000)  # others may fork too while the test spawns
     reads, listings = [], []
-    read_cmdline, listed_pids = process.read_cmdline, process.listed_pids
-    monkeypatch.setattr(process, "read_cmdline", lambda pid: reads.append(pid) or read_cmdline(pid))
-    monkeypatch.setattr(process, "listed_pids", lambda: listings.append(1) or listed_pids())
-    finder = process.ProcessFinder(None, "^no process has this command line$", free_port())
-    scan = process.IncrementalScan(finder, pid_cursor=pid_cursor)
+    read_cmdline, listed_pids = procfs.read_cmdline, procfs.listed_pids
+    monkeypatch.setattr(procfs, "read_cmdline", lambda pid: reads.append(pid) or read_cmdline(pid))
+    monkeypatch.setattr(procfs, "listed_pids", lambda: listings.append(1) or listed_pids())
+    finder = process_finder.ProcessFinder(None, "^no process has this command line$", free_port())
+    scan = process_finder.IncrementalScan(finder, pid_cursor=pid_cursor)
     scan.scan()
     assert listings and len(reads) >= len(psutil.pids()) - 5, "the first look reads every process"
     idle = [spawn(["sleep", "120"]) for _ in range(200)]
@@ -274,7 +272,7 @@ def test_a_look_costs_the_same_whatever_the_number_of_old_processes(monkeypatch,
     listings.clear()
     scan.scan()
     assert {p.pid for p in idle} <= set(reads), "new processes are read"
-    monkeypatch.setattr(process, "YOUNG_SECONDS", 0.0)
+    monkeypatch.setattr(process_finder, "YOUNG_SECONDS", 0.0)
     scan.scan()  # the young ones' last read
     reads.clear()
     listings.clear()
@@ -285,14 +283,12 @@ def test_a_look_costs_the_same_whatever_the_number_of_old_processes(monkeypatch,
 
 def test_loadavg_is_not_taken_for_a_pid_cursor_where_it_counts_no_pids_of_ours(monkeypatch, tmp_path):
     """gVisor writes 0 as the last pid; lxcfs may show the host's."""
-    from devflow_monitor.exporter.collectors import process
-
-    monkeypatch.setattr(process, "PROC", tmp_path)
+    monkeypatch.setattr(procfs, "PROC", tmp_path)
     for last in ("0", "4000000"):
         (tmp_path / "loadavg").write_text(f"0.00 0.01 0.05 1/78 {last}\n")
-        assert not process.loadavg_counts_our_pids()
+        assert not procfs.loadavg_counts_our_pids()
     (tmp_path / "loadavg").unlink()
-    assert not process.loadavg_counts_our_pids()
+    assert not procfs.loadavg_counts_our_pids()
 
 
 @needs_pid_cursor
@@ -301,22 +297,20 @@ def test_loadavg_is_not_taken_for_a_pid_cursor_where_it_counts_no_pids_of_ours(m
 def test_a_server_whose_pid_was_counted_before_proc_showed_it_is_found(monkeypatch, fake, spawn, unread, full):
     """The kernel counts a pid a moment before /proc lists its process, and a process in the middle of
     exec has no command line: such a pid is read again at the next look rather than dropped."""
-    from devflow_monitor.exporter.collectors import process
-
     server, pattern = fake
     finder = finder_of_children(pattern)
-    scan = process.IncrementalScan(finder, pid_cursor=True)
+    scan = process_finder.IncrementalScan(finder, pid_cursor=True)
     assert scan.scan() == []
     child = spawn(server)
     wait_until(lambda: pattern_matches(pattern, child.pid), message="the server has exec'd")
-    read_cmdline, listed_pids = process.read_cmdline, process.listed_pids
-    monkeypatch.setattr(process, "read_cmdline", lambda pid: unread if pid == child.pid else read_cmdline(pid))
-    monkeypatch.setattr(process, "listed_pids", lambda: listed_pids() - {child.pid})
+    read_cmdline, listed_pids = procfs.read_cmdline, procfs.listed_pids
+    monkeypatch.setattr(procfs, "read_cmdline", lambda pid: unread if pid == child.pid else read_cmdline(pid))
+    monkeypatch.setattr(procfs, "listed_pids", lambda: listed_pids() - {child.pid})
     if full:
-        scan.full_at -= process.FULL_SCAN_SECONDS + 1
+        scan.full_at -= process_finder.FULL_SCAN_SECONDS + 1
     assert scan.scan() == [], "not seen yet"
-    monkeypatch.setattr(process, "read_cmdline", read_cmdline)
-    monkeypatch.setattr(process, "listed_pids", listed_pids)
+    monkeypatch.setattr(procfs, "read_cmdline", read_cmdline)
+    monkeypatch.setattr(procfs, "listed_pids", listed_pids)
     assert [t.pid for t in scan.scan()] == [child.pid]
 
 
@@ -324,8 +318,6 @@ def test_a_server_whose_pid_was_counted_before_proc_showed_it_is_found(monkeypat
                          ids=["/proc/loadavg", "/proc listed"])
 def test_a_process_that_execs_the_server_just_after_the_exporter_started_is_found(fake, spawn, pid_cursor):
     """At the first look every process is young: one forked before it may exec the server after it."""
-    from devflow_monitor.exporter.collectors import process
-
     server, pattern = fake
     finder = finder_of_children(pattern)
     # The wrapper's own command line must not match: the server's path is joined only when it execs.
@@ -334,7 +326,7 @@ def test_a_process_that_execs_the_server_just_after_the_exporter_started_is_foun
                      f"os.execv(sys.executable, {server[:-1]!r} + [{install!r} + '/server/' + {script!r}])"],
                     stdin=subprocess.PIPE, text=True)
     wait_until(lambda: psutil.Process(wrapper.pid).cmdline()[:2] == [sys.executable, "-c"], message="forked")
-    scan = process.IncrementalScan(finder, pid_cursor)
+    scan = process_finder.IncrementalScan(finder, pid_cursor)
     assert scan.scan() == []
     wrapper.stdin.write("exec\n")
     wrapper.stdin.flush()
@@ -344,9 +336,7 @@ def test_a_process_that_execs_the_server_just_after_the_exporter_started_is_foun
 
 def finder_of_children(pattern: str):
     """A finder that takes this test's children for servers: only the scan is under test."""
-    from devflow_monitor.exporter.collectors.process import ProcessFinder
-
-    finder = ProcessFinder(None, pattern, free_port())
+    finder = process_finder.ProcessFinder(None, pattern, free_port())
     finder.is_own = lambda pid: False
     return finder
 
@@ -360,12 +350,10 @@ def pattern_matches(pattern: str, pid: int) -> bool:
                          ids=["new pids taken whole", "new pids picked from /proc", "no /proc/loadavg cursor"])
 def test_a_new_server_is_found_once_whatever_its_threads(monkeypatch, spawn, fake, probe_limit, pid_cursor):
     """Threads share the pid space and /proc/TID shows the process's command line: not more servers."""
-    from devflow_monitor.exporter.collectors import process
-
-    monkeypatch.setattr(process, "PROBE_LIMIT", probe_limit)
+    monkeypatch.setattr(process_finder, "PROBE_LIMIT", probe_limit)
     server, pattern = fake
     finder = finder_of_children(pattern)
-    scan = process.IncrementalScan(finder, pid_cursor)
+    scan = process_finder.IncrementalScan(finder, pid_cursor)
     assert scan.scan() == []
     threaded = [server[0], "-c", "import threading, time\n"
                 "for _ in range(8): threading.Thread(target=time.sleep, args=(120,), daemon=True).start()\n"
@@ -378,11 +366,11 @@ def test_a_new_server_is_found_once_whatever_its_threads(monkeypatch, spawn, fak
 
 def test_new_pids_wrap_at_pid_max():
     """After pid_max the kernel starts again at 300; new pids are then picked from /proc."""
-    from devflow_monitor.exporter.collectors.process import new_pids
-
+    new_pids = process_finder.new_pids
     assert new_pids(100, 105) == {101, 102, 103, 104, 105}
     assert new_pids(100, 100) == set()
     listing = {1, 2, 250, 301, 302, 400, 5000, 32760, 32761, 32767}
     # The 16 newest are taken whether listed or not: /proc shows a process a moment after its pid is counted.
     assert new_pids(32760, 302, listing) == {32761, 32767} | set(range(300, 303))
     assert new_pids(100, 5000, listing) == {250, 301, 302, 400} | set(range(4985, 5001))
+
