@@ -8,6 +8,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -16,9 +17,10 @@ from conftest import ROOT, Exporter, free_port, wait_for_http, wait_until
 
 from devflow_monitor.core import catalog
 from devflow_monitor.core import procfs
-from devflow_monitor.core.config import DEFAULT_PROCESS_PATTERN
+from devflow_monitor.core.config import DEFAULT_PROCESS_PATTERN, Config
 from devflow_monitor.core.procfs import loadavg_counts_our_pids
 from devflow_monitor.exporter.collectors import process_finder
+from devflow_monitor.exporter.collectors.process import ProcessCollector
 
 SLEEP = "import sys, time; time.sleep(120)"
 needs_pid_cursor = pytest.mark.skipif(not loadavg_counts_our_pids(),
@@ -373,4 +375,90 @@ def test_new_pids_wrap_at_pid_max():
     # The 16 newest are taken whether listed or not: /proc shows a process a moment after its pid is counted.
     assert new_pids(32760, 302, listing) == {32761, 32767} | set(range(300, 303))
     assert new_pids(100, 5000, listing) == {250, 301, 302, 400} | set(range(4985, 5001))
+
+
+def collector_for(tmp_path, pattern: str, scan_interval: float, pidfile: str | None = None) -> ProcessCollector:
+    """A process collector in this test's process, whose children it may take for servers."""
+    config = Config()
+    config.devflow.database = str(tmp_path / "devflow.db")
+    config.devflow.process_pattern = pattern
+    config.devflow.pidfile = pidfile
+    config.collectors.process.scan_interval_seconds = scan_interval
+    collector = ProcessCollector(config)
+    collector.finder.is_own = lambda pid: False
+    return collector
+
+
+def scrape_up(collector: ProcessCollector) -> float:
+    families = {family.name: family for family in collector.collect()}
+    return families[catalog.PROCESS_UP.name].samples[0].value
+
+
+def threads_named(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == name and t.is_alive()]
+
+
+@pytest.mark.parametrize("server_running", [False, True], ids=["no server", "a known server"])
+def test_a_scrape_does_not_wait_for_a_background_look_stuck_reading_proc(monkeypatch, tmp_path, spawn, fake,
+                                                                         server_running):
+    server, pattern = fake
+    if server_running:
+        spawn(server)
+    collector = collector_for(tmp_path, pattern, scan_interval=0.05)
+    collector.start()
+    stuck, release = threading.Event(), threading.Event()
+    try:
+        assert scrape_up(collector) == float(server_running)
+        read_cmdline = procfs.read_cmdline
+
+        def stuck_read(pid):
+            stuck.set()
+            release.wait(30)
+            return read_cmdline(pid)
+
+        monkeypatch.setattr(process_finder, "FULL_SCAN_SECONDS", -1.0)  # every look reads every command line
+        monkeypatch.setattr(procfs, "read_cmdline", stuck_read)
+        assert stuck.wait(10), "the background look reached its read of every command line"
+        # The look stays stuck until `release` is set, after the scrape.
+        scraped: list[float] = []
+        scrape = threading.Thread(target=lambda: scraped.append(scrape_up(collector)), daemon=True)
+        scrape.start()
+        scrape.join(10)
+        assert not release.is_set()
+        assert scraped == [float(server_running)], "the scrape waited for the look"
+    finally:
+        release.set()
+        collector.stop()
+
+
+def test_start_twice_runs_one_look_thread_and_a_start_after_stop_looks_again(tmp_path, fake):
+    _, pattern = fake
+    collector = collector_for(tmp_path, pattern, scan_interval=3600)  # no background look during the test
+    looks = []
+    scan = collector._scanner.scan
+    collector._scanner.scan = lambda: looks.append(1) or scan()
+    try:
+        collector.start()
+        collector.start()
+        assert len(threads_named("process-scan")) == 1
+        assert len(looks) == 1, "a start looks once before the first scrape"
+        collector.stop()
+        assert threads_named("process-scan") == [], "a stop wakes the sleeping look and ends it"
+        collector.start()
+        assert len(threads_named("process-scan")) == 1
+        assert len(looks) == 2, "a start after a stop looks again"
+    finally:
+        collector.stop()
+    assert threads_named("process-scan") == []
+
+
+def test_with_a_pidfile_nothing_runs_between_scrapes(tmp_path, fake):
+    _, pattern = fake
+    collector = collector_for(tmp_path, pattern, scan_interval=0.05, pidfile=str(tmp_path / "devflow.pid"))
+    collector.start()
+    try:
+        assert threads_named("process-scan") == []
+        assert scrape_up(collector) == 0
+    finally:
+        collector.stop()
 

@@ -18,18 +18,21 @@ exporter's idle CPU):
   reads every socket and every process's fds);
 - a pidfile is read on every scrape, so with a pidfile nothing runs between
   scrapes;
-- with a command-line pattern a background thread looks for the server
+- with a command-line pattern the "process-scan" worker looks for the server
   every `scan_interval_seconds` while none lives, and every 10 times that
   (50 s by default) while one does, to find a second instance; a look reads
   only new and young processes' command lines (see `process_finder`).
   A known server that exits is seen by the next scrape, and a scrape that
   knows no live server looks itself, so a start or a restart shows on the
   next scrape too.
+
+A scrape never waits for a look: looks run one at a time under `_scan_lock`
+and take `_lock` only to publish what they found. A scrape that finds a look
+under way reports what the last look found instead of looking itself.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 
@@ -37,10 +40,8 @@ import psutil
 
 from devflow_monitor.core import catalog, procfs
 from devflow_monitor.core.config import Config
-from devflow_monitor.exporter.collectors.base import Collector
+from devflow_monitor.exporter.collectors.base import Collector, Worker
 from devflow_monitor.exporter.collectors.process_finder import IncrementalScan, ProcessFinder, Target
-
-log = logging.getLogger(__name__)
 
 # While a server lives, look for a second one this many scan intervals apart (5 s -> 50 s: within a minute).
 SLOW_SCAN_FACTOR = 10
@@ -56,90 +57,124 @@ class ProcessCollector(Collector):
         self.port = devflow.port
         self.database = os.path.realpath(devflow.database_path)
         self.scan_interval = config.collectors.process.scan_interval_seconds
-        # _lock guards _scanner, _matches, _process and _start_ticks (the background look and scrapes share
-        # them), and the fd limit cache below.
-        self._lock = threading.Lock()
+        # _scan_lock guards _scanner (its cursors move at each look) and is held for a whole look, so that
+        # looks run one at a time and publish in order. Taken before _lock, never while holding it.
+        self._scan_lock = threading.Lock()
         self._scanner = IncrementalScan(self.finder)
+        # _lock guards _matches, _process and _start_ticks (looks publish them, scrapes read them) and the
+        # fd limit cache; it is held only to publish a look's result or to read the one known process.
+        self._lock = threading.Lock()
         self._matches: list[Target] = []
         self._process: psutil.Process | None = None
         self._start_ticks: int | None = None  # _process's start time as /proc/PID/stat gives it
         # The fd limit of _limit_owner, read once per process.
         self._limit_owner: psutil.Process | None = None
         self._limit: int | None = None
-        self._stop = threading.Event()
         self._wake = threading.Event()  # set by a scrape that saw the server go: look at the fast pace again
-        self._thread: threading.Thread | None = None
+        if not self.finder.pidfile:  # the pidfile is read on every scrape: nothing to do between scrapes
+            self._worker = Worker("process-scan", self._look_on_schedule, wake=self._wake)
+            self.workers.append(self._worker)
 
     def start(self) -> None:
-        if self.finder.pidfile:
-            return  # the pidfile is read on every scrape: nothing to do between scrapes
-        with self._lock:
-            self._matches = self._scanner.scan()  # before the first scrape
-        self._thread = threading.Thread(target=self._scan_loop, name="process-scan", daemon=True)
-        self._thread.start()
+        if not self.workers or self._worker.running:
+            return
+        self._wake.clear()  # a stop sets it: the new run starts at the normal pace
+        self._look(wait=True)  # before the first scrape
+        super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout=5)
-
-    def _scan_loop(self) -> None:
-        live = False
+    def _look_on_schedule(self, stopping: threading.Event) -> None:
+        live = False  # the fast pace until a look of this run finds a server
         while True:
             self._wake.wait(self.scan_interval * (SLOW_SCAN_FACTOR if live else 1))
             self._wake.clear()
-            if self._stop.is_set():
+            if stopping.is_set():
                 return
-            try:
-                with self._lock:
-                    self._matches = self._scanner.scan()
-                    live = bool(self._matches)
-            except Exception:  # the thread must outlive any surprise; the next look tries again
-                log.exception("process scan failed")
-                live = False
+            live = bool(self._look(wait=True))
+
+    def _look(self, wait: bool) -> list[Target] | None:
+        """One look for the server, published as `_matches`; None, without waiting, when `wait` is False
+        and another look is under way."""
+        if not self._scan_lock.acquire(blocking=wait):
+            return None
+        try:
+            matches = self._scanner.scan()  # the slow part (/proc, net_connections), without _lock
+            with self._lock:
+                self._matches = matches
+        finally:
+            self._scan_lock.release()
+        return matches
+
+    def _known_matches(self) -> list[Target]:
+        with self._lock:
+            return list(self._matches)
 
     def current(self) -> tuple[psutil.Process, dict] | None:
         """The reported process and this scrape's sample of it: the known one while it runs, else the
         oldest match."""
         with self._lock:
-            proc = self._process
-            if self.finder.pidfile and proc is not None and proc.pid != procfs.read_pidfile(self.finder.pidfile):
-                proc = None
-            sample = self._read(proc) if proc is not None else None
+            known = self._process
+            sample = self._read_known()
             if sample:
-                return proc, sample
-            if self.finder.pidfile:
-                self._matches = self.finder.from_pidfile()
-            else:
-                # No live server known: look now, so a start or a restart shows on this scrape rather
-                # than at the background's next look (up to scan_interval_seconds later).
-                self._matches = self._scanner.scan()
-                if proc is not None:
-                    self._wake.set()  # the one we knew ended: the background looks at the fast pace again
-            self._process = None
-            for target in self._matches:
-                try:
-                    candidate = psutil.Process(target.pid)
-                    if candidate.create_time() != target.create_time:
-                        continue  # the pid was reused
-                except psutil.Error:
-                    continue
-                self._start_ticks = None
-                sample = self._read(candidate)
-                if sample:
-                    self._process = candidate
-                    return candidate, sample
+                return known, sample
+        matches = self._look_now(knew=known is not None)
+        with self._lock:
+            return self._adopt(matches)
+
+    def _read_known(self) -> dict | None:
+        """This scrape's sample of the known process; forgets it when it has gone. Call with _lock held."""
+        proc = self._process
+        if proc is None:
             return None
+        moved = self.finder.pidfile and proc.pid != procfs.read_pidfile(self.finder.pidfile)
+        sample = None if moved else self._read(proc)
+        if not sample:
+            self._process = None
+        return sample
+
+    def _look_now(self, knew: bool) -> list[Target]:
+        """The candidates when no live server is known, read without _lock."""
+        if self.finder.pidfile:
+            matches = self.finder.from_pidfile()
+            with self._lock:
+                self._matches = matches
+            return matches
+        # Look now, so a start or a restart shows on this scrape rather than at the background's next look
+        # (up to scan_interval_seconds later); if a look is under way, its predecessor's result will do.
+        matches = self._look(wait=False)
+        if matches is None:
+            return self._known_matches()
+        if knew:
+            self._wake.set()  # the one we knew ended: the background looks at the fast pace again
+        return matches
+
+    def _adopt(self, matches: list[Target]) -> tuple[psutil.Process, dict] | None:
+        """The oldest of `matches` still running, now the known process. Call with _lock held."""
+        if self._process is not None:
+            # Another scrape found the server while this one looked: keep its pick.
+            sample = self._read_known()
+            if sample:
+                return self._process, sample
+        for target in matches:
+            try:
+                candidate = psutil.Process(target.pid)
+                if candidate.create_time() != target.create_time:
+                    continue  # the pid was reused
+            except psutil.Error:
+                continue
+            self._start_ticks = None
+            sample = self._read(candidate)
+            if sample:
+                self._process = candidate
+                return candidate, sample
+        return None
 
     def collect(self):
         up = catalog.PROCESS_UP.family()
         matches = catalog.PROCESS_MATCHES.family()
         listening = catalog.PROCESS_PORT_LISTENING.family()
         found = self.current()
-        with self._lock:
-            # A second instance that exited since the last look is not counted (kill 0: no /proc read).
-            matches.add_metric([], sum(1 for t in self._matches if psutil.pid_exists(t.pid)))
+        # A second instance that exited since the last look is not counted (kill 0: no /proc read).
+        matches.add_metric([], sum(1 for t in self._known_matches() if psutil.pid_exists(t.pid)))
         listening.add_metric([str(self.port)], 1.0 if self.finder.port_listening() else 0.0)
         yield matches
         yield listening
@@ -164,7 +199,7 @@ class ProcessCollector(Collector):
 
     def _read(self, proc: psutil.Process) -> dict | None:
         """This scrape's figures of `proc`, or None when it has gone (exited, a zombie, its pid reused).
-        Call with the lock held."""
+        Call with _lock held."""
         if procfs.PROC_STAT:
             stat = procfs.read_stat(proc.pid)
             if stat is None or stat.gone:

@@ -150,7 +150,7 @@ class IncrementalScan:
     """`ProcessFinder.scan()` that reads the command lines of new and young processes only (see the module
     docstring), so a look costs the same with 100 or 2,000 processes on the machine.
 
-    Not thread-safe: the collector calls it with its lock held.
+    Not thread-safe: its cursors move at each look, so the caller runs one look at a time.
     """
 
     def __init__(self, finder: ProcessFinder, pid_cursor: bool | None = None):
