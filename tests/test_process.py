@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -462,3 +463,42 @@ def test_with_a_pidfile_nothing_runs_between_scrapes(tmp_path, fake):
     finally:
         collector.stop()
 
+
+def test_a_netlink_timeout_sends_that_call_to_psutil_and_the_next_to_netlink_again(monkeypatch):
+    port = free_port()
+    dumps = []
+
+    def dump():
+        dumps.append(1)
+        if len(dumps) == 1:
+            raise TimeoutError("timed out")
+        return {port}
+
+    monkeypatch.setattr(procfs, "listening_ports", dump)
+    finder = process_finder.ProcessFinder(None, "^no process has this command line$", port)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        assert finder.port_listening(), "psutil answers the call netlink timed out on"
+        assert finder.port_listening()
+    assert len(dumps) == 2, "the next call asks netlink again"
+
+
+def test_a_refused_netlink_is_asked_again_after_a_pause(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(process_finder, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    refusals = []
+
+    def refuse():
+        refusals.append(1)
+        raise PermissionError("no sock_diag in this sandbox")
+
+    monkeypatch.setattr(procfs, "listening_ports", refuse)
+    finder = process_finder.ProcessFinder(None, "^no process has this command line$", free_port())
+    assert not finder.port_listening()
+    clock[0] += process_finder.NETLINK_RETRY_SECONDS - 1
+    assert not finder.port_listening()
+    assert len(refusals) == 1, "psutil answers during the pause"
+    clock[0] += 1
+    assert not finder.port_listening()
+    assert len(refusals) == 2, "netlink is asked again after the pause"

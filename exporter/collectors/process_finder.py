@@ -37,6 +37,9 @@ YOUNG_SECONDS = 60.0
 # all, about what listing /proc costs with 2,000 processes); past it, /proc is listed.
 PROBE_LIMIT = 512
 RESERVED_PIDS = 300  # Linux's first pid after a wrap (kernel/pid.c)
+# After sock_diag is refused (a sandbox, or not Linux), psutil answers until this much later. A timeout
+# is not a refusal: psutil answers that one call and the next asks netlink again.
+NETLINK_RETRY_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,9 @@ class ProcessFinder:
         self.own_pid = me.pid
         # The shell or service manager that started us may carry the pattern in its command line too.
         self.ancestors = {p.pid for p in me.parents()}
-        self.sock_diag = True  # until the kernel refuses it (not Linux, or a sandbox)
+        # Monotonic time before which psutil answers port_listening, set when sock_diag refuses. Scrapes
+        # and the background look both write it; a lost write costs one more try at most.
+        self.netlink_refused_until = 0.0
 
     @classmethod
     def from_config(cls, config: Config) -> "ProcessFinder":
@@ -108,13 +113,17 @@ class ProcessFinder:
         return sorted(found, key=lambda t: (t.create_time, t.pid))
 
     def port_listening(self) -> bool:
-        """Whether anything listens on the port: one sock_diag dump, psutil where that is refused."""
-        if self.sock_diag:
+        """Whether anything listens on the port: one sock_diag dump, psutil where that fails."""
+        if time.monotonic() >= self.netlink_refused_until:
             try:
                 return self.port in procfs.listening_ports()
-            except (OSError, AttributeError, struct.error):  # AttributeError: no AF_NETLINK here
-                log.info("sock_diag unavailable; reading listening sockets with psutil")
-                self.sock_diag = False
+            except TimeoutError:
+                log.debug("sock_diag did not answer in time; psutil answers this once")
+            except (OSError, AttributeError, struct.error) as exc:  # AttributeError: no AF_NETLINK here
+                if not self.netlink_refused_until:
+                    log.info("sock_diag refused (%s); reading listening sockets with psutil, asking again "
+                             "every %gs", exc, NETLINK_RETRY_SECONDS)
+                self.netlink_refused_until = time.monotonic() + NETLINK_RETRY_SECONDS
         try:
             return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port
                        for c in psutil.net_connections(kind="tcp"))
