@@ -41,7 +41,8 @@ from bench import dbgen
 from bench.run import (Children, cpu_seconds, exporter_config, free_port, parse_sizes, ratio, scrape,
                        size_label, wait_for_background, wait_until_serving)
 from devflow_monitor.core import catalog
-from devflow_monitor.exporter.collectors.process import SLOW_SCAN_FACTOR, YOUNG_SECONDS
+from devflow_monitor.exporter.collectors.process import SLOW_SCAN_FACTOR
+from devflow_monitor.exporter.collectors.process_finder import YOUNG_SECONDS
 from devflow_monitor.core.config import ProcessCollectorConfig
 
 SCRAPE_INTERVAL = 15.0

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import psutil
 
-from devflow_monitor.exporter.collectors.process import ProcessFinder, alive, read_pidfile
 from devflow_monitor.core.config import Config
+from devflow_monitor.core.procfs import alive, read_pidfile
+from devflow_monitor.exporter.collectors.process_finder import ProcessFinder
 
 ZOMBIE_LOOK_SECONDS = 0.1  # how often wait_gone looks for a zombie, which psutil.wait_procs waits on
 

@@ -8,15 +8,20 @@ import shlex
 import socket
 import subprocess
 import sys
+import threading
 import time
+from types import SimpleNamespace
 
 import psutil
 import pytest
 from conftest import ROOT, Exporter, free_port, wait_for_http, wait_until
 
 from devflow_monitor.core import catalog
-from devflow_monitor.exporter.collectors.process import loadavg_counts_our_pids
-from devflow_monitor.core.config import DEFAULT_PROCESS_PATTERN
+from devflow_monitor.core import procfs
+from devflow_monitor.core.config import DEFAULT_PROCESS_PATTERN, Config
+from devflow_monitor.core.procfs import loadavg_counts_our_pids
+from devflow_monitor.exporter.collectors import process_finder
+from devflow_monitor.exporter.collectors.process import ProcessCollector
 
 SLEEP = "import sys, time; time.sleep(120)"
 needs_pid_cursor = pytest.mark.skipif(not loadavg_counts_our_pids(),
@@ -94,7 +99,7 @@ def test_absent_started_restarted_and_several_targets(tmp_path, start_exporter, 
 
 def test_a_start_and_a_restart_show_on_the_next_scrape_whatever_the_background_pace(tmp_path, start_exporter,
                                                                                       spawn, fake):
-    """Issue 12, goal 5: with the background look an hour away, only the scrape itself can find them."""
+    """With the background look an hour away, only the scrape itself can find them."""
     command, pattern = fake
     exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"), "--devflow.process-pattern",
                               pattern, settings={"collectors": {"process": {"scan_interval_seconds": 3600}}})
@@ -198,8 +203,8 @@ def test_zombies_and_reused_pids_are_not_the_server(tmp_path, start_exporter, sp
 
 
 def test_a_process_that_becomes_the_server_after_it_was_first_seen_is_found(tmp_path, start_exporter, spawn, fake):
-    """Command lines are read once per new process (issue 12); a fork that execs the server later,
-    as a wrapper script does, is looked at again."""
+    """Command lines are read once per new process; a fork that execs the server later, as a wrapper
+    script does, is looked at again."""
     server, pattern = fake
     exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"), "--devflow.process-pattern", pattern)
     install = server[-1].removesuffix("/server/index.js")
@@ -210,8 +215,8 @@ def test_a_process_that_becomes_the_server_after_it_was_first_seen_is_found(tmp_
 
 
 def test_a_live_server_is_watched_without_reading_every_command_line(tmp_path, start_exporter, spawn, fake):
-    """Issue 12: the background scan read every process's command line every few seconds. With the
-    server found, a few seconds without scrapes cost fewer reads than one look at every process."""
+    """With the server found, a few seconds without scrapes cost fewer reads than one look at every
+    process."""
     server, pattern = fake
     spawn(server)
     exporter = start_exporter("--devflow.database", str(tmp_path / "devflow.db"), "--devflow.process-pattern", pattern,
@@ -225,8 +230,6 @@ def test_a_live_server_is_watched_without_reading_every_command_line(tmp_path, s
 
 
 def test_one_read_of_proc_stat_says_what_psutil_says(tmp_path, spawn):
-    from devflow_monitor.exporter.collectors.process import read_stat
-
     # A command name with a space and parentheses, as field 2 of /proc/PID/stat shows it.
     odd = tmp_path / "dev flow) (x"
     odd.symlink_to(sys.executable)
@@ -234,7 +237,7 @@ def test_one_read_of_proc_stat_says_what_psutil_says(tmp_path, spawn):
                    "sum(range(10**7)); print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ready"  # busy a while, then still: nothing changes between the reads
     proc = psutil.Process(child.pid)
-    stat = read_stat(child.pid)
+    stat = procfs.read_stat(child.pid)
     with proc.oneshot():
         cpu, memory = proc.cpu_times(), proc.memory_info()
         assert (stat.user, stat.system, stat.threads) == (cpu.user, cpu.system, proc.num_threads())
@@ -247,26 +250,24 @@ def test_one_read_of_proc_stat_says_what_psutil_says(tmp_path, spawn):
                                                                                                abs=0.01)
     assert not stat.gone
     child.kill()
-    wait_until(lambda: read_stat(child.pid).gone, message="exited, not reaped yet: a zombie")
+    wait_until(lambda: procfs.read_stat(child.pid).gone, message="exited, not reaped yet: a zombie")
     child.wait()
-    assert read_stat(child.pid) is None
+    assert procfs.read_stat(child.pid) is None
 
 
 @pytest.mark.parametrize("pid_cursor", [pytest.param(True, marks=needs_pid_cursor), False],
                          ids=["/proc/loadavg", "/proc listed"])
 def test_a_look_costs_the_same_whatever_the_number_of_old_processes(monkeypatch, spawn, pid_cursor):
-    """Issue 12: a look read every command line, 1.4 ms with 2,000 idle processes on the machine, 0.05 ms
-    with 66. Now it reads only those of processes it has not read yet, and, where /proc/loadavg tells the
-    new pids, does not list /proc either."""
-    from devflow_monitor.exporter.collectors import process
-
-    monkeypatch.setattr(process, "PROBE_LIMIT", 10_000)  # others may fork too while the test spawns
+    """Reading every command line costs 1.4 ms with 2,000 idle processes on the machine, 0.05 ms with 66:
+    a look reads only those of processes it has not read yet, and, where /proc/loadavg tells the new
+    pids, does not list /proc either."""
+    monkeypatch.setattr(process_finder, "PROBE_LIMIT", 10_000)  # others may fork too while the test spawns
     reads, listings = [], []
-    read_cmdline, listed_pids = process.read_cmdline, process.listed_pids
-    monkeypatch.setattr(process, "read_cmdline", lambda pid: reads.append(pid) or read_cmdline(pid))
-    monkeypatch.setattr(process, "listed_pids", lambda: listings.append(1) or listed_pids())
-    finder = process.ProcessFinder(None, "^no process has this command line$", free_port())
-    scan = process.IncrementalScan(finder, pid_cursor=pid_cursor)
+    read_cmdline, listed_pids = procfs.read_cmdline, procfs.listed_pids
+    monkeypatch.setattr(procfs, "read_cmdline", lambda pid: reads.append(pid) or read_cmdline(pid))
+    monkeypatch.setattr(procfs, "listed_pids", lambda: listings.append(1) or listed_pids())
+    finder = process_finder.ProcessFinder(None, "^no process has this command line$", free_port())
+    scan = process_finder.IncrementalScan(finder, pid_cursor=pid_cursor)
     scan.scan()
     assert listings and len(reads) >= len(psutil.pids()) - 5, "the first look reads every process"
     idle = [spawn(["sleep", "120"]) for _ in range(200)]
@@ -274,7 +275,7 @@ def test_a_look_costs_the_same_whatever_the_number_of_old_processes(monkeypatch,
     listings.clear()
     scan.scan()
     assert {p.pid for p in idle} <= set(reads), "new processes are read"
-    monkeypatch.setattr(process, "YOUNG_SECONDS", 0.0)
+    monkeypatch.setattr(process_finder, "YOUNG_SECONDS", 0.0)
     scan.scan()  # the young ones' last read
     reads.clear()
     listings.clear()
@@ -285,14 +286,12 @@ def test_a_look_costs_the_same_whatever_the_number_of_old_processes(monkeypatch,
 
 def test_loadavg_is_not_taken_for_a_pid_cursor_where_it_counts_no_pids_of_ours(monkeypatch, tmp_path):
     """gVisor writes 0 as the last pid; lxcfs may show the host's."""
-    from devflow_monitor.exporter.collectors import process
-
-    monkeypatch.setattr(process, "PROC", tmp_path)
+    monkeypatch.setattr(procfs, "PROC", tmp_path)
     for last in ("0", "4000000"):
         (tmp_path / "loadavg").write_text(f"0.00 0.01 0.05 1/78 {last}\n")
-        assert not process.loadavg_counts_our_pids()
+        assert not procfs.loadavg_counts_our_pids()
     (tmp_path / "loadavg").unlink()
-    assert not process.loadavg_counts_our_pids()
+    assert not procfs.loadavg_counts_our_pids()
 
 
 @needs_pid_cursor
@@ -301,22 +300,20 @@ def test_loadavg_is_not_taken_for_a_pid_cursor_where_it_counts_no_pids_of_ours(m
 def test_a_server_whose_pid_was_counted_before_proc_showed_it_is_found(monkeypatch, fake, spawn, unread, full):
     """The kernel counts a pid a moment before /proc lists its process, and a process in the middle of
     exec has no command line: such a pid is read again at the next look rather than dropped."""
-    from devflow_monitor.exporter.collectors import process
-
     server, pattern = fake
     finder = finder_of_children(pattern)
-    scan = process.IncrementalScan(finder, pid_cursor=True)
+    scan = process_finder.IncrementalScan(finder, pid_cursor=True)
     assert scan.scan() == []
     child = spawn(server)
     wait_until(lambda: pattern_matches(pattern, child.pid), message="the server has exec'd")
-    read_cmdline, listed_pids = process.read_cmdline, process.listed_pids
-    monkeypatch.setattr(process, "read_cmdline", lambda pid: unread if pid == child.pid else read_cmdline(pid))
-    monkeypatch.setattr(process, "listed_pids", lambda: listed_pids() - {child.pid})
+    read_cmdline, listed_pids = procfs.read_cmdline, procfs.listed_pids
+    monkeypatch.setattr(procfs, "read_cmdline", lambda pid: unread if pid == child.pid else read_cmdline(pid))
+    monkeypatch.setattr(procfs, "listed_pids", lambda: listed_pids() - {child.pid})
     if full:
-        scan.full_at -= process.FULL_SCAN_SECONDS + 1
+        scan.full_at -= process_finder.FULL_SCAN_SECONDS + 1
     assert scan.scan() == [], "not seen yet"
-    monkeypatch.setattr(process, "read_cmdline", read_cmdline)
-    monkeypatch.setattr(process, "listed_pids", listed_pids)
+    monkeypatch.setattr(procfs, "read_cmdline", read_cmdline)
+    monkeypatch.setattr(procfs, "listed_pids", listed_pids)
     assert [t.pid for t in scan.scan()] == [child.pid]
 
 
@@ -324,8 +321,6 @@ def test_a_server_whose_pid_was_counted_before_proc_showed_it_is_found(monkeypat
                          ids=["/proc/loadavg", "/proc listed"])
 def test_a_process_that_execs_the_server_just_after_the_exporter_started_is_found(fake, spawn, pid_cursor):
     """At the first look every process is young: one forked before it may exec the server after it."""
-    from devflow_monitor.exporter.collectors import process
-
     server, pattern = fake
     finder = finder_of_children(pattern)
     # The wrapper's own command line must not match: the server's path is joined only when it execs.
@@ -334,7 +329,7 @@ def test_a_process_that_execs_the_server_just_after_the_exporter_started_is_foun
                      f"os.execv(sys.executable, {server[:-1]!r} + [{install!r} + '/server/' + {script!r}])"],
                     stdin=subprocess.PIPE, text=True)
     wait_until(lambda: psutil.Process(wrapper.pid).cmdline()[:2] == [sys.executable, "-c"], message="forked")
-    scan = process.IncrementalScan(finder, pid_cursor)
+    scan = process_finder.IncrementalScan(finder, pid_cursor)
     assert scan.scan() == []
     wrapper.stdin.write("exec\n")
     wrapper.stdin.flush()
@@ -344,9 +339,7 @@ def test_a_process_that_execs_the_server_just_after_the_exporter_started_is_foun
 
 def finder_of_children(pattern: str):
     """A finder that takes this test's children for servers: only the scan is under test."""
-    from devflow_monitor.exporter.collectors.process import ProcessFinder
-
-    finder = ProcessFinder(None, pattern, free_port())
+    finder = process_finder.ProcessFinder(None, pattern, free_port())
     finder.is_own = lambda pid: False
     return finder
 
@@ -360,12 +353,10 @@ def pattern_matches(pattern: str, pid: int) -> bool:
                          ids=["new pids taken whole", "new pids picked from /proc", "no /proc/loadavg cursor"])
 def test_a_new_server_is_found_once_whatever_its_threads(monkeypatch, spawn, fake, probe_limit, pid_cursor):
     """Threads share the pid space and /proc/TID shows the process's command line: not more servers."""
-    from devflow_monitor.exporter.collectors import process
-
-    monkeypatch.setattr(process, "PROBE_LIMIT", probe_limit)
+    monkeypatch.setattr(process_finder, "PROBE_LIMIT", probe_limit)
     server, pattern = fake
     finder = finder_of_children(pattern)
-    scan = process.IncrementalScan(finder, pid_cursor)
+    scan = process_finder.IncrementalScan(finder, pid_cursor)
     assert scan.scan() == []
     threaded = [server[0], "-c", "import threading, time\n"
                 "for _ in range(8): threading.Thread(target=time.sleep, args=(120,), daemon=True).start()\n"
@@ -378,11 +369,136 @@ def test_a_new_server_is_found_once_whatever_its_threads(monkeypatch, spawn, fak
 
 def test_new_pids_wrap_at_pid_max():
     """After pid_max the kernel starts again at 300; new pids are then picked from /proc."""
-    from devflow_monitor.exporter.collectors.process import new_pids
-
+    new_pids = process_finder.new_pids
     assert new_pids(100, 105) == {101, 102, 103, 104, 105}
     assert new_pids(100, 100) == set()
     listing = {1, 2, 250, 301, 302, 400, 5000, 32760, 32761, 32767}
     # The 16 newest are taken whether listed or not: /proc shows a process a moment after its pid is counted.
     assert new_pids(32760, 302, listing) == {32761, 32767} | set(range(300, 303))
     assert new_pids(100, 5000, listing) == {250, 301, 302, 400} | set(range(4985, 5001))
+
+
+def collector_for(tmp_path, pattern: str, scan_interval: float, pidfile: str | None = None) -> ProcessCollector:
+    """A process collector in this test's process, whose children it may take for servers."""
+    config = Config()
+    config.devflow.database = str(tmp_path / "devflow.db")
+    config.devflow.process_pattern = pattern
+    config.devflow.pidfile = pidfile
+    config.collectors.process.scan_interval_seconds = scan_interval
+    collector = ProcessCollector(config)
+    collector.finder.is_own = lambda pid: False
+    return collector
+
+
+def scrape_up(collector: ProcessCollector) -> float:
+    families = {family.name: family for family in collector.collect()}
+    return families[catalog.PROCESS_UP.name].samples[0].value
+
+
+def threads_named(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == name and t.is_alive()]
+
+
+@pytest.mark.parametrize("server_running", [False, True], ids=["no server", "a known server"])
+def test_a_scrape_does_not_wait_for_a_background_look_stuck_reading_proc(monkeypatch, tmp_path, spawn, fake,
+                                                                         server_running):
+    server, pattern = fake
+    if server_running:
+        spawn(server)
+    collector = collector_for(tmp_path, pattern, scan_interval=0.05)
+    collector.start()
+    stuck, release = threading.Event(), threading.Event()
+    try:
+        assert scrape_up(collector) == float(server_running)
+        read_cmdline = procfs.read_cmdline
+
+        def stuck_read(pid):
+            stuck.set()
+            release.wait(30)
+            return read_cmdline(pid)
+
+        monkeypatch.setattr(process_finder, "FULL_SCAN_SECONDS", -1.0)  # every look reads every command line
+        monkeypatch.setattr(procfs, "read_cmdline", stuck_read)
+        assert stuck.wait(10), "the background look reached its read of every command line"
+        # The look stays stuck until `release` is set, after the scrape.
+        scraped: list[float] = []
+        scrape = threading.Thread(target=lambda: scraped.append(scrape_up(collector)), daemon=True)
+        scrape.start()
+        scrape.join(10)
+        assert not release.is_set()
+        assert scraped == [float(server_running)], "the scrape waited for the look"
+    finally:
+        release.set()
+        collector.stop()
+
+
+def test_start_twice_runs_one_look_thread_and_a_start_after_stop_looks_again(tmp_path, fake):
+    _, pattern = fake
+    collector = collector_for(tmp_path, pattern, scan_interval=3600)  # no background look during the test
+    looks = []
+    scan = collector._scanner.scan
+    collector._scanner.scan = lambda: looks.append(1) or scan()
+    try:
+        collector.start()
+        collector.start()
+        assert len(threads_named("process-scan")) == 1
+        assert len(looks) == 1, "a start looks once before the first scrape"
+        collector.stop()
+        assert threads_named("process-scan") == [], "a stop wakes the sleeping look and ends it"
+        collector.start()
+        assert len(threads_named("process-scan")) == 1
+        assert len(looks) == 2, "a start after a stop looks again"
+    finally:
+        collector.stop()
+    assert threads_named("process-scan") == []
+
+
+def test_with_a_pidfile_nothing_runs_between_scrapes(tmp_path, fake):
+    _, pattern = fake
+    collector = collector_for(tmp_path, pattern, scan_interval=0.05, pidfile=str(tmp_path / "devflow.pid"))
+    collector.start()
+    try:
+        assert threads_named("process-scan") == []
+        assert scrape_up(collector) == 0
+    finally:
+        collector.stop()
+
+
+def test_a_netlink_timeout_sends_that_call_to_psutil_and_the_next_to_netlink_again(monkeypatch):
+    port = free_port()
+    dumps = []
+
+    def dump():
+        dumps.append(1)
+        if len(dumps) == 1:
+            raise TimeoutError("timed out")
+        return {port}
+
+    monkeypatch.setattr(procfs, "listening_ports", dump)
+    finder = process_finder.ProcessFinder(None, "^no process has this command line$", port)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        assert finder.port_listening(), "psutil answers the call netlink timed out on"
+        assert finder.port_listening()
+    assert len(dumps) == 2, "the next call asks netlink again"
+
+
+def test_a_refused_netlink_is_asked_again_after_a_pause(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(process_finder, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    refusals = []
+
+    def refuse():
+        refusals.append(1)
+        raise PermissionError("no sock_diag in this sandbox")
+
+    monkeypatch.setattr(procfs, "listening_ports", refuse)
+    finder = process_finder.ProcessFinder(None, "^no process has this command line$", free_port())
+    assert not finder.port_listening()
+    clock[0] += process_finder.NETLINK_RETRY_SECONDS - 1
+    assert not finder.port_listening()
+    assert len(refusals) == 1, "psutil answers during the pause"
+    clock[0] += 1
+    assert not finder.port_listening()
+    assert len(refusals) == 2, "netlink is asked again after the pause"
