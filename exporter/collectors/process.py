@@ -26,9 +26,11 @@ exporter's idle CPU):
   knows no live server looks itself, so a start or a restart shows on the
   next scrape too.
 
-A scrape never waits for a look: looks run one at a time under `_scan_lock`
-and take `_lock` only to publish what they found. A scrape that finds a look
-under way reports what the last look found instead of looking itself.
+Looks run one at a time under `_scan_lock` and take `_lock` only to publish
+what they found, so a scrape that knows a live server never waits for one. A
+scrape that knows none waits up to LOOK_WAIT_SECONDS for a look under way (it
+may have started before the server did) and then looks itself; past that, it
+reports what the last look found.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from devflow_monitor.exporter.collectors.process_finder import IncrementalScan, 
 
 # While a server lives, look for a second one this many scan intervals apart (5 s -> 50 s: within a minute).
 SLOW_SCAN_FACTOR = 10
+# How long a scrape that knows no live server waits for a look under way before it looks itself.
+LOOK_WAIT_SECONDS = 1.0
 
 
 class ProcessCollector(Collector):
@@ -79,7 +83,7 @@ class ProcessCollector(Collector):
         if not self.workers or self._worker.running:
             return
         self._wake.clear()  # a stop sets it: the new run starts at the normal pace
-        self._look(wait=True)  # before the first scrape
+        self._look()  # before the first scrape
         super().start()
 
     def _look_on_schedule(self, stopping: threading.Event) -> None:
@@ -89,12 +93,12 @@ class ProcessCollector(Collector):
             self._wake.clear()
             if stopping.is_set():
                 return
-            live = bool(self._look(wait=True))
+            live = bool(self._look())
 
-    def _look(self, wait: bool) -> list[Target] | None:
-        """One look for the server, published as `_matches`; None, without waiting, when `wait` is False
-        and another look is under way."""
-        if not self._scan_lock.acquire(blocking=wait):
+    def _look(self, wait: float | None = None) -> list[Target] | None:
+        """One look for the server, published as `_matches`; None when another look is under way and does
+        not end within `wait` seconds (None: wait for it)."""
+        if not self._scan_lock.acquire(timeout=-1 if wait is None else wait):
             return None
         try:
             matches = self._scanner.scan()  # the slow part (/proc, net_connections), without _lock
@@ -139,8 +143,8 @@ class ProcessCollector(Collector):
                 self._matches = matches
             return matches
         # Look now, so a start or a restart shows on this scrape rather than at the background's next look
-        # (up to scan_interval_seconds later); if a look is under way, its predecessor's result will do.
-        matches = self._look(wait=False)
+        # (up to scan_interval_seconds later); a look stuck past the wait leaves the last look's result.
+        matches = self._look(wait=LOOK_WAIT_SECONDS)
         if matches is None:
             return self._known_matches()
         if knew:
