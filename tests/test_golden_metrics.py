@@ -1,7 +1,8 @@
 """A fixed DevFlow directory gives the committed exposition, tests/golden/metrics.txt: every family's HELP,
 TYPE, labels and value, so any change to what users scrape shows in review as a diff of that file.
 
-Values that depend on the machine or the moment (durations, free disk, file times, the Python version) are
+Values that depend on the machine or the moment (durations, free disk, file times, the Python version, the
+exporter's own process_* and python_* series) are
 written as `<varies>`; paths under the test's directory as `$DIR`. After a deliberate change:
 `DEVFLOW_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden_metrics.py`.
 """
@@ -57,10 +58,10 @@ def normalised(text: str, root) -> str:
         if not line.startswith("#"):
             name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line)[0]
             family = re.sub(r"_(bucket|count|sum|total|created)$", "", name)
-            if name in VARYING or family in VARYING or name.endswith("_created"):
+            # The exporter's own process_* and python_* series (prometheus_client's) describe this machine.
+            if family in VARYING or name.endswith("_created") or not name.startswith("devflow_"):
                 line = line.rsplit(" ", 1)[0] + " <varies>"
-            line = re.sub(r'python_version="[^"]*"', 'python_version="<varies>"', line)
-            line = re.sub(r'version="[^"]*"', 'version="<varies>"', line)
+            line = re.sub(r'(version|major|minor|patchlevel|implementation)="[^"]*"', r'\1="<varies>"', line)
         lines.append(line)
     return "\n".join(lines) + "\n"
 
