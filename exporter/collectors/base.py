@@ -23,11 +23,16 @@ class Worker:
 
     A loop that raises is logged at ERROR (a programming error must be seen), marks the worker failed
     and runs again after RESTART_SECONDS; the failure clears once the new run has lasted that long.
+
+    A loop that also sleeps on an event of its own passes it as `wake`: stop() sets it after `stopping`,
+    so the loop sees the stop at once instead of at its next deadline.
     """
 
-    def __init__(self, name: str, loop: Callable[[threading.Event], None], *, join_seconds: float = 10.0):
+    def __init__(self, name: str, loop: Callable[[threading.Event], None], *, join_seconds: float = 10.0,
+                 wake: threading.Event | None = None):
         self.name = name
         self._loop = loop
+        self._wake = wake
         self._join_seconds = join_seconds
         # _lock guards _thread and _stopping, so that concurrent start()/stop() calls see one thread at most.
         self._lock = threading.Lock()
@@ -57,6 +62,8 @@ class Worker:
         with self._lock:
             thread, self._thread = self._thread, None
             self._stopping.set()
+            if self._wake is not None:
+                self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(self._join_seconds)
 
