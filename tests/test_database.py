@@ -302,10 +302,12 @@ def test_an_unchanged_database_is_not_reopened_between_scrapes(tmp_path, start_e
     exporter = start_exporter("--devflow.database", str(db),
                               settings={"collectors": {"database": {"integrity_interval_seconds": 3600}}})
     wait_until(lambda: stored(exporter.scrape()), message="first count")
+    watched_from = time.time()
     with DirectoryEvents(tmp_path) as watch:
         time.sleep(2.5)  # five count intervals in tests, no scrape
     assert ("opened", "devflow.db") not in watch.events
-    assert exporter.value(catalog.DB_COUNTS_TIMESTAMP.name) > time.time() - 2
+    # The refreshes went on meanwhile: the counts stand as of a look taken while nothing was opened.
+    assert exporter.value(catalog.DB_COUNTS_TIMESTAMP.name) > watched_from
 
 
 def test_counts_follow_new_synced_and_deleted_rows_incrementally(tmp_path, start_exporter):
