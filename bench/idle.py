@@ -38,8 +38,8 @@ from pathlib import Path
 import psutil
 
 from bench import dbgen
-from bench.run import (Children, cpu_seconds, exporter_config, free_port, parse_sizes, ratio, scrape,
-                       size_label, wait_for_background, wait_until_serving)
+from bench.harness import (Children, cpu_seconds, exporter_config, free_port, parse_sizes, ratio, scrape,
+                           size_label, wait_for_background, wait_until_serving)
 from devflow_monitor.core import catalog
 from devflow_monitor.exporter.collectors.process import SLOW_SCAN_FACTOR, YOUNG_SECONDS
 from devflow_monitor.core.config import ProcessCollectorConfig
@@ -78,15 +78,6 @@ class Watched:
 
     def __post_init__(self):
         self.process = psutil.Process(self.proc.pid)
-
-    @property
-    def row(self) -> "Watched":
-        """bench.run's waits name a subject by `subject.row.target`."""
-        return self
-
-    @property
-    def target(self) -> str:
-        return self.name
 
     def per_hour(self, window: str) -> float:
         return self.cpu[window] * 3600 / self.seconds[window]
@@ -179,7 +170,7 @@ def measure_notice(children: Children, workdir: Path, log) -> dict[str, float | 
     config = exporter_config(workdir, None)
     subject = exporter(children, workdir, "notice", config, workdir / "notice.db", re.escape(token),
                        f"http://127.0.0.1:{free_port()}", ["--no-collector.logs"])
-    wait_until_serving(subject)
+    wait_until_serving(subject.proc, subject.port, subject.name)
     time.sleep(6)  # past the first scans: a start is seen by the watching, not by the startup scan
     log("measuring the time to notice a start, an exit, a restart and a second instance ...")
     result: dict[str, float | None] = {}
@@ -239,10 +230,10 @@ def run(args, children: Children, workdir: Path, log) -> tuple[list[Watched], di
             watched.append(exporter(children, workdir, f"active, {name}", config, sim_db, sim_pattern, sim_url,
                                     logs + flags))
     for w in watched:
-        wait_until_serving(w)
+        wait_until_serving(w.proc, w.port, w.name)
     for w in watched:
         if w.name.startswith("idle"):
-            done = wait_for_background(w)
+            done = wait_for_background(w.proc, w.port, w.name)
             log(f"  {w.name}: startup count and integrity check done after {done or float('nan'):.1f} s")
     spawn_idle(children, EXTRA_PROCESSES[0])
     time.sleep(SETTLE_SECONDS)
