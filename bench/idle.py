@@ -1,5 +1,5 @@
 """What the exporter costs all day, between scrapes, next to node-exporter (its default collectors)
-and process-exporter measured in the same windows (SPEC section 8, "all day"; issue 12).
+and process-exporter measured in the same windows.
 
 Every exporter is scraped every 15 s, as Prometheus would, through two windows of --idle-seconds:
 window A with 100 extra idle processes on the machine, window B with 2,000. Per exporter and window:
@@ -49,9 +49,9 @@ DEFAULT_IDLE_SECONDS = 600
 EXTRA_PROCESSES = (100, 2000)
 # After spawning processes, until the process collector is done with them: the look for a second
 # instance (every 50 s) reads a new process's command line at every look in its first minute, so
-# 1,900 of them cost ~25 ms twice; the windows measure the steady state after that (issue 12).
+# 1,900 of them cost ~25 ms twice; the windows measure the steady state after that.
 SETTLE_SECONDS = (SLOW_SCAN_FACTOR * ProcessCollectorConfig.scan_interval_seconds + YOUNG_SECONDS + 10.0)
-# Goals of issue 12.
+# The all-day goals: CPU and wake-ups against node-exporter's, flat in processes and rows, quick to notice.
 CPU_VS_NODE = 1.5
 SWITCHES_VS_NODE = 2.0
 FLAT_RATIO = 1.2
