@@ -296,8 +296,7 @@ def test_a_missing_database_drops_its_counts_and_check_and_a_symlink_loop_is_unr
 
 
 def test_an_unchanged_database_is_not_reopened_between_scrapes(tmp_path, start_exporter):
-    """Issue 12: the background count re-read the whole database on every refresh; with nothing
-    written it must not even open the file."""
+    """With nothing written, the background count's refreshes do not even open the file."""
     db = database_with_events(tmp_path / "devflow.db", 1, "git:commit")
     exporter = start_exporter("--devflow.database", str(db),
                               settings={"collectors": {"database": {"integrity_interval_seconds": 3600}}})
