@@ -48,11 +48,13 @@ def test_start_twice_runs_one_thread_and_stop_then_start_runs_again():
 
 
 def test_a_crashed_loop_is_logged_reported_unhealthy_and_run_again(monkeypatch, caplog):
-    monkeypatch.setattr(base, "RESTART_SECONDS", 0.2)
+    # The failure shows for 2 x RESTART_SECONDS after the crash: long enough for the check below to see it.
+    monkeypatch.setattr(base, "RESTART_SECONDS", 0.5)
     collector = Ticking(crash_first=1)
     collector.start()
     try:
-        wait_until(lambda: collector.runs >= 1, message="the loop ran")
+        # The crash is recorded once the exception is handled, a moment after the loop's first run began.
+        wait_until(lambda: collector.workers[0].failed, message="the crash recorded")
         assert not collector.healthy, "a crashed worker makes its collector fail"
         assert any(r.levelname == "ERROR" and "ticking-loop" in r.getMessage() for r in caplog.records)
         wait_until(lambda: collector.runs == 2, message="the loop runs again")
