@@ -1,5 +1,5 @@
 """What the exporter costs all day, between scrapes, next to node-exporter (its default collectors)
-and process-exporter measured in the same windows (SPEC section 8, "all day"; issue 12).
+and process-exporter measured in the same windows.
 
 Every exporter is scraped every 15 s, as Prometheus would, through two windows of --idle-seconds:
 window A with 100 extra idle processes on the machine, window B with 2,000. Per exporter and window:
@@ -38,8 +38,8 @@ from pathlib import Path
 import psutil
 
 from bench import dbgen
-from bench.run import (Children, cpu_seconds, exporter_config, free_port, parse_sizes, ratio, scrape,
-                       size_label, wait_for_background, wait_until_serving)
+from bench.harness import (Children, cpu_seconds, exporter_config, free_port, parse_sizes, ratio, scrape,
+                           size_label, wait_for_background, wait_until_serving)
 from devflow_monitor.core import catalog
 from devflow_monitor.exporter.collectors.process import SLOW_SCAN_FACTOR
 from devflow_monitor.exporter.collectors.process_finder import YOUNG_SECONDS
@@ -50,9 +50,9 @@ DEFAULT_IDLE_SECONDS = 600
 EXTRA_PROCESSES = (100, 2000)
 # After spawning processes, until the process collector is done with them: the look for a second
 # instance (every 50 s) reads a new process's command line at every look in its first minute, so
-# 1,900 of them cost ~25 ms twice; the windows measure the steady state after that (issue 12).
+# 1,900 of them cost ~25 ms twice; the windows measure the steady state after that.
 SETTLE_SECONDS = (SLOW_SCAN_FACTOR * ProcessCollectorConfig.scan_interval_seconds + YOUNG_SECONDS + 10.0)
-# Goals of issue 12.
+# The all-day goals: CPU and wake-ups against node-exporter's, flat in processes and rows, quick to notice.
 CPU_VS_NODE = 1.5
 SWITCHES_VS_NODE = 2.0
 FLAT_RATIO = 1.2
@@ -79,15 +79,6 @@ class Watched:
 
     def __post_init__(self):
         self.process = psutil.Process(self.proc.pid)
-
-    @property
-    def row(self) -> "Watched":
-        """bench.run's waits name a subject by `subject.row.target`."""
-        return self
-
-    @property
-    def target(self) -> str:
-        return self.name
 
     def per_hour(self, window: str) -> float:
         return self.cpu[window] * 3600 / self.seconds[window]
@@ -180,7 +171,7 @@ def measure_notice(children: Children, workdir: Path, log) -> dict[str, float | 
     config = exporter_config(workdir, None)
     subject = exporter(children, workdir, "notice", config, workdir / "notice.db", re.escape(token),
                        f"http://127.0.0.1:{free_port()}", ["--no-collector.logs"])
-    wait_until_serving(subject)
+    wait_until_serving(subject.proc, subject.port, subject.name)
     time.sleep(6)  # past the first scans: a start is seen by the watching, not by the startup scan
     log("measuring the time to notice a start, an exit, a restart and a second instance ...")
     result: dict[str, float | None] = {}
@@ -240,10 +231,10 @@ def run(args, children: Children, workdir: Path, log) -> tuple[list[Watched], di
             watched.append(exporter(children, workdir, f"active, {name}", config, sim_db, sim_pattern, sim_url,
                                     logs + flags))
     for w in watched:
-        wait_until_serving(w)
+        wait_until_serving(w.proc, w.port, w.name)
     for w in watched:
         if w.name.startswith("idle"):
-            done = wait_for_background(w)
+            done = wait_for_background(w.proc, w.port, w.name)
             log(f"  {w.name}: startup count and integrity check done after {done or float('nan'):.1f} s")
     spawn_idle(children, EXTRA_PROCESSES[0])
     time.sleep(SETTLE_SECONDS)

@@ -40,7 +40,7 @@ def _load_class(spec: str):
 
 def build_collectors(config: Config) -> CollectorSet:
     """Instantiate every enabled collector, in the order of COLLECTOR_CLASSES."""
-    from devflow_monitor.exporter.collectors.database import DatabaseWatcher
+    from devflow_monitor.exporter.collectors.dbwatcher import DatabaseWatcher
 
     # The database and event-queue collectors share one watcher: one ingest cursor, one background count.
     watcher = None

@@ -48,7 +48,8 @@ def test_start_twice_runs_one_thread_and_stop_then_start_runs_again():
 
 
 def test_a_crashed_loop_is_logged_reported_unhealthy_and_run_again(monkeypatch, caplog):
-    monkeypatch.setattr(base, "RESTART_SECONDS", 0.2)
+    # The failure shows for 2 x RESTART_SECONDS after the crash: long enough for the check below to see it.
+    monkeypatch.setattr(base, "RESTART_SECONDS", 0.5)
     collector = Ticking(crash_first=1)
     collector.start()
     try:

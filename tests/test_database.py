@@ -9,6 +9,7 @@ import sqlite3
 import string
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
 from devflow_monitor.core import catalog
+from devflow_monitor.core.config import Config
 from devflow_monitor.core.devflow_db import EVENT_TYPES, create_database, insert_event
+from devflow_monitor.exporter.collectors.database import DatabaseCollector
 
 TYPES = ("file:changed", "git:commit", "test:passed")
 
@@ -293,16 +296,17 @@ def test_a_missing_database_drops_its_counts_and_check_and_a_symlink_loop_is_unr
 
 
 def test_an_unchanged_database_is_not_reopened_between_scrapes(tmp_path, start_exporter):
-    """Issue 12: the background count re-read the whole database on every refresh; with nothing
-    written it must not even open the file."""
+    """With nothing written, the background count's refreshes do not even open the file."""
     db = database_with_events(tmp_path / "devflow.db", 1, "git:commit")
     exporter = start_exporter("--devflow.database", str(db),
                               settings={"collectors": {"database": {"integrity_interval_seconds": 3600}}})
     wait_until(lambda: stored(exporter.scrape()), message="first count")
+    watched_from = time.time()
     with DirectoryEvents(tmp_path) as watch:
         time.sleep(2.5)  # five count intervals in tests, no scrape
     assert ("opened", "devflow.db") not in watch.events
-    assert exporter.value(catalog.DB_COUNTS_TIMESTAMP.name) > time.time() - 2
+    # The refreshes went on meanwhile: the counts stand as of a look taken while nothing was opened.
+    assert exporter.value(catalog.DB_COUNTS_TIMESTAMP.name) > watched_from
 
 
 def test_counts_follow_new_synced_and_deleted_rows_incrementally(tmp_path, start_exporter):
@@ -328,3 +332,37 @@ def test_counts_follow_new_synced_and_deleted_rows_incrementally(tmp_path, start
     conn.execute("DELETE FROM events WHERE id <= 80")  # retention
     wait_until(matches_truth, message="deleted rows uncounted")
     conn.close()
+
+
+def test_a_started_twice_stopped_and_restarted_collector_runs_one_counting_thread(tmp_path):
+    db = database_with_events(tmp_path / "devflow.db", 5, "git:commit")
+    config = Config()
+    config.devflow.database = str(db)
+    config.collectors.database.counts_interval_seconds = 3600  # asleep after its first count: a stop must wake it
+    config.backup.status_file = str(tmp_path / "backup-status.json")
+    collector = DatabaseCollector(config)
+
+    def counting_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "database-counts" and t.is_alive()]
+
+    def stored_by_collector() -> dict[str, float]:
+        family = next((f for f in collector.collect() if f.name == catalog.EVENTS_STORED.name), None)
+        return {s.labels["type"]: s.value for s in family.samples} if family else {}
+
+    try:
+        collector.start()
+        collector.start()
+        assert len(counting_threads()) == 1
+        wait_until(lambda: stored_by_collector() == {"git:commit": 5}, message="first count")
+        collector.stop()
+        assert counting_threads() == [], "stop wakes the sleeping thread and ends it"
+        conn = create_database(db)
+        for seq in range(5, 8):
+            insert_event(conn, "git:merge", seq=seq)
+        conn.close()
+        collector.start()
+        assert len(counting_threads()) == 1
+        wait_until(lambda: stored_by_collector() == {"git:commit": 5, "git:merge": 3},
+                   message="the rows added while stopped counted after the restart")
+    finally:
+        collector.stop()

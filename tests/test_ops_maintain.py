@@ -13,6 +13,7 @@ from conftest import cli
 from test_ops_support import DAY_MS, Writer, build_events_db, one_line, sha256, start_fake_server
 
 from devflow_monitor.core.devflow_db import create_database, insert_event
+from devflow_monitor.ops import maintain as maintain_module
 
 NO_PROCESS = ("--devflow.process-pattern", "no-such-process-c0ffee", "--devflow.port", "1")
 
@@ -26,7 +27,7 @@ def steps_of(result) -> dict:
     return {step["name"]: step for step in json.loads(result.stdout)["steps"]}
 
 
-def test_maintain_on_a_million_rows_keeps_the_writer_waiting_under_200ms(spawn, tmp_path):
+def test_maintain_on_a_million_rows_deletes_the_old_rows_while_the_writer_keeps_writing(spawn, tmp_path):
     now_ms = int(time.time() * 1000)
     db = tmp_path / "devflow.db"
     total, old = 1_000_000, 400_000
@@ -53,7 +54,9 @@ def test_maintain_on_a_million_rows_keeps_the_writer_waiting_under_200ms(spawn, 
           f"longest wait for the write lock {longest_wait * 1000:.1f} ms, longest whole insert "
           f"{longest_insert * 1000:.1f} ms; whole run {report['max_wait'] * 1000:.1f} / "
           f"{report['max_insert'] * 1000:.1f} ms")
-    assert longest_wait < 0.200, f"the writer waited {longest_wait * 1000:.0f} ms for the write lock"
+    # Far above the batches' ~50 ms, far below the writer's 5 s busy timeout: only a delete that holds the
+    # lock for most of the run gets here (the batching itself is proven without a clock below).
+    assert longest_wait < 2.0, f"the writer waited {longest_wait * 1000:.0f} ms for the write lock"
     assert retention["deleted"] == old
 
     conn = sqlite3.connect(db)
@@ -67,6 +70,49 @@ def test_maintain_on_a_million_rows_keeps_the_writer_waiting_under_200ms(spawn, 
     assert steps["vacuum"]["status"] == "skipped" and "DevFlow is running" in steps["vacuum"]["summary"]
     assert steps["analyze"]["status"] == "done"
     db.unlink()  # 300 MB: do not leave it to pytest's kept temp dirs
+
+
+def test_retention_commits_between_bounded_batches_so_a_writer_gets_in_before_each(tmp_path, monkeypatch):
+    now_ms = int(time.time() * 1000)
+    db = tmp_path / "devflow.db"
+    build_events_db(db, 6000, 5000, now_ms)
+    cutoff = now_ms - 30 * DAY_MS
+    # A writer that never waits: it gets the lock at once or fails with "database is locked".
+    writer = sqlite3.connect(db, timeout=0, isolation_level=None)
+    old_rows_left, writer_got_in = [], []
+
+    def before_each_statement(sql: str) -> None:
+        if not sql.startswith("BEGIN IMMEDIATE"):
+            return
+        old_rows_left.append(writer.execute("SELECT count(*) FROM events WHERE timestamp < ?",
+                                            (cutoff,)).fetchone()[0])
+        try:
+            writer.execute("BEGIN IMMEDIATE")
+            insert_event(writer, "git:commit")
+            writer.execute("COMMIT")
+            writer_got_in.append(True)
+        except sqlite3.OperationalError:
+            writer_got_in.append(False)
+
+    connect = sqlite3.connect
+
+    def traced_connect(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(before_each_statement)
+        return conn
+
+    monkeypatch.setattr(maintain_module.sqlite3, "connect", traced_connect)
+    retention = maintain_module.Retention(30, target_seconds=3600, pause_seconds=0, max_batch=500)
+    result = maintain_module.delete_old_events(db, cutoff, retention)
+    monkeypatch.undo()
+
+    assert result["deleted"] == 5000 and result["batches"] == len(old_rows_left) > 10
+    assert all(writer_got_in), "the write lock was held between two delete transactions"
+    per_transaction = [a - b for a, b in zip(old_rows_left, old_rows_left[1:] + [0])]
+    assert sum(per_transaction) == 5000 and max(per_transaction) <= 500, per_transaction
+    assert writer.execute("SELECT count(*) FROM events WHERE timestamp >= ?", (cutoff,)).fetchone()[0] \
+        == 1000 + result["batches"], "every row the writer inserted between batches is kept"
+    writer.close()
 
 
 def test_guide_delete_wipes_every_row_but_maintain_deletes_only_the_old_ones(tmp_path):

@@ -17,7 +17,7 @@ from __future__ import annotations
 from devflow_monitor.core import catalog
 from devflow_monitor.core.config import Config
 from devflow_monitor.exporter.collectors.base import Collector
-from devflow_monitor.exporter.collectors.database import DatabaseWatcher
+from devflow_monitor.exporter.collectors.dbwatcher import DatabaseWatcher
 
 QUEUES = ("default", "priority", "batch", "failed")
 QUEUE_FIGURES = (("size", catalog.QUEUE_SIZE), ("enqueued", catalog.QUEUE_ENQUEUED),
@@ -34,12 +34,7 @@ class EventQueueCollector(Collector):
         self.probe = probe
         # The database collector's read already fetched the oldest pending row when it is on.
         self.own_read = not config.collectors.database.enabled
-
-    def start(self) -> None:
-        self.watcher.start()
-
-    def stop(self) -> None:
-        self.watcher.stop()
+        self.workers.append(watcher.worker)
 
     def collect(self):
         outbox = self.watcher.read_outbox(query=self.own_read)
