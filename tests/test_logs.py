@@ -24,6 +24,7 @@ import pytest
 from conftest import free_port, http_get, voluntary_switches, wait_for_http, wait_until
 from devflow_monitor.core import catalog, config
 from devflow_monitor.exporter.collectors import CollectorSet
+from devflow_monitor.exporter.collectors import logreader
 from devflow_monitor.exporter.collectors import logs as logs_module
 from devflow_monitor.exporter.collectors.logs import LogsCollector
 from devflow_monitor.core.logformat import LEVELS, LevelCounter
@@ -665,8 +666,7 @@ def test_more_globbed_files_than_fit_reads_the_newest_and_an_evicted_one_continu
 
 def bytes_read(collector, path) -> int:
     """What the collector has read so far, looked at without a scrape (collect() reads first)."""
-    with collector._lock:
-        return collector._files[str(path)].bytes
+    return collector.counted(path).bytes
 
 
 def background_switches() -> int:
@@ -759,7 +759,7 @@ def test_ten_megabyte_line_without_newline_is_counted_once_with_bounded_memory(t
     for _ in range(3):
         collector.read_once()
         reader = collector._files[str(log)].reader
-        assert len(reader.pending) <= logs_module.MAX_LINE_BYTES + logs_module.CHUNK_BYTES
+        assert len(reader.pending) <= logreader.MAX_LINE_BYTES + logreader.CHUNK_BYTES
     with open(log, "ab") as handle:
         handle.write(b"x" * 1000 + b"\n[WARN] after\n")
     collector.read_once()
@@ -783,7 +783,7 @@ def test_file_replaced_by_a_directory_is_one_read_error_and_reading_resumes(tmp_
     log.rmdir()
     log.write_bytes(b"[ERROR] back\n")
     wait_until(lambda: levels_of(collector, log)["error"] == 1, message="reading to resume")
-    assert collector._thread.is_alive()
+    assert [t for t in threading.enumerate() if t.name == "logs-reader" and t.is_alive()]
 
 
 def read_in_child_as_nobody(collector) -> dict:
