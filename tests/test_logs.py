@@ -596,7 +596,7 @@ def test_state_file_of_the_wrong_shape_is_ignored_whole_with_one_warning(tmp_pat
 
 
 @pytest.mark.parametrize("broken_in", ["reader", "rotated"])
-def test_one_failing_file_is_an_io_error_and_the_others_are_still_read(tmp_path, broken_in):
+def test_a_bug_reading_one_file_is_logged_not_counted_and_the_others_are_still_read(tmp_path, broken_in, caplog):
     bad, good = tmp_path / "bad.log", tmp_path / "good.log"
     bad.write_bytes(b"[ERROR] in the file with a broken position\n")
     good.write_bytes(b"[INFO] fine\n")
@@ -613,12 +613,40 @@ def test_one_failing_file_is_an_io_error_and_the_others_are_still_read(tmp_path,
     collector.read_once()
     assert len(os.listdir("/proc/self/fd")) == descriptors + 1  # the good file's; the failed open leaked none
     assert levels_of(collectors, good)["info"] == 1  # published, while the collector reports its failure
-    assert value(collectors, catalog.LOG_READ_ERRORS.name, file=bad, reason="io_error") == 1
+    assert value(collectors, catalog.LOG_READ_ERRORS.name, file=bad, reason="io_error") == 0  # a bug, not a read error
+    assert [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info and str(bad) in r.getMessage()]
     success = (catalog.COLLECTOR_SUCCESS.name, (("collector", "logs"),))
     assert samples(collectors)[success] == 0
     collector.read_once()  # the broken position is dropped: the file is read from its start
     assert levels_of(collector, bad)["error"] == 1
     assert samples(collectors)[success] == 1
+    collector.close()
+
+
+def test_a_programming_error_while_reading_is_logged_at_error_and_fails_the_scrape_not_io_error(
+        tmp_path, monkeypatch, caplog):
+    log = tmp_path / "app.log"
+    log.write_bytes(b"[INFO] one\n")
+    collector = make_collector(tmp_path, [log])
+    collectors = CollectorSet([collector])
+    success = (catalog.COLLECTOR_SUCCESS.name, (("collector", "logs"),))
+    io_error = (catalog.LOG_READ_ERRORS.name, (("file", str(log)), ("reason", "io_error")))
+
+    def broken(self, limit=0):
+        raise TypeError("a bug in the reader")
+    monkeypatch.setattr(logreader.Reader, "read_new", broken)
+    collector.read_once()
+    scraped = samples(collectors)
+    assert scraped[io_error] == 0
+    assert scraped[success] == 0
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert errors and errors[0].exc_info[0] is TypeError and str(log) in errors[0].getMessage()
+    monkeypatch.undo()
+    collector.read_once()
+    scraped = samples(collectors)
+    assert scraped[success] == 1
+    assert scraped[io_error] == 0
+    assert levels_of(collector, log)["info"] == 1
     collector.close()
 
 

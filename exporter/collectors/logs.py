@@ -64,13 +64,14 @@ class LogsCollector(Collector):
         self._rotate_wait = max(ROTATE_WAIT_SECONDS, 2 * self._poll)
         access = AccessLogParser(settings.access_log_pattern) if self._access_path else None
         # _counts.lock guards the counters (see LogCounts). _pass_lock: one pass at a time (the reader
-        # thread's, or a scrape's); its holder owns the rest of the reader state: _files, _saved
-        # and each TailedFile. Order: _pass_lock, then _counts.lock.
+        # thread's, or a scrape's); its holder owns the rest of the reader state: _files, _saved,
+        # _failing and each TailedFile. Order: _pass_lock, then _counts.lock.
         self._pass_lock = threading.Lock()
         self._counts = LogCounts(self._access_path, access)
         self._files: dict[str, TailedFile] = {}
         # Entries of the state file whose path is not tracked: not found (yet), or cut by MAX_FILES.
         self._saved: dict[str, dict] = load_state(self._state_path, self._counts.http) if self._state_path else {}
+        self._failing: dict[str, str] = {}  # path -> the bug last logged for it
         self._last_pass_failed = False  # set by a pass, read by `healthy`: one bool, no lock needed
         self._wake = threading.Event()  # a pass is due: set by file events, a used-up budget, a state file due
         self._stopping = threading.Event()  # set by stop() before it waits for the thread
@@ -190,19 +191,23 @@ class LogsCollector(Collector):
         self._last_pass_failed = failed
 
     def _advance(self, tailed: TailedFile, budget: int) -> bool:
-        """Read one path; False when that met a bug, counted as io_error (the other paths are still read)."""
+        """Read one path; False when that met a bug, which is logged at ERROR (the other paths are still read).
+
+        TailedFile counts OSErrors as read errors; anything else reaching here is a bug, not a read error.
+        """
         try:
             more = tailed.advance(budget, self._stopping_now)
         except Exception as exc:
-            if tailed.problem != "io_error":  # a failure that repeats every pass is logged once
-                log.warning("logs: reading %s failed: %r", tailed.path, exc, exc_info=True)
-                tailed.problem = "io_error"
-                self._counts.read_error(tailed.path, "io_error")
+            bug = f"{type(exc).__name__}: {exc}"
+            if self._failing.get(tailed.path) != bug:  # a bug that repeats every pass is logged once
+                self._failing[tailed.path] = bug
+                log.exception("logs: reading %s failed", tailed.path)
             return False
         finally:
             with self._counts.lock:
                 counts = self._counts.files[tailed.path]
                 counts.size, counts.mtime = tailed.size, tailed.mtime
+        self._failing.pop(tailed.path, None)
         if more:
             self._wake.set()  # a budget ran out: come back soon for the rest
         return True
@@ -260,6 +265,7 @@ class LogsCollector(Collector):
         tailed = self._files.pop(path)
         with self._counts.lock:
             counts = self._counts.files.pop(path)
+        self._failing.pop(path, None)
         self._counts.dirty = True
         return tailed, counts
 
