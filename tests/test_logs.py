@@ -527,6 +527,40 @@ def test_stop_then_start_in_one_process_continues_its_totals(tmp_path, running):
     assert value(collector, catalog.LOG_BYTES.name, file=log) == log.stat().st_size
 
 
+@pytest.mark.parametrize("comes_back", ["recreated", "moved_back"])
+def test_restart_while_the_log_directory_is_missing_keeps_its_totals_until_the_file_is_back(tmp_path, comes_back):
+    logs, away = tmp_path / "logs", tmp_path / "away"
+    logs.mkdir()
+    log = logs / "server.log"
+    first = append(log, records(300, seed=1))
+    collector = make_collector(tmp_path, [logs / "*.log"])
+    collector.read_once()
+    collector.close()
+    if comes_back == "moved_back":
+        os.rename(logs, away)
+        later = append(away / "server.log", records(200, seed=2, start=300))  # written while it is away
+    else:
+        shutil.rmtree(logs)
+    again = make_collector(tmp_path, [logs / "*.log"])  # restarted while the directory is missing
+    again.read_once()
+    again.close()
+    saved = json.loads((tmp_path / "state.json").read_text())["files"]
+    assert saved[str(log)]["lines"] == first  # kept, not reset
+    if comes_back == "moved_back":
+        os.rename(away, logs)  # the same file: read on from its offset
+        expected, size = add(first, later), log.stat().st_size
+    else:
+        size = saved[str(log)]["bytes"]
+        logs.mkdir()
+        later = append(log, records(200, seed=3, start=300))  # another file: counted from its start
+        expected, size = add(first, later), size + log.stat().st_size
+    again.read_once()
+    assert levels_of(again, log) == expected
+    assert value(again, catalog.LOG_BYTES.name, file=log) == size
+    again.close()
+    assert json.loads((tmp_path / "state.json").read_text())["files"][str(log)]["lines"] == expected
+
+
 KILLED_CHILD = """
 import sys, time
 from devflow_monitor.core import config

@@ -292,8 +292,9 @@ class LogsCollector(Collector):
         self._state_written = time.monotonic()
         if self._state_path is None:
             return
-        # Keep what we saved for files not seen yet this run (their directory may appear later).
-        files = {path: saved for path, saved in self._saved.items() if os.path.lexists(path)}
+        # Entries of paths not tracked are kept whether their file exists or not: a file (or its
+        # directory) missing now may appear later, and then continues its totals.
+        files = dict(self._saved)
         with self._counts.lock:
             files.update({path: entry_state(self._counts.files[path], *tailed.positions())
                           for path, tailed in self._files.items()})
