@@ -513,6 +513,24 @@ def test_restart_continues_when_the_device_number_changed(tmp_path):
     again.close()
 
 
+def reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "logs-reader" and t.is_alive()]
+
+
+def test_start_twice_runs_one_reader_thread_and_stop_ends_it_and_saves_the_state(tmp_path, running):
+    log = tmp_path / "app.log"
+    first = append(log, records(300, seed=1))
+    collector = make_collector(tmp_path, [log], poll=60)
+    before = len(reader_threads())
+    running(collector)
+    collector.start()
+    assert len(reader_threads()) == before + 1
+    wait_until(lambda: collector.counted(log).bytes == log.stat().st_size, timeout=5, message="first pass")
+    collector.stop()
+    assert len(reader_threads()) == before
+    assert json.loads((tmp_path / "state.json").read_text())["files"][str(log)]["lines"] == first
+
+
 def test_stop_then_start_in_one_process_continues_its_totals(tmp_path, running):
     log = tmp_path / "app.log"
     first = append(log, records(500, seed=1))
@@ -845,7 +863,7 @@ def test_file_replaced_by_a_directory_is_one_read_error_and_reading_resumes(tmp_
     log.rmdir()
     log.write_bytes(b"[ERROR] back\n")
     wait_until(lambda: levels_of(collector, log)["error"] == 1, message="reading to resume")
-    assert [t for t in threading.enumerate() if t.name == "logs-reader" and t.is_alive()]
+    assert reader_threads()
 
 
 def read_in_child_as_nobody(collector) -> dict:

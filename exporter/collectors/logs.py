@@ -46,7 +46,8 @@ ROTATE_WAIT_SECONDS = 5.0  # quiet time after which a renamed-away file is close
 STATE_INTERVAL_SECONDS = 60.0
 MIN_PASS_GAP_SECONDS = 0.05  # a burst of inotify events (rename, then create) wakes the reader once
 MAX_FILES = 64  # files tracked at once; of more globbed ones, the most recently modified (with a warning)
-STOP_SECONDS = 30.0  # how long stop() waits for a pass in progress before giving up on saving the state
+STOP_SECONDS = 30.0  # how long stop() waits for the reader thread's pass to end
+PASS_END_SECONDS = 5.0  # then for a scrape's pass, before giving up on saving the state
 
 
 class LogsCollector(Collector):
@@ -74,7 +75,7 @@ class LogsCollector(Collector):
         self._failing: dict[str, str] = {}  # path -> the bug last logged for it
         self._last_pass_failed = False  # set by a pass, read by `healthy`: one bool, no lock needed
         self._wake = threading.Event()  # a pass is due: set by file events, a used-up budget, a state file due
-        self._stopping = threading.Event()  # set by stop() before it waits for the thread
+        self._stopping = threading.Event()  # set while stop() waits for the passes to end
         self._watcher = DirectoryWatcher(self._patterns + ([self._access_path] if self._access_path else []),
                                          self._wake, self._poll)
         self._warned: set[str] = set()
@@ -92,18 +93,22 @@ class LogsCollector(Collector):
         super().start()
 
     def stop(self) -> None:
-        self._stopping.set()
+        self._stopping.set()  # before the wake-up: the reader thread checks it after clearing _wake
         self._wake.set()
         self._watcher.stop()
-        super().stop()
-        # Still inside a read (a stuck filesystem): closing its files under it would corrupt state.
-        if not self._pass_lock.acquire(timeout=5):
-            log.warning("log reader did not stop within %g s; offsets not saved", STOP_SECONDS)
-            return
+        super().stop()  # waits up to STOP_SECONDS for the reader thread
         try:
-            self._close()
+            # A pass still running now is stuck in a read (a stuck filesystem): closing its files
+            # under it would corrupt the state. A scrape's pass ends early once _stopping is set.
+            if not self._pass_lock.acquire(timeout=PASS_END_SECONDS):
+                log.warning("log reader did not stop within %g s; offsets not saved", STOP_SECONDS)
+                return
+            try:
+                self._close()
+            finally:
+                self._pass_lock.release()
         finally:
-            self._pass_lock.release()
+            self._stopping.clear()  # a bare read_once() after stop() reads every file again
 
     def close(self) -> None:
         """Save the state and close every file (stop() does this; a bare read_once() user calls it).
@@ -143,8 +148,8 @@ class LogsCollector(Collector):
         return min(due, default=None)
 
     def _stopping_now(self) -> bool:
-        """A stop is waiting for the reader thread: a pass ends early (a bare read_once() user runs no thread)."""
-        return self._stopping.is_set() and self._worker.running
+        """stop() is waiting for the passes to end: a pass stops early, leaving the rest to the next run."""
+        return self._stopping.is_set()
 
     def _read_at_scrape(self) -> None:
         """A started collector reads what was appended since the last pass, then collect() copies the counters."""
