@@ -75,12 +75,12 @@ class LogsCollector(Collector):
         self._failing: dict[str, str] = {}  # path -> the bug last logged for it
         self._last_pass_failed = False  # set by a pass, read by `healthy`: one bool, no lock needed
         self._wake = threading.Event()  # a pass is due: set by file events, a used-up budget, a state file due
-        self._stopping = threading.Event()  # set while stop() waits for the passes to end
+        self._closing = threading.Event()  # set while stop() waits for the passes to end
         self._watcher = DirectoryWatcher(self._patterns + ([self._access_path] if self._access_path else []),
                                          self._wake, self._poll)
         self._warned: set[str] = set()
         self._state_written = 0.0
-        self._worker = Worker("logs-reader", self._run, join_seconds=STOP_SECONDS)
+        self._worker = Worker("logs-reader", self._run, join_seconds=STOP_SECONDS, wake=self._wake)
         self.workers.append(self._worker)
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -88,18 +88,17 @@ class LogsCollector(Collector):
     def start(self) -> None:
         if self._worker.running:
             return
-        self._stopping.clear()
+        self._closing.clear()
         self._watcher.start()
         super().start()
 
     def stop(self) -> None:
-        self._stopping.set()  # before the wake-up: the reader thread checks it after clearing _wake
-        self._wake.set()
+        self._closing.set()
         self._watcher.stop()
-        super().stop()  # waits up to STOP_SECONDS for the reader thread
+        super().stop()  # wakes the reader thread and waits up to STOP_SECONDS for it
         try:
             # A pass still running now is stuck in a read (a stuck filesystem): closing its files
-            # under it would corrupt the state. A scrape's pass ends early once _stopping is set.
+            # under it would corrupt the state. A scrape's pass ends early once _closing is set.
             if not self._pass_lock.acquire(timeout=PASS_END_SECONDS):
                 log.warning("log reader did not stop within %g s; offsets not saved", STOP_SECONDS)
                 return
@@ -108,7 +107,7 @@ class LogsCollector(Collector):
             finally:
                 self._pass_lock.release()
         finally:
-            self._stopping.clear()  # a bare read_once() after stop() reads every file again
+            self._closing.clear()  # a bare read_once() after stop() reads every file again
 
     def close(self) -> None:
         """Save the state and close every file (stop() does this; a bare read_once() user calls it).
@@ -126,8 +125,10 @@ class LogsCollector(Collector):
     def _run(self, stopping: threading.Event) -> None:
         while True:
             started = time.monotonic()
-            self._wake.clear()  # before reading: a change made during the pass wakes the next one
-            if stopping.is_set() or self._stopping.is_set():
+            # Cleared before the check and the pass: a stop (Worker sets `stopping`, then _wake) or a
+            # change during the pass ends the wait that follows.
+            self._wake.clear()
+            if stopping.is_set():
                 return
             with self._pass_lock:
                 self._pass(READ_BUDGET_BYTES)
@@ -136,7 +137,7 @@ class LogsCollector(Collector):
             self._wake.wait(self._sleep_seconds())
             gap = MIN_PASS_GAP_SECONDS - (time.monotonic() - started)
             if gap > 0:
-                self._stopping.wait(gap)
+                stopping.wait(gap)
 
     def _sleep_seconds(self) -> float | None:
         """How long the reader thread sleeps unless woken: for ever, unless polling or the state file is due."""
@@ -149,11 +150,11 @@ class LogsCollector(Collector):
 
     def _stopping_now(self) -> bool:
         """stop() is waiting for the passes to end: a pass stops early, leaving the rest to the next run."""
-        return self._stopping.is_set()
+        return self._closing.is_set()
 
     def _read_at_scrape(self) -> None:
         """A started collector reads what was appended since the last pass, then collect() copies the counters."""
-        if not self._worker.running or self._stopping.is_set():
+        if not self._worker.running or self._closing.is_set():
             return  # a bare read_once() user decides when to read
         if not self._pass_lock.acquire(blocking=False):
             return  # the reader thread is in a pass (a backlog): publish the counts so far
