@@ -24,6 +24,7 @@ import pytest
 from conftest import free_port, http_get, voluntary_switches, wait_for_http, wait_until
 from devflow_monitor.core import catalog, config
 from devflow_monitor.exporter.collectors import CollectorSet
+from devflow_monitor.exporter.collectors import logreader
 from devflow_monitor.exporter.collectors import logs as logs_module
 from devflow_monitor.exporter.collectors.logs import LogsCollector
 from devflow_monitor.core.logformat import LEVELS, LevelCounter
@@ -512,6 +513,24 @@ def test_restart_continues_when_the_device_number_changed(tmp_path):
     again.close()
 
 
+def reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "logs-reader" and t.is_alive()]
+
+
+def test_start_twice_runs_one_reader_thread_and_stop_ends_it_and_saves_the_state(tmp_path, running):
+    log = tmp_path / "app.log"
+    first = append(log, records(300, seed=1))
+    collector = make_collector(tmp_path, [log], poll=60)
+    before = len(reader_threads())
+    running(collector)
+    collector.start()
+    assert len(reader_threads()) == before + 1
+    wait_until(lambda: collector.counted(log).bytes == log.stat().st_size, timeout=5, message="first pass")
+    collector.stop()
+    assert len(reader_threads()) == before
+    assert json.loads((tmp_path / "state.json").read_text())["files"][str(log)]["lines"] == first
+
+
 def test_stop_then_start_in_one_process_continues_its_totals(tmp_path, running):
     log = tmp_path / "app.log"
     first = append(log, records(500, seed=1))
@@ -524,6 +543,40 @@ def test_stop_then_start_in_one_process_continues_its_totals(tmp_path, running):
     third = append(log, records(500, seed=3, start=1000))  # after the first pass: the scrape reads it
     wait_until(lambda: levels_of(collector, log) == add(first, second, third), timeout=5, message="read")
     assert value(collector, catalog.LOG_BYTES.name, file=log) == log.stat().st_size
+
+
+@pytest.mark.parametrize("comes_back", ["recreated", "moved_back"])
+def test_restart_while_the_log_directory_is_missing_keeps_its_totals_until_the_file_is_back(tmp_path, comes_back):
+    logs, away = tmp_path / "logs", tmp_path / "away"
+    logs.mkdir()
+    log = logs / "server.log"
+    first = append(log, records(300, seed=1))
+    collector = make_collector(tmp_path, [logs / "*.log"])
+    collector.read_once()
+    collector.close()
+    if comes_back == "moved_back":
+        os.rename(logs, away)
+        later = append(away / "server.log", records(200, seed=2, start=300))  # written while it is away
+    else:
+        shutil.rmtree(logs)
+    again = make_collector(tmp_path, [logs / "*.log"])  # restarted while the directory is missing
+    again.read_once()
+    again.close()
+    saved = json.loads((tmp_path / "state.json").read_text())["files"]
+    assert saved[str(log)]["lines"] == first  # kept, not reset
+    if comes_back == "moved_back":
+        os.rename(away, logs)  # the same file: read on from its offset
+        expected, size = add(first, later), log.stat().st_size
+    else:
+        size = saved[str(log)]["bytes"]
+        logs.mkdir()
+        later = append(log, records(200, seed=3, start=300))  # another file: counted from its start
+        expected, size = add(first, later), size + log.stat().st_size
+    again.read_once()
+    assert levels_of(again, log) == expected
+    assert value(again, catalog.LOG_BYTES.name, file=log) == size
+    again.close()
+    assert json.loads((tmp_path / "state.json").read_text())["files"][str(log)]["lines"] == expected
 
 
 KILLED_CHILD = """
@@ -595,7 +648,7 @@ def test_state_file_of_the_wrong_shape_is_ignored_whole_with_one_warning(tmp_pat
 
 
 @pytest.mark.parametrize("broken_in", ["reader", "rotated"])
-def test_one_failing_file_is_an_io_error_and_the_others_are_still_read(tmp_path, broken_in):
+def test_a_bug_reading_one_file_is_logged_not_counted_and_the_others_are_still_read(tmp_path, broken_in, caplog):
     bad, good = tmp_path / "bad.log", tmp_path / "good.log"
     bad.write_bytes(b"[ERROR] in the file with a broken position\n")
     good.write_bytes(b"[INFO] fine\n")
@@ -612,12 +665,40 @@ def test_one_failing_file_is_an_io_error_and_the_others_are_still_read(tmp_path,
     collector.read_once()
     assert len(os.listdir("/proc/self/fd")) == descriptors + 1  # the good file's; the failed open leaked none
     assert levels_of(collectors, good)["info"] == 1  # published, while the collector reports its failure
-    assert value(collectors, catalog.LOG_READ_ERRORS.name, file=bad, reason="io_error") == 1
+    assert value(collectors, catalog.LOG_READ_ERRORS.name, file=bad, reason="io_error") == 0  # a bug, not a read error
+    assert [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info and str(bad) in r.getMessage()]
     success = (catalog.COLLECTOR_SUCCESS.name, (("collector", "logs"),))
     assert samples(collectors)[success] == 0
     collector.read_once()  # the broken position is dropped: the file is read from its start
     assert levels_of(collector, bad)["error"] == 1
     assert samples(collectors)[success] == 1
+    collector.close()
+
+
+def test_a_programming_error_while_reading_is_logged_at_error_and_fails_the_scrape_not_io_error(
+        tmp_path, monkeypatch, caplog):
+    log = tmp_path / "app.log"
+    log.write_bytes(b"[INFO] one\n")
+    collector = make_collector(tmp_path, [log])
+    collectors = CollectorSet([collector])
+    success = (catalog.COLLECTOR_SUCCESS.name, (("collector", "logs"),))
+    io_error = (catalog.LOG_READ_ERRORS.name, (("file", str(log)), ("reason", "io_error")))
+
+    def broken(self, limit=0):
+        raise TypeError("a bug in the reader")
+    monkeypatch.setattr(logreader.Reader, "read_new", broken)
+    collector.read_once()
+    scraped = samples(collectors)
+    assert scraped[io_error] == 0
+    assert scraped[success] == 0
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert errors and errors[0].exc_info[0] is TypeError and str(log) in errors[0].getMessage()
+    monkeypatch.undo()
+    collector.read_once()
+    scraped = samples(collectors)
+    assert scraped[success] == 1
+    assert scraped[io_error] == 0
+    assert levels_of(collector, log)["info"] == 1
     collector.close()
 
 
@@ -665,8 +746,7 @@ def test_more_globbed_files_than_fit_reads_the_newest_and_an_evicted_one_continu
 
 def bytes_read(collector, path) -> int:
     """What the collector has read so far, looked at without a scrape (collect() reads first)."""
-    with collector._lock:
-        return collector._files[str(path)].bytes
+    return collector.counted(path).bytes
 
 
 def background_switches() -> int:
@@ -759,7 +839,7 @@ def test_ten_megabyte_line_without_newline_is_counted_once_with_bounded_memory(t
     for _ in range(3):
         collector.read_once()
         reader = collector._files[str(log)].reader
-        assert len(reader.pending) <= logs_module.MAX_LINE_BYTES + logs_module.CHUNK_BYTES
+        assert len(reader.pending) <= logreader.MAX_LINE_BYTES + logreader.CHUNK_BYTES
     with open(log, "ab") as handle:
         handle.write(b"x" * 1000 + b"\n[WARN] after\n")
     collector.read_once()
@@ -783,7 +863,7 @@ def test_file_replaced_by_a_directory_is_one_read_error_and_reading_resumes(tmp_
     log.rmdir()
     log.write_bytes(b"[ERROR] back\n")
     wait_until(lambda: levels_of(collector, log)["error"] == 1, message="reading to resume")
-    assert collector._thread.is_alive()
+    assert reader_threads()
 
 
 def read_in_child_as_nobody(collector) -> dict:
