@@ -51,6 +51,20 @@ def read_cmdline(pid: int) -> str | None:
     return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
 
 
+PF_KTHREAD = 0x00200000  # /proc/PID/stat flags (field 9): a kernel thread, whose command line is always empty
+
+
+def in_exec(pid: int) -> bool:
+    """A user process with an empty command line: inside execve, past closing its close-on-exec files (so its
+    parent saw the exec succeed) but before the new program's arguments are in place."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[0] not in (b"Z", b"X") and not int(fields[6]) & PF_KTHREAD and read_cmdline(pid) == ""
+
+
 @dataclass(frozen=True)
 class Stat:
     """What a scrape needs of a process, from the one read of /proc/PID/stat (psutil reads five files

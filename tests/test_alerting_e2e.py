@@ -43,6 +43,7 @@ RESOLVE_TIMEOUT = 60
 # (minutes to hours), so nothing unrelated can reach the receivers while the test runs.
 E2E_OVERRIDES = {
     "rate_window": "10s",
+    "scrape_interval": "1s",  # the Prometheus below scrapes every second
     "app": {"expect_listener": True},  # the simulator serves /health, so "no listener" is a failure here
     "alerts": {
         "DevFlowErrorBurst": {"for": "2s", "window": "10s"},

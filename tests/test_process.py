@@ -337,6 +337,30 @@ def test_a_process_that_execs_the_server_just_after_the_exporter_started_is_foun
     assert [t.pid for t in scan.scan()] == [wrapper.pid]
 
 
+def test_a_server_caught_inside_exec_is_found_by_the_same_look(monkeypatch, spawn, fake):
+    """Popen returns once the child closed its close-on-exec files, a moment before the kernel puts the new
+    program's arguments in place: a look then reads an empty command line, and reads it again."""
+    server, pattern = fake
+    finder = finder_of_children(pattern)
+    scan = process_finder.IncrementalScan(finder, pid_cursor=False)
+    assert scan.scan() == []
+    child = spawn(server)
+    wait_until(lambda: pattern_matches(pattern, child.pid), message="the child has exec'd")
+    empty_reads = [3]  # how many more reads of the child see it inside execve
+    real_read = process_finder.procfs.read_cmdline
+
+    def read_cmdline(pid):
+        if pid == child.pid and empty_reads[0]:
+            empty_reads[0] -= 1
+            return ""
+        return real_read(pid)
+
+    monkeypatch.setattr(process_finder.procfs, "read_cmdline", read_cmdline)
+    monkeypatch.setattr(process_finder.procfs, "in_exec", lambda pid: pid == child.pid)  # until it matches
+    assert [t.pid for t in scan.scan()] == [child.pid]
+    assert empty_reads == [0]
+
+
 def finder_of_children(pattern: str):
     """A finder that takes this test's children for servers: only the scan is under test."""
     finder = process_finder.ProcessFinder(None, pattern, free_port())

@@ -33,6 +33,10 @@ FULL_SCAN_SECONDS = 3600.0
 # A process's command line is read on every look during its first minute (a fork shows its parent's
 # command line until it execs: a wrapper script may exec the server seconds later), then no more.
 YOUNG_SECONDS = 60.0
+# A pid caught inside exec is read again this many times, this far apart, within the same look: up to 0.5 s,
+# for a machine so busy that the exec waits for a CPU.
+EXEC_RETRIES = 50
+EXEC_PAUSE_SECONDS = 0.01
 # Up to this many new pids, each one's command line is tried (3 us for a pid no longer there: 1.5 ms in
 # all, about what listing /proc costs with 2,000 processes); past it, /proc is listed.
 PROBE_LIMIT = 512
@@ -191,25 +195,37 @@ class IncrementalScan:
             self.full_at = now
         self.matches = {pid: t for pid, t in self.matches.items() if self.same_process(t)}
         for pid in listing | new | self.young.keys():
-            if pid in self.matches:
-                continue
-            cmdline = procfs.read_cmdline(pid)
-            if cmdline and self.finder.pattern.search(cmdline):
-                self.young.pop(pid, None)
-                # /proc/TID answers for every thread too: a server's threads are not more servers.
-                target = self.finder.target(pid) if procfs.is_process(pid) else None
-                if target:
-                    self.matches[pid] = target
-            elif pid in new:
-                # Read again while young: it may exec the server, and a pid the kernel counted a moment
-                # before /proc showed it, or one in the middle of exec, has no command line yet.
-                self.young.setdefault(pid, now)
-            elif cmdline is None:  # gone
-                self.young.pop(pid, None)
+            if pid not in self.matches:
+                self.consider(pid, pid in new, now)
+        # A process caught inside exec has its command line a moment later: read it again within this look,
+        # so that a server its parent has just seen start is found now, not at the next look.
+        for _ in range(EXEC_RETRIES):
+            caught = [pid for pid in new if pid not in self.matches and procfs.in_exec(pid)]
+            if not caught:
+                break
+            time.sleep(EXEC_PAUSE_SECONDS)
+            for pid in caught:
+                self.consider(pid, True, now)
         # Expired only after the reads: a young pid is read at least once after the look that found it,
         # however far apart the looks are.
         self.young = {pid: seen for pid, seen in self.young.items() if now - seen <= YOUNG_SECONDS}
         return self.finder.with_port_owners(list(self.matches.values()))
+
+    def consider(self, pid: int, is_new: bool, now: float) -> None:
+        """Match one pid's command line; keep a new one that does not match yet as young."""
+        cmdline = procfs.read_cmdline(pid)
+        if cmdline and self.finder.pattern.search(cmdline):
+            self.young.pop(pid, None)
+            # /proc/TID answers for every thread too: a server's threads are not more servers.
+            target = self.finder.target(pid) if procfs.is_process(pid) else None
+            if target:
+                self.matches[pid] = target
+        elif is_new:
+            # Read again while young: it may exec the server, and a pid the kernel counted a moment
+            # before /proc showed it, or one in the middle of exec, has no command line yet.
+            self.young.setdefault(pid, now)
+        elif cmdline is None:  # gone
+            self.young.pop(pid, None)
 
     def new_and_listed(self, first: bool, full: bool) -> tuple[set[int], set[int]]:
         """The pids started since the previous look, and /proc's listing when `full`. At the first look,
