@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -174,3 +175,32 @@ def test_mixin_output_with_overrides_passes_promtool(tmp_path):
     path.write_text(yaml.safe_dump({"groups": out["rules"]["groups"] + out["alerts"]["groups"]}))
     result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- jsonnetfile.json --------------------------------------------------------------------------
+
+IMPORT = re.compile(r"\bimport(?:str|bin)?\s*(?:'([^']*)'|\"([^\"]*)\")")
+
+
+def mixin_imports() -> dict[Path, list[str]]:
+    """The files the mixin's Jsonnet imports, by importing file (comments left out)."""
+    files = [ROOT / "mixin.libsonnet", *sorted((ROOT / "mixin").glob("*.libsonnet"))]
+    found = {}
+    for path in files:
+        code = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("//"))
+        found[path] = [match[1] or match[2] for match in IMPORT.finditer(code)]
+    return found
+
+
+def test_jsonnetfile_declares_exactly_the_dependencies_the_mixin_imports_from_vendor():
+    manifest = json.loads((ROOT / "jsonnetfile.json").read_text())
+    assert manifest["version"] == 1
+    assert manifest["legacyImports"] is True
+    imports = mixin_imports()
+    assert imports[ROOT / "mixin.libsonnet"], "the import scan finds the mixin's own imports"
+    vendored = {target.split("/")[0] for path, targets in imports.items() for target in targets
+                if not (path.parent / target).is_file()}
+    declared = {dependency.get("name") or Path(dependency["source"]["git"].get("subdir") or
+                                               dependency["source"]["git"]["remote"]).name.removesuffix(".git")
+                for dependency in manifest["dependencies"]}
+    assert declared == vendored
