@@ -48,62 +48,83 @@ RUNBOOK_PATH = "/runbook"  # where the exporter serves docs/runbook.md
 @dataclass
 class Alert:
     severity: str = "warning"
+    """The alert's `severity` label: critical, warning or info."""
     for_: str = "5m"
+    """How long the condition must hold before the alert fires (`for` in the rule)."""
     enabled: bool = True
+    """False leaves the alert out of the rule files."""
 
 
 @dataclass
 class Threshold(Alert):
     threshold: float = 0.0
+    """The level the alert's measure crosses to fire: a ratio (0.8 is 80%), or seconds for DevFlowProbeSlow."""
 
 
 @dataclass
 class MemoryLeak(Alert):
     growth_bytes_per_hour: float = 10 * 1024 ** 2  # guide: "memory.trend > 10 MB/hour"
-    window: str = "1h"  # deriv() window; also the uptime before the rule looks at a new process
+    """Growth of resident memory, in bytes per hour, above which the alert fires."""
+    window: str = "1h"
+    """The deriv() window of the growth, and the uptime before the rule looks at a new process."""
 
 
 @dataclass
 class ErrorBurst(Alert):
     min_errors: int = 10  # guide: "more than 10 ERROR lines in the last 100 lines"
+    """Error records within `window` above which the alert fires."""
     min_ratio: float = 0.1  # 10 of 100
+    """The share of all records within `window` the error records must also reach."""
     window: str = "5m"  # the guide's script ran every 5 minutes
+    """The window the records are counted over."""
 
 
 @dataclass
 class BacklogGrowing(Alert):
     window: str = "30m"
+    """The deriv() window over which the pending outbox events must grow."""
     max_pending_age: str = "1h"
+    """The age of the oldest pending event above which a growing backlog alerts."""
 
 
 @dataclass
 class DiskFillingUp(Alert):
     window: str = "6h"
+    """The predict_linear() window of the free-space trend."""
     horizon: str = "24h"
+    """How far ahead the trend must reach zero free bytes for the alert to fire."""
     max_free_ratio: float = 0.25  # only predict for a filesystem that is already fairly full
+    """The free share of the filesystem below which the trend is looked at."""
 
 
 @dataclass
 class RetentionNotApplied(Alert):
     retention: str = "30d"  # the guide deletes events older than 7 or 30 days
+    """The events' retention period: older events should have been deleted."""
     margin: str = "1d"
+    """Extra age past `retention` allowed before the alert fires."""
 
 
 @dataclass
 class BackupAge(Alert):
     max_age: str = "26h"  # daily backups (guide 7.1) plus slack for a slow run
+    """The age of the last backup (with none, of the oldest event) above which the alert fires."""
 
 
 @dataclass
 class Fragmented(Alert):
     max_free_ratio: float = 0.2
+    """The share of free pages in the database file above which the alert fires."""
     min_size_bytes: float = 64 * 1024 ** 2  # VACUUM of a small file is not worth a notification
+    """The database size below which free pages do not alert."""
 
 
 @dataclass
 class LogNotRotated(Alert):
     max_size_bytes: float = 100 * 1024 ** 2
+    """The log file size above which a missing rotation alerts."""
     window: str = "2d"  # guide rotation is daily
+    """How long no rotation may be seen before a large file alerts."""
 
 
 def default_alerts() -> dict[str, Alert]:
@@ -147,8 +168,9 @@ class App:
     # The public build listens on no port (docs/devflow.md): then "no listener" is its normal state,
     # DevFlowPortNotListening is not generated and a probe finding no listener does not alert.
     expect_listener: bool = False
-    # Record levels counted as errors, `|`-separated, of the levels core/logformat.py gives a record.
-    error_levels: str = "|".join(sorted(ERROR_LEVELS))  # error|fatal
+    """Whether the DevFlow server listens on a port."""
+    error_levels: str = "|".join(sorted(ERROR_LEVELS))
+    """The record levels counted as errors, `|`-separated, of those core/logformat.py gives a record."""
 
     @property
     def error_level_set(self) -> frozenset[str]:
@@ -229,16 +251,20 @@ class Alertmanager:
 
 @dataclass
 class Settings:
-    selector: str = 'job="devflow"'  # label matchers of the exporter's scrape job
-    rate_window: str = "5m"  # rate() window of the shared recording rules
-    # How often Prometheus scrapes the exporter: the stack's prometheus.yml, Grafana's datasource
-    # timeInterval, the rule tests' sample interval and the built-in dashboards' default step.
+    selector: str = 'job="devflow"'
+    """The label matchers of the exporter's scrape job."""
+    rate_window: str = "5m"
+    """The rate() window of the shared recording rules."""
     scrape_interval: str = "15s"
-    # Each alert's runbook section as an absolute link (clickable in Slack, e-mail, Alertmanager); {anchor} is
-    # the lower-cased alert name. The default is the page the exporter serves at its default address.
+    """How often Prometheus scrapes the exporter (Grafana's timeInterval, the built-in dashboards' step)."""
+    # An absolute link is clickable in Slack, e-mail and Alertmanager. The default is the page the
+    # exporter serves at its default address.
     runbook_url: str = f"http://{WebConfig.listen_address}{RUNBOOK_PATH}#{{anchor}}"
+    """Each alert's runbook section; {anchor} is the lower-cased alert name."""
     app: App = field(default_factory=App)
+    """The monitored DevFlow server."""
     alerts: dict[str, Alert] = field(default_factory=default_alerts)
+    """Every alert's settings, by alert name."""
     checklist: Checklist = field(default_factory=Checklist)
     alertmanager: Alertmanager = field(default_factory=Alertmanager)
 

@@ -4,329 +4,313 @@ local lib = import 'lib.libsonnet';
 {
   prometheusAlerts+:: {
     local c = $._config,
+    // The settings the templates of this file fill in.
+    local common = {
+      selector: c.selector,
+      rate_window: c.rate_window,
+      error_levels: c.app.error_levels,
+    },
+
     groups+: lib.enabledAlerts(c, [
       {
-        name: "devflow.exporter",
+        name: 'devflow.exporter',
         rules: [
-          {
-            alert: "DevFlowExporterDown",
-            expr: "up{" + c.selector + "} == 0",
-            "for": c.alerts.DevFlowExporterDown["for"],
-            labels: {
-              severity: c.alerts.DevFlowExporterDown.severity,
+          lib.alert(c, 'DevFlowExporterDown', {
+            local a = c.alerts.DevFlowExporterDown,
+            local v = common {
+              'for': a['for'],
             },
-            annotations: {
-              summary: "The DevFlow exporter cannot be scraped.",
-              description: "Prometheus has failed to scrape the DevFlow exporter at {{ $labels.instance }} for " + c.alerts.DevFlowExporterDown["for"] + "; every other DevFlow alert for it is blind.",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowexporterdown"),
+            expr: 'up{%(selector)s} == 0' % v,
+            summary: 'The DevFlow exporter cannot be scraped.',
+            description: 'Prometheus has failed to scrape the DevFlow exporter at {{ $labels.instance }} for %(for)s; every other DevFlow alert for it is blind.' % v,
+          }),
+          lib.alert(c, 'DevFlowExporterAbsent', {
+            local a = c.alerts.DevFlowExporterAbsent,
+            local v = common {
+              'for': a['for'],
             },
-          },
-          {
-            alert: "DevFlowExporterAbsent",
-            expr: "absent(up{" + c.selector + "})",
-            "for": c.alerts.DevFlowExporterAbsent["for"],
-            labels: {
-              severity: c.alerts.DevFlowExporterAbsent.severity,
+            expr: 'absent(up{%(selector)s})' % v,
+            summary: 'No DevFlow exporter is being scraped.',
+            description: 'Prometheus has had no scrape target of job {{ $labels.job }} for %(for)s (selector {%(selector)s}); check prometheus.yml and the exporter service.' % v,
+          }),
+          lib.alert(c, 'DevFlowCollectorFailing', {
+            local a = c.alerts.DevFlowCollectorFailing,
+            local v = common {
+              'for': a['for'],
             },
-            annotations: {
-              summary: "No DevFlow exporter is being scraped.",
-              description: "Prometheus has had no scrape target of job {{ $labels.job }} for " + c.alerts.DevFlowExporterAbsent["for"] + " (selector {" + c.selector + "}); check prometheus.yml and the exporter service.",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowexporterabsent"),
-            },
-          },
-          {
-            alert: "DevFlowCollectorFailing",
-            expr: "devflow_exporter_collector_success{" + c.selector + "} == 0",
-            "for": c.alerts.DevFlowCollectorFailing["for"],
-            labels: {
-              severity: c.alerts.DevFlowCollectorFailing.severity,
-            },
-            annotations: {
-              summary: "A DevFlow exporter collector keeps failing.",
-              description: "The {{ $labels.collector }} collector of the exporter at {{ $labels.instance }} has failed on every scrape for " + c.alerts.DevFlowCollectorFailing["for"] + "; its metrics are missing or stale.",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowcollectorfailing"),
-            },
-          },
+            expr: 'devflow_exporter_collector_success{%(selector)s} == 0' % v,
+            summary: 'A DevFlow exporter collector keeps failing.',
+            description: 'The {{ $labels.collector }} collector of the exporter at {{ $labels.instance }} has failed on every scrape for %(for)s; its metrics are missing or stale.' % v,
+          }),
         ],
       },
       {
-        name: "devflow.process",
+        name: 'devflow.process',
         rules: [
-          {
-            alert: "DevFlowProcessDown",
-            expr: "devflow_process_up{" + c.selector + "} == 0",
-            "for": c.alerts.DevFlowProcessDown["for"],
-            labels: {
-              severity: c.alerts.DevFlowProcessDown.severity,
+          lib.alert(c, 'DevFlowProcessDown', {
+            local a = c.alerts.DevFlowProcessDown,
+            local v = common {
+              'for': a['for'],
             },
-            annotations: {
-              summary: "The DevFlow server process is not running.",
-              description: "No DevFlow server process has been found on {{ $labels.instance }} for " + c.alerts.DevFlowProcessDown["for"] + ".",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowprocessdown"),
+            expr: 'devflow_process_up{%(selector)s} == 0' % v,
+            summary: 'The DevFlow server process is not running.',
+            description: 'No DevFlow server process has been found on {{ $labels.instance }} for %(for)s.' % v,
+          }),
+          lib.alert(c, 'DevFlowHighCpuUsage', {
+            local a = c.alerts.DevFlowHighCpuUsage,
+            local v = common {
+              threshold: lib.number(a.threshold),
+              threshold_percent: lib.formatG(a.threshold * 100, 6),
+              'for': a['for'],
             },
-          },
-          {
-            alert: "DevFlowHighCpuUsage",
-            expr: "instance:devflow_process_cpu_seconds:ratio_rate" + c.rate_window + " > " + lib.number(c.alerts.DevFlowHighCpuUsage.threshold),
-            "for": c.alerts.DevFlowHighCpuUsage["for"],
-            labels: {
-              severity: c.alerts.DevFlowHighCpuUsage.severity,
+            expr: 'instance:devflow_process_cpu_seconds:ratio_rate%(rate_window)s > %(threshold)s' % v,
+            summary: 'The DevFlow server uses a lot of CPU.',
+            description: 'The DevFlow process on {{ $labels.instance }} uses {{ $value | humanizePercentage }} of one CPU core (over %(rate_window)s); above %(threshold_percent)s%% for %(for)s.' % v,
+          }),
+          lib.alert(c, 'DevFlowHighMemoryUsage', {
+            local a = c.alerts.DevFlowHighMemoryUsage,
+            local v = {
+              threshold: lib.number(a.threshold),
+              threshold_percent: lib.formatG(a.threshold * 100, 6),
+              'for': a['for'],
             },
-            annotations: {
-              summary: "The DevFlow server uses a lot of CPU.",
-              description: "The DevFlow process on {{ $labels.instance }} uses {{ $value | humanizePercentage }} of one CPU core (over " + c.rate_window + "); above " + std.format("%.6g", (c.alerts.DevFlowHighCpuUsage.threshold) * 100) + "% for " + c.alerts.DevFlowHighCpuUsage["for"] + ".",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowhighcpuusage"),
+            expr: 'instance:devflow_process_resident_memory_bytes:ratio > %(threshold)s' % v,
+            summary: "The DevFlow server uses a large share of the machine's memory.",
+            description: "The DevFlow process on {{ $labels.instance }} holds {{ $value | humanizePercentage }} of the machine's memory; above %(threshold_percent)s%% for %(for)s." % v,
+          }),
+          lib.alert(c, 'DevFlowMemoryLeak', {
+            local a = c.alerts.DevFlowMemoryLeak,
+            local v = common {
+              window: a.window,
+              growth_bytes_per_hour: lib.number(a.growth_bytes_per_hour),
+              window_seconds: std.toString(lib.seconds(a.window)),
+              growth_bytes_per_hour_mib: lib.formatG(a.growth_bytes_per_hour / 1048576, 6),
+              'for': a['for'],
             },
-          },
-          {
-            alert: "DevFlowHighMemoryUsage",
-            expr: "instance:devflow_process_resident_memory_bytes:ratio > " + lib.number(c.alerts.DevFlowHighMemoryUsage.threshold),
-            "for": c.alerts.DevFlowHighMemoryUsage["for"],
-            labels: {
-              severity: c.alerts.DevFlowHighMemoryUsage.severity,
-            },
-            annotations: {
-              summary: "The DevFlow server uses a large share of the machine's memory.",
-              description: "The DevFlow process on {{ $labels.instance }} holds {{ $value | humanizePercentage }} of the machine's memory; above " + std.format("%.6g", (c.alerts.DevFlowHighMemoryUsage.threshold) * 100) + "% for " + c.alerts.DevFlowHighMemoryUsage["for"] + ".",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowhighmemoryusage"),
-            },
-          },
-          {
-            alert: "DevFlowMemoryLeak",
-            expr: "deriv(devflow_process_resident_memory_bytes{" + c.selector + "}[" + c.alerts.DevFlowMemoryLeak.window + "]) * 3600 > " + lib.number(c.alerts.DevFlowMemoryLeak.growth_bytes_per_hour) + "\nand\ntime() - devflow_process_start_time_seconds{" + c.selector + "} > " + std.toString(lib.seconds(c.alerts.DevFlowMemoryLeak.window)),
-            "for": c.alerts.DevFlowMemoryLeak["for"],
-            labels: {
-              severity: c.alerts.DevFlowMemoryLeak.severity,
-            },
-            annotations: {
-              summary: "The DevFlow server's memory keeps growing (potential memory leak).",
-              description: "Resident memory of the DevFlow process on {{ $labels.instance }} grows by {{ $value | humanize1024 }}B per hour (over the last " + c.alerts.DevFlowMemoryLeak.window + "); more than " + std.format("%g", (c.alerts.DevFlowMemoryLeak.growth_bytes_per_hour) / 1048576) + " MiB per hour for " + c.alerts.DevFlowMemoryLeak["for"] + ".",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowmemoryleak"),
-            },
-          },
+            expr: |||-
+              deriv(devflow_process_resident_memory_bytes{%(selector)s}[%(window)s]) * 3600 > %(growth_bytes_per_hour)s
+              and
+              time() - devflow_process_start_time_seconds{%(selector)s} > %(window_seconds)s
+            ||| % v,
+            summary: "The DevFlow server's memory keeps growing (potential memory leak).",
+            description: 'Resident memory of the DevFlow process on {{ $labels.instance }} grows by {{ $value | humanize1024 }}B per hour (over the last %(window)s); more than %(growth_bytes_per_hour_mib)s MiB per hour for %(for)s.' % v,
+          }),
         ],
       },
       {
-        name: "devflow.logs",
+        name: 'devflow.logs',
         rules: [
-          {
-            alert: "DevFlowHighErrorRate",
-            expr: "instance:devflow_log_lines_errors:ratio_rate" + c.rate_window + " > " + lib.number(c.alerts.DevFlowHighErrorRate.threshold),
-            "for": c.alerts.DevFlowHighErrorRate["for"],
-            labels: {
-              severity: c.alerts.DevFlowHighErrorRate.severity,
+          lib.alert(c, 'DevFlowHighErrorRate', {
+            local a = c.alerts.DevFlowHighErrorRate,
+            local v = common {
+              threshold: lib.number(a.threshold),
+              threshold_percent: lib.formatG(a.threshold * 100, 6),
+              'for': a['for'],
             },
-            annotations: {
-              summary: "The DevFlow server logs many errors.",
-              description: "{{ $value | humanizePercentage }} of the log records the DevFlow server on {{ $labels.instance }} wrote over " + c.rate_window + " are errors; above " + std.format("%.6g", (c.alerts.DevFlowHighErrorRate.threshold) * 100) + "% for " + c.alerts.DevFlowHighErrorRate["for"] + ".",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowhigherrorrate"),
+            expr: 'instance:devflow_log_lines_errors:ratio_rate%(rate_window)s > %(threshold)s' % v,
+            summary: 'The DevFlow server logs many errors.',
+            description: '{{ $value | humanizePercentage }} of the log records the DevFlow server on {{ $labels.instance }} wrote over %(rate_window)s are errors; above %(threshold_percent)s%% for %(for)s.' % v,
+          }),
+          lib.alert(c, 'DevFlowErrorBurst', {
+            local a = c.alerts.DevFlowErrorBurst,
+            local v = common {
+              window: a.window,
+              min_errors: std.toString(a.min_errors),
+              min_ratio: lib.number(a.min_ratio),
+              min_ratio_percent: lib.formatG(a.min_ratio * 100, 6),
             },
-          },
-          {
-            alert: "DevFlowErrorBurst",
-            expr: "sum without (file, level) (increase(devflow_log_lines_total{" + c.selector + ",level=~\"" + c.app.error_levels + "\"}[" + c.alerts.DevFlowErrorBurst.window + "])) > " + std.toString(c.alerts.DevFlowErrorBurst.min_errors) + "\nand\nsum without (file, level) (increase(devflow_log_lines_total{" + c.selector + ",level=~\"" + c.app.error_levels + "\"}[" + c.alerts.DevFlowErrorBurst.window + "]))\n/ sum without (file, level) (increase(devflow_log_lines_total{" + c.selector + "}[" + c.alerts.DevFlowErrorBurst.window + "])) > " + lib.number(c.alerts.DevFlowErrorBurst.min_ratio),
-            "for": c.alerts.DevFlowErrorBurst["for"],
-            labels: {
-              severity: c.alerts.DevFlowErrorBurst.severity,
+            expr: |||-
+              sum without (file, level) (increase(devflow_log_lines_total{%(selector)s,level=~"%(error_levels)s"}[%(window)s])) > %(min_errors)s
+              and
+              sum without (file, level) (increase(devflow_log_lines_total{%(selector)s,level=~"%(error_levels)s"}[%(window)s]))
+              / sum without (file, level) (increase(devflow_log_lines_total{%(selector)s}[%(window)s])) > %(min_ratio)s
+            ||| % v,
+            summary: 'A burst of ERROR lines in the DevFlow logs.',
+            description: 'The DevFlow server on {{ $labels.instance }} wrote {{ $value | humanize }} error records in the last %(window)s, more than %(min_errors)s and at least %(min_ratio_percent)s%% of its records.' % v,
+          }),
+          lib.alert(c, 'DevFlowHttpErrorRate', {
+            local a = c.alerts.DevFlowHttpErrorRate,
+            local v = common {
+              threshold: lib.number(a.threshold),
+              threshold_percent: lib.formatG(a.threshold * 100, 6),
+              'for': a['for'],
             },
-            annotations: {
-              summary: "A burst of ERROR lines in the DevFlow logs.",
-              description: "The DevFlow server on {{ $labels.instance }} wrote {{ $value | humanize }} error records in the last " + c.alerts.DevFlowErrorBurst.window + ", more than " + std.toString(c.alerts.DevFlowErrorBurst.min_errors) + " and at least " + std.format("%.6g", (c.alerts.DevFlowErrorBurst.min_ratio) * 100) + "% of its records.",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowerrorburst"),
+            expr: 'instance:devflow_http_requests_5xx:ratio_rate%(rate_window)s > %(threshold)s' % v,
+            summary: 'The DevFlow server answers many requests with 5xx.',
+            description: '{{ $value | humanizePercentage }} of the requests in the access log of {{ $labels.instance }} were answered 5xx over %(rate_window)s; above %(threshold_percent)s%% for %(for)s.' % v,
+          }),
+          lib.alert(c, 'DevFlowLogNotRotated', {
+            local a = c.alerts.DevFlowLogNotRotated,
+            local v = common {
+              max_size_bytes: lib.number(a.max_size_bytes),
+              window: a.window,
+              max_size_bytes_mib: lib.formatG(a.max_size_bytes / 1048576, 6),
             },
-          },
-          {
-            alert: "DevFlowHttpErrorRate",
-            expr: "instance:devflow_http_requests_5xx:ratio_rate" + c.rate_window + " > " + lib.number(c.alerts.DevFlowHttpErrorRate.threshold),
-            "for": c.alerts.DevFlowHttpErrorRate["for"],
-            labels: {
-              severity: c.alerts.DevFlowHttpErrorRate.severity,
-            },
-            annotations: {
-              summary: "The DevFlow server answers many requests with 5xx.",
-              description: "{{ $value | humanizePercentage }} of the requests in the access log of {{ $labels.instance }} were answered 5xx over " + c.rate_window + "; above " + std.format("%.6g", (c.alerts.DevFlowHttpErrorRate.threshold) * 100) + "% for " + c.alerts.DevFlowHttpErrorRate["for"] + ".",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowhttperrorrate"),
-            },
-          },
-          {
-            alert: "DevFlowLogNotRotated",
-            expr: "devflow_log_file_size_bytes{" + c.selector + "} > " + lib.number(c.alerts.DevFlowLogNotRotated.max_size_bytes) + "\nunless ignoring (kind)\nincrease(devflow_log_rotations_total{" + c.selector + "}[" + c.alerts.DevFlowLogNotRotated.window + "]) > 0",
-            "for": c.alerts.DevFlowLogNotRotated["for"],
-            labels: {
-              severity: c.alerts.DevFlowLogNotRotated.severity,
-            },
-            annotations: {
-              summary: "A DevFlow log file is large and has not been rotated.",
-              description: "{{ $labels.file }} on {{ $labels.instance }} is {{ $value | humanize1024 }}B and no rotation was seen in " + c.alerts.DevFlowLogNotRotated.window + " (limit " + std.format("%g", (c.alerts.DevFlowLogNotRotated.max_size_bytes) / 1048576) + " MiB).",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowlognotrotated"),
-            },
-          },
+            expr: |||-
+              devflow_log_file_size_bytes{%(selector)s} > %(max_size_bytes)s
+              unless ignoring (kind)
+              increase(devflow_log_rotations_total{%(selector)s}[%(window)s]) > 0
+            ||| % v,
+            summary: 'A DevFlow log file is large and has not been rotated.',
+            description: '{{ $labels.file }} on {{ $labels.instance }} is {{ $value | humanize1024 }}B and no rotation was seen in %(window)s (limit %(max_size_bytes_mib)s MiB).' % v,
+          }),
         ],
       },
       {
-        name: "devflow.database",
+        name: 'devflow.database',
         rules: [
-          {
-            alert: "DevFlowDatabaseUnavailable",
-            expr: "(devflow_db_up{" + c.selector + "} == 0)\n* ignoring (state) group_left (state)\n(devflow_db_state{" + c.selector + ",state!=\"ok\"} == 1)\nor ignoring (state)\ndevflow_db_up{" + c.selector + "} == 0",
-            "for": c.alerts.DevFlowDatabaseUnavailable["for"],
-            labels: {
-              severity: c.alerts.DevFlowDatabaseUnavailable.severity,
+          lib.alert(c, 'DevFlowDatabaseUnavailable', {
+            local a = c.alerts.DevFlowDatabaseUnavailable,
+            local v = common {
+              'for': a['for'],
             },
-            annotations: {
-              summary: "The DevFlow database cannot be read.",
-              description: "The DevFlow database on {{ $labels.instance }} has been unreadable for " + c.alerts.DevFlowDatabaseUnavailable["for"] + " (state: {{ with $labels.state }}{{ . }}{{ else }}unknown{{ end }}).",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowdatabaseunavailable"),
+            expr: |||-
+              (devflow_db_up{%(selector)s} == 0)
+              * ignoring (state) group_left (state)
+              (devflow_db_state{%(selector)s,state!="ok"} == 1)
+              or ignoring (state)
+              devflow_db_up{%(selector)s} == 0
+            ||| % v,
+            summary: 'The DevFlow database cannot be read.',
+            description: 'The DevFlow database on {{ $labels.instance }} has been unreadable for %(for)s (state: {{ with $labels.state }}{{ . }}{{ else }}unknown{{ end }}).' % v,
+          }),
+          lib.alert(c, 'DevFlowDatabaseIntegrityFailed', {
+            expr: 'devflow_db_integrity_check_ok{%(selector)s} == 0' % common,
+            summary: 'The DevFlow database failed its integrity check.',
+            description: 'The last scheduled integrity check of the DevFlow database on {{ $labels.instance }} failed; the file may be corrupt.',
+          }),
+          lib.alert(c, 'DevFlowEventsNotPersisted', {
+            local a = c.alerts.DevFlowEventsNotPersisted,
+            local v = common {
+              'for': a['for'],
             },
-          },
-          {
-            alert: "DevFlowDatabaseIntegrityFailed",
-            expr: "devflow_db_integrity_check_ok{" + c.selector + "} == 0",
-            "for": c.alerts.DevFlowDatabaseIntegrityFailed["for"],
-            labels: {
-              severity: c.alerts.DevFlowDatabaseIntegrityFailed.severity,
+            expr: |||-
+              instance:devflow_events_ingested:rate%(rate_window)s == 0
+              and
+              devflow_process_up{%(selector)s} == 1
+              and
+              instance:devflow_log_lines:rate%(rate_window)s > 0
+            ||| % v,
+            summary: 'The DevFlow server is active but stores no events.',
+            description: 'The DevFlow process on {{ $labels.instance }} is up and active (it writes log records) but has written no event to its database for %(for)s.' % v,
+          }),
+          lib.alert(c, 'DevFlowEventBacklogGrowing', {
+            local a = c.alerts.DevFlowEventBacklogGrowing,
+            local v = common {
+              window: a.window,
+              max_pending_age_seconds: std.toString(lib.seconds(a.max_pending_age)),
+              max_pending_age: a.max_pending_age,
             },
-            annotations: {
-              summary: "The DevFlow database failed its integrity check.",
-              description: "The last scheduled integrity check of the DevFlow database on {{ $labels.instance }} failed; the file may be corrupt.",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowdatabaseintegrityfailed"),
+            expr: |||-
+              deriv(devflow_event_queue_outbox_events{%(selector)s,status="pending"}[%(window)s]) * 3600 > 0
+              and ignoring (status)
+              time() - devflow_event_queue_oldest_pending_timestamp_seconds{%(selector)s} > %(max_pending_age_seconds)s
+            ||| % v,
+            summary: 'The DevFlow event outbox backlog keeps growing.',
+            description: 'Pending events in the outbox of {{ $labels.instance }} grow by {{ $value | humanize }} per hour (over %(window)s) and the oldest has waited more than %(max_pending_age)s.' % v,
+          }),
+          lib.alert(c, 'DevFlowDiskFillingUp', {
+            local a = c.alerts.DevFlowDiskFillingUp,
+            local v = common {
+              max_free_ratio: lib.number(a.max_free_ratio),
+              window: a.window,
+              horizon_seconds: std.toString(lib.seconds(a.horizon)),
+              horizon: a.horizon,
             },
-          },
-          {
-            alert: "DevFlowEventsNotPersisted",
-            expr: "instance:devflow_events_ingested:rate" + c.rate_window + " == 0\nand\ndevflow_process_up{" + c.selector + "} == 1\nand\ninstance:devflow_log_lines:rate" + c.rate_window + " > 0",
-            "for": c.alerts.DevFlowEventsNotPersisted["for"],
-            labels: {
-              severity: c.alerts.DevFlowEventsNotPersisted.severity,
+            expr: |||-
+              devflow_db_filesystem_free_bytes{%(selector)s} / devflow_db_filesystem_size_bytes{%(selector)s} < %(max_free_ratio)s
+              and
+              predict_linear(devflow_db_filesystem_free_bytes{%(selector)s}[%(window)s], %(horizon_seconds)s) < 0
+            ||| % v,
+            summary: "The DevFlow database's disk will fill up soon.",
+            description: 'The filesystem of the DevFlow database on {{ $labels.instance }} has {{ $value | humanizePercentage }} free and, at the rate of the last %(window)s, fills up within %(horizon)s.' % v,
+          }),
+          lib.alert(c, 'DevFlowDiskSpaceLow', {
+            local a = c.alerts.DevFlowDiskSpaceLow,
+            local v = common {
+              threshold: lib.number(a.threshold),
+              threshold_percent: lib.formatG(a.threshold * 100, 6),
             },
-            annotations: {
-              summary: "The DevFlow server is active but stores no events.",
-              description: "The DevFlow process on {{ $labels.instance }} is up and active (it writes log records) but has written no event to its database for " + c.alerts.DevFlowEventsNotPersisted["for"] + ".",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devfloweventsnotpersisted"),
+            expr: 'devflow_db_filesystem_free_bytes{%(selector)s} / devflow_db_filesystem_size_bytes{%(selector)s} < %(threshold)s' % v,
+            summary: "The DevFlow database's disk is almost full.",
+            description: 'The filesystem of the DevFlow database on {{ $labels.instance }} has only {{ $value | humanizePercentage }} free (below %(threshold_percent)s%%).' % v,
+          }),
+          lib.alert(c, 'DevFlowRetentionNotApplied', {
+            local a = c.alerts.DevFlowRetentionNotApplied,
+            local v = common {
+              retention_seconds_plus_margin_seconds: std.toString(lib.seconds(a.retention) + lib.seconds(a.margin)),
+              retention: a.retention,
             },
-          },
-          {
-            alert: "DevFlowEventBacklogGrowing",
-            expr: "deriv(devflow_event_queue_outbox_events{" + c.selector + ",status=\"pending\"}[" + c.alerts.DevFlowEventBacklogGrowing.window + "]) * 3600 > 0\nand ignoring (status)\ntime() - devflow_event_queue_oldest_pending_timestamp_seconds{" + c.selector + "} > " + std.toString(lib.seconds(c.alerts.DevFlowEventBacklogGrowing.max_pending_age)),
-            "for": c.alerts.DevFlowEventBacklogGrowing["for"],
-            labels: {
-              severity: c.alerts.DevFlowEventBacklogGrowing.severity,
+            expr: 'time() - devflow_events_oldest_timestamp_seconds{%(selector)s} > %(retention_seconds_plus_margin_seconds)s' % v,
+            summary: 'Old DevFlow events are not being deleted.',
+            description: 'The oldest event in the DevFlow database on {{ $labels.instance }} is {{ $value | humanizeDuration }} old; retention is %(retention)s, so maintenance has not run.' % v,
+          }),
+          lib.alert(c, 'DevFlowBackupStale', {
+            local a = c.alerts.DevFlowBackupStale,
+            local v = common {
+              max_age_seconds: std.toString(lib.seconds(a.max_age)),
+              max_age: a.max_age,
             },
-            annotations: {
-              summary: "The DevFlow event outbox backlog keeps growing.",
-              description: "Pending events in the outbox of {{ $labels.instance }} grow by {{ $value | humanize }} per hour (over " + c.alerts.DevFlowEventBacklogGrowing.window + ") and the oldest has waited more than " + c.alerts.DevFlowEventBacklogGrowing.max_pending_age + ".",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devfloweventbackloggrowing"),
+            expr: 'time() - devflow_backup_last_success_timestamp_seconds{%(selector)s} > %(max_age_seconds)s' % v,
+            summary: 'The last DevFlow backup is too old.',
+            description: 'The last successful backup of the DevFlow database on {{ $labels.instance }} finished {{ $value | humanizeDuration }} ago (limit %(max_age)s).' % v,
+          }),
+          lib.alert(c, 'DevFlowBackupMissing', {
+            local a = c.alerts.DevFlowBackupMissing,
+            local v = common {
+              max_age_seconds: std.toString(lib.seconds(a.max_age)),
             },
-          },
-          {
-            alert: "DevFlowDiskFillingUp",
-            expr: "devflow_db_filesystem_free_bytes{" + c.selector + "} / devflow_db_filesystem_size_bytes{" + c.selector + "} < " + lib.number(c.alerts.DevFlowDiskFillingUp.max_free_ratio) + "\nand\npredict_linear(devflow_db_filesystem_free_bytes{" + c.selector + "}[" + c.alerts.DevFlowDiskFillingUp.window + "], " + std.toString(lib.seconds(c.alerts.DevFlowDiskFillingUp.horizon)) + ") < 0",
-            "for": c.alerts.DevFlowDiskFillingUp["for"],
-            labels: {
-              severity: c.alerts.DevFlowDiskFillingUp.severity,
+            expr: |||-
+              time() - devflow_events_oldest_timestamp_seconds{%(selector)s} > %(max_age_seconds)s
+              unless
+              devflow_backup_last_success_timestamp_seconds{%(selector)s}
+            ||| % v,
+            summary: 'The DevFlow database has never been backed up.',
+            description: 'The DevFlow database on {{ $labels.instance }} holds events from {{ $value | humanizeDuration }} ago but no successful backup is recorded.',
+          }),
+          lib.alert(c, 'DevFlowDatabaseFragmented', {
+            local a = c.alerts.DevFlowDatabaseFragmented,
+            local v = common {
+              max_free_ratio: lib.number(a.max_free_ratio),
+              min_size_bytes: lib.number(a.min_size_bytes),
             },
-            annotations: {
-              summary: "The DevFlow database's disk will fill up soon.",
-              description: "The filesystem of the DevFlow database on {{ $labels.instance }} has {{ $value | humanizePercentage }} free and, at the rate of the last " + c.alerts.DevFlowDiskFillingUp.window + ", fills up within " + c.alerts.DevFlowDiskFillingUp.horizon + ".",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowdiskfillingup"),
-            },
-          },
-          {
-            alert: "DevFlowDiskSpaceLow",
-            expr: "devflow_db_filesystem_free_bytes{" + c.selector + "} / devflow_db_filesystem_size_bytes{" + c.selector + "} < " + lib.number(c.alerts.DevFlowDiskSpaceLow.threshold),
-            "for": c.alerts.DevFlowDiskSpaceLow["for"],
-            labels: {
-              severity: c.alerts.DevFlowDiskSpaceLow.severity,
-            },
-            annotations: {
-              summary: "The DevFlow database's disk is almost full.",
-              description: "The filesystem of the DevFlow database on {{ $labels.instance }} has only {{ $value | humanizePercentage }} free (below " + std.format("%.6g", (c.alerts.DevFlowDiskSpaceLow.threshold) * 100) + "%).",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowdiskspacelow"),
-            },
-          },
-          {
-            alert: "DevFlowRetentionNotApplied",
-            expr: "time() - devflow_events_oldest_timestamp_seconds{" + c.selector + "} > " + std.toString((lib.seconds(c.alerts.DevFlowRetentionNotApplied.retention)) + (lib.seconds(c.alerts.DevFlowRetentionNotApplied.margin))),
-            "for": c.alerts.DevFlowRetentionNotApplied["for"],
-            labels: {
-              severity: c.alerts.DevFlowRetentionNotApplied.severity,
-            },
-            annotations: {
-              summary: "Old DevFlow events are not being deleted.",
-              description: "The oldest event in the DevFlow database on {{ $labels.instance }} is {{ $value | humanizeDuration }} old; retention is " + c.alerts.DevFlowRetentionNotApplied.retention + ", so maintenance has not run.",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowretentionnotapplied"),
-            },
-          },
-          {
-            alert: "DevFlowBackupStale",
-            expr: "time() - devflow_backup_last_success_timestamp_seconds{" + c.selector + "} > " + std.toString(lib.seconds(c.alerts.DevFlowBackupStale.max_age)),
-            "for": c.alerts.DevFlowBackupStale["for"],
-            labels: {
-              severity: c.alerts.DevFlowBackupStale.severity,
-            },
-            annotations: {
-              summary: "The last DevFlow backup is too old.",
-              description: "The last successful backup of the DevFlow database on {{ $labels.instance }} finished {{ $value | humanizeDuration }} ago (limit " + c.alerts.DevFlowBackupStale.max_age + ").",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowbackupstale"),
-            },
-          },
-          {
-            alert: "DevFlowBackupMissing",
-            expr: "time() - devflow_events_oldest_timestamp_seconds{" + c.selector + "} > " + std.toString(lib.seconds(c.alerts.DevFlowBackupMissing.max_age)) + "\nunless\ndevflow_backup_last_success_timestamp_seconds{" + c.selector + "}",
-            "for": c.alerts.DevFlowBackupMissing["for"],
-            labels: {
-              severity: c.alerts.DevFlowBackupMissing.severity,
-            },
-            annotations: {
-              summary: "The DevFlow database has never been backed up.",
-              description: "The DevFlow database on {{ $labels.instance }} holds events from {{ $value | humanizeDuration }} ago but no successful backup is recorded.",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowbackupmissing"),
-            },
-          },
-          {
-            alert: "DevFlowDatabaseFragmented",
-            expr: "devflow_db_freelist_pages{" + c.selector + "} / devflow_db_pages{" + c.selector + "} > " + lib.number(c.alerts.DevFlowDatabaseFragmented.max_free_ratio) + "\nand\ndevflow_db_pages{" + c.selector + "} * devflow_db_page_size_bytes{" + c.selector + "} > " + lib.number(c.alerts.DevFlowDatabaseFragmented.min_size_bytes),
-            "for": c.alerts.DevFlowDatabaseFragmented["for"],
-            labels: {
-              severity: c.alerts.DevFlowDatabaseFragmented.severity,
-            },
-            annotations: {
-              summary: "The DevFlow database has many unused pages.",
-              description: "{{ $value | humanizePercentage }} of the pages of the DevFlow database on {{ $labels.instance }} are free; VACUUM would return them to the filesystem.",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowdatabasefragmented"),
-            },
-          },
+            expr: |||-
+              devflow_db_freelist_pages{%(selector)s} / devflow_db_pages{%(selector)s} > %(max_free_ratio)s
+              and
+              devflow_db_pages{%(selector)s} * devflow_db_page_size_bytes{%(selector)s} > %(min_size_bytes)s
+            ||| % v,
+            summary: 'The DevFlow database has many unused pages.',
+            description: '{{ $value | humanizePercentage }} of the pages of the DevFlow database on {{ $labels.instance }} are free; VACUUM would return them to the filesystem.',
+          }),
         ],
       },
       {
-        name: "devflow.probe",
+        name: 'devflow.probe',
         rules: [
-          {
-            alert: "DevFlowProbeFailing",
-            expr: "(devflow_probe_success{" + c.selector + "} == 0)\n* ignoring (state) group_left (state)\n(devflow_probe_state{" + c.selector + ",state!~\"ok|no_listener\"} == 1)",
-            "for": c.alerts.DevFlowProbeFailing["for"],
-            labels: {
-              severity: c.alerts.DevFlowProbeFailing.severity,
+          lib.alert(c, 'DevFlowProbeFailing', {
+            local a = c.alerts.DevFlowProbeFailing,
+            local v = common {
+              'for': a['for'],
             },
-            annotations: {
-              summary: "A DevFlow health endpoint fails.",
-              description: "GET /{{ $labels.endpoint }} on the DevFlow server behind {{ $labels.instance }} has failed for " + c.alerts.DevFlowProbeFailing["for"] + " ({{ $labels.state }}).",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowprobefailing"),
+            expr: |||-
+              (devflow_probe_success{%(selector)s} == 0)
+              * ignoring (state) group_left (state)
+              (devflow_probe_state{%(selector)s,state!~"ok|no_listener"} == 1)
+            ||| % v,
+            summary: 'A DevFlow health endpoint fails.',
+            description: 'GET /{{ $labels.endpoint }} on the DevFlow server behind {{ $labels.instance }} has failed for %(for)s ({{ $labels.state }}).' % v,
+          }),
+          lib.alert(c, 'DevFlowProbeSlow', {
+            local a = c.alerts.DevFlowProbeSlow,
+            local v = common {
+              threshold: lib.number(a.threshold),
+              threshold_milli: lib.formatG(a.threshold * 1000, 6),
+              'for': a['for'],
             },
-          },
-          {
-            alert: "DevFlowProbeSlow",
-            expr: "instance_endpoint:devflow_probe_duration_seconds:p99_rate" + c.rate_window + " > " + lib.number(c.alerts.DevFlowProbeSlow.threshold),
-            "for": c.alerts.DevFlowProbeSlow["for"],
-            labels: {
-              severity: c.alerts.DevFlowProbeSlow.severity,
-            },
-            annotations: {
-              summary: "A DevFlow health endpoint answers slowly.",
-              description: "The 99th percentile of GET /{{ $labels.endpoint }} on the DevFlow server behind {{ $labels.instance }} is {{ $value | humanizeDuration }} over " + c.rate_window + "; above " + std.format("%g", (c.alerts.DevFlowProbeSlow.threshold) * 1000) + " ms for " + c.alerts.DevFlowProbeSlow["for"] + ".",
-              runbook_url: std.strReplace(c.runbook_url, '{anchor}', "devflowprobeslow"),
-            },
-          },
+            expr: 'instance_endpoint:devflow_probe_duration_seconds:p99_rate%(rate_window)s > %(threshold)s' % v,
+            summary: 'A DevFlow health endpoint answers slowly.',
+            description: 'The 99th percentile of GET /{{ $labels.endpoint }} on the DevFlow server behind {{ $labels.instance }} is {{ $value | humanizeDuration }} over %(rate_window)s; above %(threshold_milli)s ms for %(for)s.' % v,
+          }),
         ],
       },
     ]),
