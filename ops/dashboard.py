@@ -59,11 +59,11 @@ def register(subparsers) -> None:
     parser.add_argument("--interval", type=float, metavar="SECONDS",
                         help="refresh interval (default 2; with --prometheus the settings' scrape_interval, since "
                              "Prometheus has nothing newer before its next scrape)")
+    parser.add_argument("--once", action="store_true",
+                        help="print one frame and exit (the default when stdout is not a terminal)")
     parser.add_argument("--rate-window", type=float, metavar="SECONDS",
                         help="span of the rates: from the exporter default 30 (--once samples twice this far "
                              "apart); with --prometheus default the settings' rate_window (5m)")
-    parser.add_argument("--once", action="store_true",
-                        help="print one frame and exit (the default when stdout is not a terminal)")
     parser.add_argument("--frames", type=int, default=0, metavar="N",
                         help="stop after N frames (default: run until Ctrl-C on a terminal, 1 otherwise)")
     parser.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="HTTP timeout (default 3)")

@@ -300,12 +300,7 @@ def test_loadavg_is_not_taken_for_a_pid_cursor_where_it_counts_no_pids_of_ours(m
 def test_a_server_whose_pid_was_counted_before_proc_showed_it_is_found(monkeypatch, fake, spawn, unread, full):
     """The kernel counts a pid a moment before /proc lists its process, and a process in the middle of
     exec has no command line: such a pid is read again at the next look rather than dropped."""
-    server, pattern = fake
-    finder = finder_of_children(pattern)
-    scan = process_finder.IncrementalScan(finder, pid_cursor=True)
-    assert scan.scan() == []
-    child = spawn(server)
-    wait_until(lambda: pattern_matches(pattern, child.pid), message="the server has exec'd")
+    scan, child = a_look_then_a_new_server(fake, spawn, pid_cursor=True)
     read_cmdline, listed_pids = procfs.read_cmdline, procfs.listed_pids
     monkeypatch.setattr(procfs, "read_cmdline", lambda pid: unread if pid == child.pid else read_cmdline(pid))
     monkeypatch.setattr(procfs, "listed_pids", lambda: listed_pids() - {child.pid})
@@ -340,12 +335,7 @@ def test_a_process_that_execs_the_server_just_after_the_exporter_started_is_foun
 def test_a_server_caught_inside_exec_is_found_by_the_same_look(monkeypatch, spawn, fake):
     """Popen returns once the child closed its close-on-exec files, a moment before the kernel puts the new
     program's arguments in place: a look then reads an empty command line, and reads it again."""
-    server, pattern = fake
-    finder = finder_of_children(pattern)
-    scan = process_finder.IncrementalScan(finder, pid_cursor=False)
-    assert scan.scan() == []
-    child = spawn(server)
-    wait_until(lambda: pattern_matches(pattern, child.pid), message="the child has exec'd")
+    scan, child = a_look_then_a_new_server(fake, spawn, pid_cursor=False)
     empty_reads = [3]  # how many more reads of the child see it inside execve
     real_read = process_finder.procfs.read_cmdline
 
@@ -359,6 +349,16 @@ def test_a_server_caught_inside_exec_is_found_by_the_same_look(monkeypatch, spaw
     monkeypatch.setattr(process_finder.procfs, "in_exec", lambda pid: pid == child.pid)  # until it matches
     assert [t.pid for t in scan.scan()] == [child.pid]
     assert empty_reads == [0]
+
+
+def a_look_then_a_new_server(fake, spawn, pid_cursor: bool):
+    """A scan that has looked once and found nothing, and a server started after that look."""
+    server, pattern = fake
+    scan = process_finder.IncrementalScan(finder_of_children(pattern), pid_cursor)
+    assert scan.scan() == []
+    child = spawn(server)
+    wait_until(lambda: pattern_matches(pattern, child.pid), message="the server has exec'd")
+    return scan, child
 
 
 def finder_of_children(pattern: str):

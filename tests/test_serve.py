@@ -81,28 +81,28 @@ def test_guide_load_test_leaves_no_errors_threads_or_memory_behind(tmp_path, sta
     assert growth < 8 * 1024 * 1024, f"RSS grew by {growth / 1e6:.1f} MB"
 
 
-class Broken(Collector):
-    name = "broken"
+class OneSample(Collector):
+    """Yields one sample of `metric`, then raises if `bug`."""
+
+    def __init__(self, name: str, metric, value: float, bug: bool = False):
+        super().__init__()
+        self.name, self.metric, self.value, self.bug = name, metric, value, bug
 
     def collect(self):
-        family = catalog.HOST_CPUS.family()
-        family.add_metric([], 2)
+        family = self.metric.family()
+        family.add_metric([], self.value)
         yield family
-        raise RuntimeError("collector bug")
+        if self.bug:
+            raise RuntimeError("collector bug")
 
 
-class Healthy(Collector):
-    name = "healthy"
-
-    def collect(self):
-        family = catalog.HOST_MEMORY_TOTAL.family()
-        family.add_metric([], 1)
-        yield family
+def healthy() -> OneSample:
+    return OneSample("healthy", catalog.HOST_MEMORY_TOTAL, 1)
 
 
 def test_a_failing_collector_costs_its_own_series_not_the_scrape():
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(CollectorSet([Broken(), Healthy()]))
+    registry.register(CollectorSet([OneSample("broken", catalog.HOST_CPUS, 2, bug=True), healthy()]))
     samples = parse_metrics(generate_latest(registry).decode())
     assert samples[(catalog.COLLECTOR_SUCCESS.name, (("collector", "broken"),))] == 0
     assert samples[(catalog.COLLECTOR_SUCCESS.name, (("collector", "healthy"),))] == 1
@@ -228,7 +228,7 @@ def test_fast_text_exposition_says_what_prometheus_client_says(tmp_path):
     from devflow_monitor.exporter.exposition import render_text
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(CollectorSet([Awkward(), Healthy()]))
+    registry.register(CollectorSet([Awkward(), healthy()]))
     ours, theirs = render_text(registry).decode(), generate_latest(registry).decode()
 
     def comments(text):

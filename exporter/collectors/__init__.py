@@ -26,16 +26,12 @@ class CollectorSet:
         self.collectors = list(collectors)
         self.last_success: dict[str, bool] = {}
 
+    def get(self, name: str):
+        return next((c for c in self.collectors if c.name == name), None)
+
     def start(self) -> None:
         for collector in self.collectors:
             collector.start()
-
-    def stop(self) -> None:
-        for collector in self.collectors:
-            collector.stop()
-
-    def get(self, name: str):
-        return next((c for c in self.collectors if c.name == name), None)
 
     def collect(self):
         success = catalog.COLLECTOR_SUCCESS.family()
@@ -60,3 +56,7 @@ class CollectorSet:
         info = catalog.EXPORTER_BUILD_INFO.family()
         info.add_metric([__version__, platform.python_version()], 1.0)
         yield info
+
+    def stop(self) -> None:
+        for collector in self.collectors:
+            collector.stop()
