@@ -68,6 +68,16 @@ COLLECTOR_DURATION = _gauge(
 
 # --- process ----------------------------------------------------------------
 PROCESS_UP = _gauge("devflow_process_up", "1 if a DevFlow server process was found, else 0.")
+TARGET_MODE = _gauge(
+    "devflow_target_mode",
+    "1 for how the watched server is run (devflow.mode): daemon, a unit whose absence is an outage, or "
+    "on_demand, started and stopped by its MCP client, whose absence is normal; 0 for the other.", "mode")
+PROCESS_EXITS = _counter(
+    "devflow_process_exits_total",
+    "Exits of the server seen since the exporter started: clean, or crash (its client still running after it, "
+    "or crash output in its log at the exit).", "reason")
+PROCESS_LAST_EXIT = _gauge(
+    "devflow_process_last_exit_timestamp_seconds", "When the server was last seen to exit, since the epoch.")
 PROCESS_MATCHES = _gauge(
     "devflow_process_matches",
     "Processes matching the pidfile, command-line pattern or port (while one runs, a second is looked for "

@@ -16,6 +16,8 @@ CONFIG_FLAGS = {
     "--web.telemetry-path": ("web.telemetry_path", "PATH", "path of the metrics endpoint (default /metrics)"),
     "--web.config.file": ("web.config_file", "FILE", "exporter-toolkit web config for TLS and basic auth"),
     "--log.level": ("log_level", "LEVEL", "debug, info, warning or error"),
+    "--devflow.mode": ("devflow.mode", "MODE", "daemon (absence is an outage, default) or on_demand (an MCP "
+                       "client starts and stops the server: only a crash is a fault)"),
     "--devflow.database": ("devflow.database", "PATH", "DevFlow SQLite database"),
     "--devflow.workdir": ("devflow.workdir", "DIR", "public build's working directory (DIR/data/devflow.db)"),
     "--devflow.pidfile": ("devflow.pidfile", "FILE", "pidfile of the DevFlow server"),

@@ -37,8 +37,14 @@ class WebConfig:
     config_file: str | None = None  # exporter-toolkit web config: TLS and basic auth
 
 
+MODES = ("daemon", "on_demand")
+
+
 @dataclass
 class DevflowConfig:
+    # How the server is run: daemon (the guide's launchd/systemd unit: its absence is an outage) or on_demand
+    # (the public build's real use: an MCP client starts and stops it over stdio; only a crash is a fault).
+    mode: str = "daemon"
     database: str = "~/.config/mcp/devflow-monitor/devflow.db"
     workdir: str | None = None  # public build: the database is always <workdir>/data/devflow.db
     pidfile: str | None = None
@@ -191,6 +197,8 @@ def _validate(config: Config, origins: dict[str, str]) -> None:
             fail(dotted, f"not a valid regular expression: {exc}")
     if "status" not in re.compile(config.collectors.logs.access_log_pattern).groupindex:
         fail("collectors.logs.access_log_pattern", "needs a named group (?P<status>...)")
+    if config.devflow.mode not in MODES:
+        fail("devflow.mode", f"must be one of {', '.join(MODES)}, got {config.devflow.mode!r}")
     if not 0 < config.devflow.port < 65536:
         fail("devflow.port", f"must be between 1 and 65535, got {config.devflow.port}")
     try:
