@@ -104,11 +104,12 @@ def test_the_settings_reach_the_generated_rules(settings_file):
 
 def test_the_settings_reach_the_grafana_json_and_the_built_in_dashboards(settings_file):
     from devflow_monitor.core.settings import load
-    from devflow_monitor.dashboards.build import render_all
+    from devflow_monitor.dashboards.build import datasources, render_all
     from devflow_monitor.webdash import sources
     from devflow_monitor.webdash.http import render_dashboards
 
     settings = load(settings_file)
+    assert "timeInterval: 10s" in datasources(settings)["prometheus.yml"]
     grafana = "".join(render_all(settings).values())
     assert ERRORS.replace('"', '\\"') in grafana and '"value": 0.37' in grafana
     built_in = json.dumps(render_dashboards(settings))
@@ -117,6 +118,13 @@ def test_the_settings_reach_the_grafana_json_and_the_built_in_dashboards(setting
     assert ERRORS.replace('"', '\\"') in guide and "[7m]" in guide
     unreachable = sources.Prometheus(f"http://127.0.0.1:{free_port()}", settings)
     assert unreachable.scrape_interval() == 10, "the step the page uses while Prometheus cannot say"
+
+
+def test_the_compose_prometheus_scrapes_at_the_settings_interval():
+    from devflow_monitor.core.settings import Settings
+
+    config = yaml.safe_load((ROOT / "prometheus.yml").read_text(encoding="utf-8"))
+    assert config["global"]["scrape_interval"] == Settings().scrape_interval
 
 
 def test_the_same_settings_as_a_mixin_override_reach_the_mixin_output(tmp_path):

@@ -19,7 +19,7 @@ from conftest import (FAST_SETTINGS, NO_SERVER, cli, free_port, http_get, parse_
                       wait_until)
 from prometheus_client import CollectorRegistry, generate_latest
 
-from devflow_monitor.core import catalog
+from devflow_monitor.core import __version__, catalog
 from devflow_monitor.exporter.collectors import CollectorSet
 from devflow_monitor.exporter.collectors.base import Collector
 from devflow_monitor.core.devflow_db import create_database, insert_event
@@ -44,7 +44,7 @@ def test_routes_answer_with_their_shapes(tmp_path, start_exporter, spawn):
     assert http_get(exporter.url + "/nope")[0] == 404
     samples = exporter.scrape()
     assert samples[(catalog.EXPORTER_BUILD_INFO.name, (("python_version", sys.version.split()[0]),
-                                                       ("version", "0.1.0")))] == 1
+                                                       ("version", __version__)))] == 1
 
 
 def test_custom_telemetry_path(tmp_path, start_exporter):
