@@ -1,0 +1,30 @@
+"""A bug in a webdash handler is logged where a person sees it and answered with a 500, not a dropped
+connection."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from conftest import free_port, http_get
+from devflow_monitor.webdash import sources
+from devflow_monitor.webdash.http import WebdashServer
+
+
+def test_a_handler_bug_is_logged_at_error_and_answered_500(monkeypatch, caplog):
+    def bug(*_args, **_kwargs):
+        raise KeyError("a bug in the handler")
+
+    monkeypatch.setattr(sources, "guide_metrics", bug)
+    server = WebdashServer(("127.0.0.1", 0), prometheus_url=f"http://127.0.0.1:{free_port()}",
+                           alertmanager_url=None, dashboards=None, web_config=None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="devflow_monitor.webdash"):
+            status, body = http_get(f"http://127.0.0.1:{server.server_port}/dashboard/api/metrics")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert status == 500 and "internal error" in body
+    assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records), "the traceback is logged"
