@@ -69,7 +69,7 @@ def run(args) -> int:
 
     def shut_down(signum, _frame):
         log.info("received %s, shutting down", signal.Signals(signum).name)
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        threading.Thread(target=server.shutdown, name="webdash-shutdown", daemon=True).start()
 
     signal.signal(signal.SIGTERM, shut_down)
     signal.signal(signal.SIGINT, shut_down)
