@@ -37,8 +37,14 @@ dashboards: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m devflow_monitor.generate.metrics_doc
 
+# The DevFlow `make up` watches, passed on as `stack up --devflow.*` flags when given on the command line, e.g. the
+# public build run in DIR: make up DEVFLOW_WORKDIR=DIR DEVFLOW_LOG_FILES=DIR/devflow.out,DIR/devflow.err DEVFLOW_MODE=on_demand
+# (`stack up` also reads the three from the environment and .env).
+UP_FLAGS = $(if $(DEVFLOW_WORKDIR),--devflow.workdir '$(DEVFLOW_WORKDIR)') \
+	$(if $(DEVFLOW_LOG_FILES),--devflow.log-files '$(DEVFLOW_LOG_FILES)') $(if $(DEVFLOW_MODE),--devflow.mode '$(DEVFLOW_MODE)')
+
 up: deps $(STAMP)
-	$(BIN)/devflow-monitor stack up
+	$(strip $(BIN)/devflow-monitor stack up $(UP_FLAGS))
 
 down: $(STAMP)
 	$(BIN)/devflow-monitor stack down

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
+import yaml
+
 from devflow_monitor.core.config import BackupConfig
-from devflow_monitor.stack.options import COMPOSE_FILE, ORDER, StackOptions, StackError, check_generated_inputs
+from devflow_monitor.stack.options import (COMPOSE_FILE, ORDER, StackOptions, StackError, Target,
+                                            check_generated_inputs)
 from devflow_monitor.stack.state import forget, write_manifest
 
 COMPOSE_DEMO_FILE = "stack/compose.demo.yml"
+COMPOSE_TARGET_FILE = "compose.target.yml"  # rendered into the state folder by `up --devflow.*`
 
 
 def choose_mode(settings: StackOptions, requested: str | None) -> tuple[str, str]:
@@ -78,6 +83,8 @@ def compose_up(settings: StackOptions) -> None:
     Path(state_dir).expanduser().mkdir(parents=True, exist_ok=True)
     files = [COMPOSE_FILE] + ([COMPOSE_DEMO_FILE] if settings.demo else [])
     settings.state.mkdir(parents=True, exist_ok=True)
+    if settings.target:
+        files.append(str(render_compose_target(settings)))
     names = [name for name in ORDER if settings.demo or name != "simulator"]
     write_manifest(settings, "compose", {name: settings.url(name) for name in names}, skipped={},
                    extra={"compose_files": files})
@@ -86,3 +93,54 @@ def compose_up(settings: StackOptions) -> None:
     except StackError:
         forget(settings.state)
         raise
+
+
+def render_compose_target(settings: StackOptions) -> Path:
+    """The compose override that points the exporter at `up`'s --devflow.* target; returns its path.
+
+    Every folder it names is mounted read-only at its own path, so the exporter's flags are the ones a
+    native run gets, and the workdir means the same as the server's cwd seen through the host's PID namespace.
+    """
+    compose = yaml.safe_load((settings.repo / COMPOSE_FILE).read_text(encoding="utf-8"))
+    target = settings.target
+    folders: list[str] = []
+    # A parent sorts before its children, so a folder inside one already mounted is left out.
+    for folder in [target.workdir] + sorted(set(map(_folder_of, target.log_files))):
+        if folder and not any(_inside(folder, mounted) for mounted in folders):
+            folders.append(folder)
+    override = {"services": {"exporter": {
+        "command": exporter_command(compose["services"]["exporter"]["command"], target),
+        "volumes": [f"{folder}:{folder}:ro" for folder in folders]}}}
+    path = settings.state / COMPOSE_TARGET_FILE
+    path.write_text(f"# Rendered by `devflow-monitor stack up` from its --devflow.* settings over {COMPOSE_FILE}; "
+                    "`make up` renders it again.\n" + yaml.safe_dump(override, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def exporter_command(base: list[str], target: Target) -> list[str]:
+    """The compose exporter's command with the flags the target sets taken out (with their values) and the
+    target's flags added; a workdir replaces --devflow.database, which would name the guide's database."""
+    replaced = {flag for flag in target.exporter_args() if flag.startswith("--")}
+    if target.workdir:
+        replaced.add("--devflow.database")
+    command, dropping = [], False
+    for arg in base:
+        if dropping and not arg.startswith("--"):
+            continue
+        name, has_value, _ = arg.partition("=")
+        dropping = name in replaced and not has_value
+        if name not in replaced:
+            command.append(arg)
+    return command + target.exporter_args()
+
+
+def _folder_of(pattern: str) -> str | None:
+    """The deepest folder of a log path or glob without a wildcard in it."""
+    folder = os.path.dirname(pattern)
+    while glob.has_magic(folder):
+        folder = os.path.dirname(folder)
+    return folder if folder not in ("", "/") else None
+
+
+def _inside(folder: str, parent: str) -> bool:
+    return folder == parent or folder.startswith(parent.rstrip("/") + "/")

@@ -84,10 +84,9 @@ def plan_native(settings: StackOptions) -> tuple[list[Component], dict[str, str]
                          "--devflow.pidfile", str(demo_dir / "simulator.pid"),
                          "--devflow.log-files", *(str(demo_dir / "logs" / name) for name in DEMO_LOG_FILES)]
         exporter_env["DEVFLOW_MONITOR_DEVFLOW_ACCESS_LOG"] = str(demo_dir / "logs" / "access.log")
-    elif settings.exporter_config:
-        exporter_args = ["--config.file", settings.exporter_config]
     else:
-        exporter_args = []
+        exporter_args = ["--config.file", settings.exporter_config] if settings.exporter_config else []
+        exporter_args += settings.target.exporter_args()
     if not settings.exporter_config:
         exporter_env["DEVFLOW_MONITOR_COLLECTORS_LOGS_STATE_FILE"] = str(state / "exporter" / "log-offsets.json")
     components.append(Component("exporter", python + [

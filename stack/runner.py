@@ -6,7 +6,9 @@ configuration files run natively: the exporter from this virtualenv, `prometheus
 web dashboards (`devflow-monitor webdash`) on Grafana's port, so the dashboards' URL is the same. Native state
 (rendered configs, data, logs and one record per started process) lives in a single folder, `.stack/` of
 the checkout unless told otherwise; `down` stops exactly the processes whose PID and start time `up`
-recorded there, never anything found by name.
+recorded there, never anything found by name. `up --devflow.workdir/--devflow.log-files/--devflow.mode` points
+the exporter at the DevFlow to watch (the public build's project folder, its stdout and stderr files, on_demand)
+in either mode.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def register(subparsers) -> None:
         if action == "up":
             parser.add_argument("--exporter-config", metavar="FILE",
                                 help="config file for the native exporter (default: its built-in defaults)")
+            _add_target_arguments(parser)
         if action == "demo":
             from devflow_monitor.simulator.faults import FAULTS
 
@@ -62,6 +65,21 @@ def register(subparsers) -> None:
 def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", metavar="DIR",
                         help="where native state lives (default $DEVFLOW_STACK_DIR or .stack/ of the checkout)")
+
+
+def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "the DevFlow to watch", "Passed to the exporter, over --exporter-config; each falls back to its "
+        "variable in the environment or .env. The public build: --devflow.workdir DIR --devflow.log-files "
+        "DIR/devflow.out,DIR/devflow.err --devflow.mode on_demand.")
+    group.add_argument("--devflow.workdir", dest="devflow_workdir", metavar="DIR",
+                       help="the folder the public build runs in, with data/devflow.db ($DEVFLOW_WORKDIR)")
+    group.add_argument("--devflow.log-files", dest="devflow_log_files", metavar="FILE,...", action="append",
+                       help="the files its stdout and stderr go to (or other logs and globs), comma-separated; "
+                            "repeatable ($DEVFLOW_LOG_FILES)")
+    group.add_argument("--devflow.mode", dest="devflow_mode", metavar="MODE",
+                       help="on_demand (an MCP client starts and stops it) or daemon ($DEVFLOW_MODE; default: "
+                            "the exporter's setting, daemon)")
 
 
 def _add_start_arguments(parser: argparse.ArgumentParser, with_simulator: bool) -> None:
@@ -103,6 +121,9 @@ def up(settings: StackOptions, mode: str | None) -> int:
     if manifest:
         if manifest["mode"] == "compose" or running_records(settings.state):
             print("The stack is already running (`make down` stops it).")
+            if settings.target and manifest.get("target") != settings.target.as_dict():
+                print("It watches what its own `up` was told (below), not this command's --devflow.* settings: "
+                      "`make down`, then `make up` again.")
             return status(settings)
         forget(settings.state)  # a previous run whose processes are all gone
     chosen, reason = choose_mode(settings, mode or settings.env.get("DEVFLOW_STACK_MODE"))
@@ -206,6 +227,8 @@ def _print_table(manifest: dict, rows: list[tuple[str, str, str, str]]) -> None:
         print(f"{name:<13} {state:<10} {pid:<8} {url}")
     for name, reason in manifest.get("skipped", {}).items():
         print(f"{name:<13} {'skipped':<10} {'-':<8} {reason}")
+    if manifest.get("target"):
+        print("\n" + _describe_target(manifest["target"]))
     if "grafana" in manifest["urls"]:
         print(f"\nDashboards: {manifest['urls']['grafana']} (Grafana; login admin or $GF_ADMIN_USER with "
               "$GF_ADMIN_PASSWORD; folder DevFlow).")
@@ -214,6 +237,18 @@ def _print_table(manifest: dict, rows: list[tuple[str, str, str, str]]) -> None:
     if manifest.get("placeholders"):
         print(f"Notifications: placeholder secrets ({', '.join(manifest['placeholders'])}), so alerts show in "
               "Alertmanager but nothing is sent; put real ones in alerting/secrets/ and restart.")
+
+
+def _describe_target(target: dict) -> str:
+    """What the exporter watches, as `up` was told: one line a person can check against their DevFlow."""
+    parts = []
+    if target.get("workdir"):
+        parts.append(f"the public build in {target['workdir']} (database data/devflow.db)")
+    if target.get("mode"):
+        parts.append(f"mode {target['mode']}")
+    if target.get("log_files"):
+        parts.append(f"logs {', '.join(target['log_files'])}")
+    return "DevFlow: " + "; ".join(parts) + "."
 
 
 # --- the demo's HTTP calls -----------------------------------------------------------------------------------

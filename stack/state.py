@@ -38,10 +38,12 @@ def running_records(state: Path) -> list[dict]:
 
 def write_manifest(settings: StackOptions, mode: str, urls: dict[str, str], skipped: dict[str, str],
                    extra: dict | None = None) -> None:
-    """Write stack.json: the mode, whether it is a demo, the URLs and what was skipped."""
+    """Write stack.json: the mode, whether it is a demo, the URLs, what was skipped and the DevFlow watched."""
     settings.state.mkdir(parents=True, exist_ok=True)
     manifest = {"mode": mode, "demo": settings.demo, "state": str(settings.state), "urls": urls,
                 "skipped": skipped, **(extra or {})}
+    if settings.target:
+        manifest["target"] = settings.target.as_dict()
     (settings.state / "stack.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 

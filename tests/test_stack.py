@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import urllib.request
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from devflow_monitor.stack import deps
 from devflow_monitor.stack.native import plan_native, port_is_free, stop_recorded
 from devflow_monitor.stack.render import (compose_mounts, render_alertmanager_config, render_native_configs,
                                           render_prometheus_config)
-from devflow_monitor.stack.options import DEFAULT_PORTS, StackOptions, read_dotenv
+from devflow_monitor.stack.options import DEFAULT_PORTS, TARGET_VARIABLES, StackOptions, read_dotenv
 from devflow_monitor.stack.state import recorded_process
 
 COMPOSE = shutil.which("docker-compose")
@@ -365,7 +366,7 @@ def fake_docker(tmp_path):
     script.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_DOCKER_LOG": str(log),
            "DEVFLOW_STATE_DIR": str(tmp_path / "devflow-state")}
-    for key in [k for k in env if k.startswith("DEVFLOW_STACK_")]:
+    for key in [k for k in env if k.startswith("DEVFLOW_STACK_") or k in TARGET_VARIABLES.values()]:
         del env[key]
     return env, log
 
@@ -383,6 +384,69 @@ def test_up_uses_compose_when_docker_info_succeeds_and_down_brings_it_down(tmp_p
     assert cli("stack", "down", "--state-dir", str(state), env=env).returncode == 0
     assert log.read_text().splitlines()[-1] == f"compose -f {ROOT / 'docker-compose.yml'} down"
     assert not (state / "stack.json").exists()
+
+
+def public_build_command(workdir: Path) -> list[str]:
+    """The one command the README gives for the public build run in workdir."""
+    return ["--devflow.workdir", str(workdir), "--devflow.log-files", f"{workdir}/devflow.out,{workdir}/devflow.err",
+            "--devflow.mode", "on_demand"]
+
+
+@needs_compose
+def test_compose_up_mounts_the_public_build_workdir_at_its_own_path_and_passes_the_one_command(tmp_path, fake_docker):
+    env, log = fake_docker
+    workdir, elsewhere = tmp_path / "project", tmp_path / "editor-logs"
+    workdir.mkdir()
+    state = tmp_path / "state"
+    result = cli("stack", "up", "--state-dir", str(state), *public_build_command(workdir),
+                 "--devflow.log-files", f"{elsewhere}/*.log", env={**env, "GF_ADMIN_PASSWORD": "x"})
+    assert result.returncode == 0, result.stderr
+    override = state / "compose.target.yml"
+    up_call = f"compose -f {ROOT / 'docker-compose.yml'} -f {override} up -d --build"
+    assert up_call in log.read_text().splitlines()
+
+    exporter = resolved(tmp_path, {"GF_ADMIN_PASSWORD": "x"}, "docker-compose.yml", str(override))["services"]["exporter"]
+    command = exporter["command"]
+    assert command[command.index("--devflow.workdir") + 1] == str(workdir)
+    assert command[command.index("--devflow.mode") + 1] == "on_demand"
+    assert command[command.index("--devflow.log-files") + 1:] == [
+        f"{workdir}/devflow.out", f"{workdir}/devflow.err", f"{elsewhere}/*.log"]
+    assert not any(arg.startswith("--devflow.database") for arg in command), "the guide's database, not the workdir's"
+    assert "/var/log/devflow/*.log" not in command
+    mounts = {(source, target, mode) for service, source, target, mode in bind_mounts({"services": {"e": exporter}})}
+    assert {(str(workdir), str(workdir), "ro"), (str(elsewhere), str(elsewhere), "ro")} <= mounts
+    assert f"DevFlow: the public build in {workdir}" in result.stdout
+
+    assert cli("stack", "down", "--state-dir", str(state), env=env).returncode == 0
+    assert log.read_text().splitlines()[-1] == f"compose -f {ROOT / 'docker-compose.yml'} -f {override} down"
+
+
+def test_make_up_passes_the_devflow_variables_on_as_stack_flags():
+    variables = ["DEVFLOW_WORKDIR=/srv/project", "DEVFLOW_LOG_FILES=/srv/project/devflow.out,/srv/project/devflow.err",
+                 "DEVFLOW_MODE=on_demand"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DEVFLOW_")}
+    result = subprocess.run(["make", "--no-print-directory", "-n", "up", *variables], cwd=ROOT, capture_output=True,
+                            text=True, timeout=30, env=clean)
+    command = result.stdout.splitlines()[-1]
+    assert command.endswith("devflow-monitor stack up --devflow.workdir '/srv/project' --devflow.log-files "
+                            "'/srv/project/devflow.out,/srv/project/devflow.err' --devflow.mode 'on_demand'"), command
+    plain = subprocess.run(["make", "--no-print-directory", "-n", "up"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=30, env=clean)
+    assert plain.stdout.splitlines()[-1].endswith("devflow-monitor stack up")
+
+
+@pytest.mark.parametrize("args, variables, message", [
+    (["--devflow.mode", "always"], {}, "--devflow.mode: must be one of daemon, on_demand, got 'always'"),
+    ([], {"DEVFLOW_MODE": "ondemand"}, "DEVFLOW_MODE: must be one of daemon, on_demand, got 'ondemand'"),
+    (["--devflow.workdir", "/nonexistent/project"], {}, "--devflow.workdir: /nonexistent/project is not a directory"),
+], ids=["mode-flag", "mode-variable", "workdir"])
+def test_a_bad_target_is_one_line_and_exit_2_before_anything_starts(tmp_path, fake_docker, args, variables, message):
+    env, log = fake_docker
+    state = tmp_path / "state"
+    result = cli("stack", "up", "--state-dir", str(state), *args, env={**env, **variables, "GF_ADMIN_PASSWORD": "x"})
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr
+    assert not log.exists() and not (state / "stack.json").exists()
 
 
 def test_compose_up_without_an_admin_password_says_how_to_set_one(tmp_path, fake_docker):
@@ -611,3 +675,84 @@ def test_native_demo_injects_the_fault_and_an_alert_fires(native_stack):
     down = cli("stack", "down", "--state-dir", str(state), timeout=120)
     assert down.returncode == 0, down.stderr
     assert_everything_stopped(state, started, ports)
+
+
+# The public build as `ps` sees it, `node <install>/dist/server/index.js`, run in its project's folder by an MCP
+# client; here the simulator with no HTTP, like the public build. With argv[0] "node" Python cannot find its
+# home from argv[0]: PYTHONHOME names it, and VENV_SITE this virtualenv's packages (the editable install's .pth).
+PUBLIC_BUILD_STANDIN = r"""
+import os, runpy, site, sys
+site.addsitedir(os.environ["VENV_SITE"])
+sys.argv = ["devflow-monitor", *sys.argv[1:]]
+runpy.run_module("devflow_monitor.cli", run_name="__main__")
+"""
+
+
+def start_public_build_standin(spawn, tmp_path: Path) -> tuple[Path, subprocess.Popen]:
+    """`simulate --listen none` started the public build's way: cwd the workdir (so <workdir>/data/devflow.db),
+    stdout and stderr redirected to <workdir>/devflow.out and devflow.err; returns once the database exists."""
+    workdir = tmp_path / "project"
+    script = tmp_path / "devflow-mcp" / "dist" / "server" / "index.js"
+    script.parent.mkdir(parents=True)
+    script.write_text(PUBLIC_BUILD_STANDIN)
+    workdir.mkdir()
+    env = {**os.environ, "PYTHONHOME": sys.base_prefix, "VENV_SITE": sysconfig.get_paths()["purelib"],
+           "PYTHONUNBUFFERED": "1"}
+    with open(workdir / "devflow.out", "wb") as out, open(workdir / "devflow.err", "wb") as err:
+        proc = spawn(["node", str(script), "simulate", "--database", "data/devflow.db", "--listen", "none",
+                      "--rate", "20"], executable=sys.executable, cwd=workdir, env=env, stdout=out, stderr=err)
+    wait_until(lambda: (workdir / "devflow.err").stat().st_size > 0 or proc.poll() is not None,
+               message="the stand-in to start")
+    assert proc.poll() is None, (workdir / "devflow.err").read_text()
+    assert (workdir / "data" / "devflow.db").is_file()
+    return workdir, proc
+
+
+@pytest.mark.slow
+@needs_native
+def test_up_with_the_public_build_command_brings_its_data_to_the_dashboards(native_stack, spawn, tmp_path):
+    state, ports = native_stack
+    workdir, standin = start_public_build_standin(spawn, tmp_path)
+    # Prometheus and Alertmanager only, so the built-in dashboards serve Grafana's port on any machine.
+    env = {**{k: v for k, v in os.environ.items() if k not in TARGET_VARIABLES.values()},
+           "PATH": path_with_only(tmp_path, "prometheus", "prometheus-alertmanager")}
+    # Other tests on this machine run `node .../server/index.js` stand-ins too: a config file narrows the pattern to
+    # this one's install folder, and the one command's flags go over it.
+    config = tmp_path / "exporter.yml"
+    config.write_text(yaml.safe_dump({"devflow": {"process_pattern": re.escape(str(tmp_path / "devflow-mcp"))}}))
+    up = cli("stack", "up", *flags(state, ports), "--exporter-config", str(config), *public_build_command(workdir),
+             env=env, timeout=180)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert f"DevFlow: the public build in {workdir} (database data/devflow.db); mode on_demand; logs " \
+           f"{workdir}/devflow.out, {workdir}/devflow.err." in up.stdout
+    started = records(state)
+    exporter_argv = next(r["argv"] for r in started if r["name"] == "exporter")
+    assert exporter_argv[exporter_argv.index("--devflow.mode") + 1] == "on_demand"
+
+    prometheus, instance = f"http://127.0.0.1:{ports['prometheus']}", f'instance="127.0.0.1:{ports["exporter"]}"'
+    start_time = wait_until(lambda: query(prometheus, f"devflow_process_start_time_seconds{{{instance}}}"), 90,
+                            interval=0.5, message="the exporter to find the stand-in")
+    assert abs(float(start_time[0]["value"][1]) - psutil.Process(standin.pid).create_time()) < 1
+    assert query(prometheus, f"devflow_process_up{{{instance}}} == 1")
+    assert query(prometheus, f"devflow_process_matches{{{instance}}} == 1")
+    stored = wait_until(lambda: query(prometheus, f"sum(devflow_events_stored{{{instance}}}) > 0"), 120,
+                        interval=0.5, message="events stored in <workdir>/data/devflow.db")
+    err_log = wait_until(lambda: query(prometheus, f'devflow_log_file_size_bytes{{{instance},file=~".*devflow.err"}}'
+                                                   " > 0"), 60, interval=0.5, message="the stderr file read")
+    assert err_log[0]["metric"]["file"].endswith("devflow.err")
+
+    # The built-in dashboards answer the same queries through their Prometheus proxy.
+    dashboards = f"http://127.0.0.1:{ports['grafana']}/api/v1/query?query="
+    for promql in (f"devflow_process_up{{{instance}}} == 1", f"sum(devflow_events_stored{{{instance}}}) > 0"):
+        status, body = http_get(dashboards + urllib.request.quote(promql))
+        assert status == 200 and json.loads(body)["data"]["result"], (promql, body)
+    assert float(stored[0]["value"][1]) > 0
+
+    again = cli("stack", "up", *flags(state, ports), "--devflow.mode", "daemon", env=env, timeout=60)
+    assert again.returncode == 0 and "not this command's --devflow.* settings" in again.stdout, again.stdout
+    assert sorted(r["pid"] for r in records(state)) == sorted(r["pid"] for r in started)
+
+    down = cli("stack", "down", "--state-dir", str(state), timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert_everything_stopped(state, started, ports)
+    assert standin.poll() is None, "`stack down` stops only what `stack up` started"
