@@ -20,7 +20,8 @@ is removed at once.
 A manifest records sizes, SHA-256 checksums and versions; `restore` verifies
 against it. Retention removes only folders this tool created (they carry its
 manifest), by age, always keeping the newest few. The status file tells the
-exporter when the last backup succeeded and how big it was.
+exporter of this database (and no other one) when its last backup succeeded
+and how big it was (core/backup_status.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devflow_monitor.core import devflow_db
+from devflow_monitor.core import backup_status, devflow_db
 from devflow_monitor.core.config import Config
 from devflow_monitor.ops import common, logfiles
 from devflow_monitor.core.commands import add_command, config_from_args
@@ -117,7 +118,7 @@ def backup_and_record(config: Config, options: Options, status_file: Path, reten
                       keep_min: int = 3, keep_max: int = 0) -> tuple[dict, list[Path]]:
     """A backup as the `backup` command makes it: verified, recorded for the exporter, then retention."""
     result = create_backup(config, options)
-    write_status(status_file, result)
+    write_status(status_file, config.devflow.database_path, result)
     removed = apply_retention(options.directory, retention_days, keep_min, keep_max, protect=Path(result["path"]))
     return result, removed
 
@@ -213,11 +214,11 @@ def copy_database(db: Path, dest: Path, step_pages: int) -> dict:
             "integrity_check": "ok", "row_counts": copy_counts}
 
 
-def write_status(path: Path, result: dict) -> None:
-    """The exporter's view of backups: when the last one succeeded and how big it was."""
+def write_status(path: Path, database: Path, result: dict) -> None:
+    """The exporter's view of this database's backups: when the last one succeeded and how big it was."""
     try:
-        common.write_json_atomic(path, {"timestamp": time.time(), "size_bytes": result["size_bytes"],
-                                        "path": result["path"]})
+        backup_status.record(path, database, timestamp=time.time(), size_bytes=result["size_bytes"],
+                             backup_path=result["path"])
     except OSError as exc:
         raise common.OpsError(f"backup made at {result['path']} but the status file {path} could not be "
                               f"written: {exc.strerror or exc}") from None

@@ -62,10 +62,12 @@ def test_backup_under_concurrent_writes_is_a_verified_gapless_prefix(spawn, tmp_
     assert manifest["database"]["row_counts"]["events"] == count
     assert manifest["versions"]["sqlite"] == sqlite3.sqlite_version
     status = json.loads((tmp_path / "status.json").read_text())
-    assert set(status) == {"timestamp", "size_bytes", "path"}
-    assert started <= status["timestamp"] <= time.time()
-    assert status["path"] == str(folder)
-    assert status["size_bytes"] == sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    recorded = status["databases"][str(db.resolve())]
+    assert recorded["database"] == str(db.resolve())
+    assert recorded["identity"] == f"{db.stat().st_dev}:{db.stat().st_ino}"
+    assert started <= recorded["timestamp"] <= time.time()
+    assert recorded["path"] == str(folder)
+    assert recorded["size_bytes"] == sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert not list(folder.glob("*-wal")), "a backup is one self-contained file"
 
 
@@ -197,7 +199,8 @@ def test_backup_that_runs_out_of_disk_fails_keeps_nothing_and_records_no_success
     assert "backup failed, nothing kept" in one_line(full.stderr)
     assert "No space left on device" in full.stderr or "File too large" in full.stderr, full.stderr
     assert status.read_bytes() == recorded, "the failed run must not count as the last success"
-    assert [p.name for p in (directory / "backups").iterdir()] == [Path(json.loads(recorded)["path"]).name], \
+    [entry] = json.loads(recorded)["databases"].values()
+    assert [p.name for p in (directory / "backups").iterdir()] == [Path(entry["path"]).name], \
         "nothing half-written is left beside the earlier backup"
 
 
@@ -246,3 +249,23 @@ def _small_db(tmp_path: Path) -> Path:
     insert_event(conn, "git:commit")
     conn.close()
     return db
+
+
+# Records `rounds` backups of its own database in the shared status file, as backups of several databases do.
+RECORDER = ("import sys\n"
+            "from pathlib import Path\n"
+            "from devflow_monitor.core import backup_status\n"
+            "status, database, rounds = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])\n"
+            "for n in range(rounds):\n"
+            "    backup_status.record(status, database, timestamp=1e9 + n, size_bytes=n, backup_path=str(n))\n")
+
+
+def test_backups_of_several_databases_finishing_together_each_keep_their_status_entry(spawn, tmp_path):
+    status = tmp_path / "backup-status.json"
+    databases = [tmp_path / f"project-{n}" / "devflow.db" for n in range(4)]
+    writers = [spawn([sys.executable, "-c", RECORDER, str(status), str(db), "60"]) for db in databases]
+    for writer in writers:
+        assert writer.wait(timeout=60) == 0
+    entries = json.loads(status.read_text())["databases"]
+    assert {key: entry["timestamp"] for key, entry in entries.items()} == \
+        {str(db.resolve()): 1e9 + 59 for db in databases}, "no read-modify-write lost another's entry"
