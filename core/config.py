@@ -120,6 +120,7 @@ class CollectorsConfig:
 class BackupConfig:
     directory: str = "~/.config/mcp/devflow-monitor/backups"
     retention_days: int = 30
+    # One entry per database backed up (core/backup_status.py): shared by several DevFlows, each exporter reads its own.
     status_file: str = "~/.local/state/devflow-monitor/backup-status.json"
 
 

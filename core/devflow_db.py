@@ -53,6 +53,25 @@ CREATE TABLE IF NOT EXISTS file_monitor_cache (
 
 TABLES = ("events", "activities", "metrics", "stage_transitions", "file_monitor_cache", "migrations")
 
+# The server's SQLite databases by role: the main one, and the others it keeps relative to its working
+# directory (docs/devflow.md "The database"). A backup covers every one of them that exists.
+MAIN_DATABASE = "main"
+OTHER_DATABASES = (("audit", "logs/audit/audit.db"), ("multi-projects", "data/multi-projects.db"))
+
+
+def server_directory(database: str | Path) -> Path:
+    """The directory the server keeps its other databases in: its working directory, which is the parent
+    of `data/` for the public build (`<workdir>/data/devflow.db`), and the main database's own directory
+    for the guide's install (`~/.config/mcp/devflow-monitor/devflow.db`)."""
+    folder = Path(database).parent
+    return folder.parent if folder.name == "data" else folder
+
+
+def server_databases(database: str | Path) -> list[tuple[str, Path]]:
+    """(role, path) of every database the server keeps, the main one first; some may not exist yet."""
+    base = server_directory(database)
+    return [(MAIN_DATABASE, Path(database))] + [(role, base / relative) for role, relative in OTHER_DATABASES]
+
 
 def connect_writer(path: str | Path, timeout: float = 5.0) -> sqlite3.Connection:
     """A connection configured like the server's: WAL journal, foreign keys on."""

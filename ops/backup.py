@@ -1,4 +1,4 @@
-"""`devflow-monitor backup`: an online, verified copy of the DevFlow database, config and logs.
+"""`devflow-monitor backup`: an online, verified copy of the DevFlow databases, config and logs.
 
 The guide's script `cp`s the live database, which can copy a torn file (pages
 from two different moments, or without the -wal that holds recent commits).
@@ -6,9 +6,12 @@ Here SQLite's backup API copies a single snapshot: a read-only connection opens
 a read transaction and the copy runs inside it, in steps, while DevFlow keeps
 writing (WAL readers never block the writer). Holding the snapshot is also what
 lets a stepped copy finish: without it, every commit by another process
-restarts the copy from page one.
+restarts the copy from page one. Every database the server keeps is copied
+this way: the main one and those of the others that exist (the audit and
+multi-project databases, `devflow_db.server_databases`), each in a snapshot of
+its own, one after the other.
 
-The copy is checked (`integrity_check`, row counts equal to the source's in
+Each copy is checked (`integrity_check`, row counts equal to the source's in
 the same snapshot) before it counts: the folder is built under a hidden name
 and renamed only when complete, so a half-made backup never looks like one.
 A backup is whole or it is nothing: a file that cannot be copied (disk full,
@@ -17,10 +20,11 @@ success, so the backup-stale alert sees it. Only a log or config file removed
 while the backup runs is skipped (and listed as such). One run at a time holds
 the directory's lock, so a hidden folder found under it is a killed run's and
 is removed at once.
-A manifest records sizes, SHA-256 checksums and versions; `restore` verifies
-against it. Retention removes only folders this tool created (they carry its
-manifest), by age, always keeping the newest few. The status file tells the
-exporter when the last backup succeeded and how big it was.
+A manifest records each database with its role, and sizes, SHA-256 checksums
+and versions; `restore` verifies against it. Retention removes only folders
+this tool created (they carry its manifest), by age, always keeping the newest
+few. The status file tells the exporter of this database (and no other one)
+when its last backup succeeded and how big it was (core/backup_status.py).
 """
 
 from __future__ import annotations
@@ -37,21 +41,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devflow_monitor.core import devflow_db
+from devflow_monitor.core import backup_status, devflow_db
 from devflow_monitor.core.config import Config
 from devflow_monitor.ops import common, logfiles
 from devflow_monitor.core.commands import add_command, config_from_args
 
 MANIFEST = "manifest.json"
 FORMAT = "devflow-monitor-backup/1"
-DB_FILE = "devflow.db"
+DB_FILE = "devflow.db"  # the main database's copy; the others are <role>.db
 PREFIX = "devflow-backup-"
 VANISHED = "removed while the backup ran"
+NOT_PRESENT = "not present (the server has not created it)"
 
 
 def register(subparsers) -> None:
     parser = add_command(subparsers, "backup", run,
-                         help="online, verified backup of the database, config files and logs")
+                         help="online, verified backup of the server's databases, config files and logs")
     parser.add_argument("--dir", metavar="DIR", help="backup directory (default: backup.directory from the config)")
     parser.add_argument("--retention-days", type=int, metavar="DAYS",
                         help="remove backups older than this (default: backup.retention_days, 30); 0 keeps all")
@@ -88,9 +93,9 @@ def options_from_args(config: Config, args) -> Options:
 
 
 def run(args) -> int:
-    """Copy the DevFlow database with SQLite's online backup API while DevFlow keeps writing, verify the copy, add
-    config files and compressed logs, write a manifest with checksums, apply retention and record the success for
-    the exporter. Exit status 0 on success, 1 on failure."""
+    """Copy each of DevFlow's databases with SQLite's online backup API while DevFlow keeps writing, verify each
+    copy, add config files and compressed logs, write a manifest with checksums, apply retention and record the
+    success for the exporter. Exit status 0 on success, 1 on failure."""
     config = config_from_args(args)
     if args.step_pages < 1 or args.keep_min < 1 or args.keep_max < 0:
         return common.fail("backup", "--step-pages and --keep-min must be at least 1, --keep-max at least 0",
@@ -117,7 +122,7 @@ def backup_and_record(config: Config, options: Options, status_file: Path, reten
                       keep_min: int = 3, keep_max: int = 0) -> tuple[dict, list[Path]]:
     """A backup as the `backup` command makes it: verified, recorded for the exporter, then retention."""
     result = create_backup(config, options)
-    write_status(status_file, result)
+    write_status(status_file, config.devflow.database_path, result)
     removed = apply_retention(options.directory, retention_days, keep_min, keep_max, protect=Path(result["path"]))
     return result, removed
 
@@ -128,8 +133,11 @@ def create_backup(config: Config, options: Options) -> dict:
     db = config.devflow.database_path
     if not db.is_file():
         raise common.OpsError(f"database not found: {db}")
-    source = _inspect_source(db)
-    needed = int(source["page_count"] * source["page_size"] * 1.1) + (1 << 20)
+    present = [(role, path) for role, path in devflow_db.server_databases(db) if path.exists()]
+    absent = [{"role": role, "source": str(path), "reason": NOT_PRESENT}
+              for role, path in devflow_db.server_databases(db) if not path.exists()]
+    sources = {role: _inspect_source(path) for role, path in present}
+    needed = sum(int(s["page_count"] * s["page_size"] * 1.1) for s in sources.values()) + (1 << 20)
     with _sole_backup_in(options.directory):
         try:
             free = common.free_bytes(options.directory)
@@ -145,8 +153,10 @@ def create_backup(config: Config, options: Options) -> dict:
             raise common.OpsError(f"not enough free space in {options.directory}: the copy needs about "
                                   f"{common.human_bytes(needed)}, {common.human_bytes(free)} free")
         try:
-            database = copy_database(db, work / DB_FILE, options.step_pages)
-            files, skipped = [], []
+            databases = [{"role": role, "source": str(path.resolve()),
+                          **copy_database(path, work / copy_name(role), options.step_pages)}
+                         for role, path in present]
+            files, skipped = [], list(absent)
             _copy_config_files(config, options, work, files, skipped)
             if options.logs:
                 _copy_logs(config, work, files, skipped)
@@ -157,8 +167,10 @@ def create_backup(config: Config, options: Options) -> dict:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                 "created_timestamp": started,
                 "host": socket.gethostname(),
-                "source": {"database": str(db.resolve()), **source},
-                "database": database,
+                "source": {"database": str(db.resolve()), **sources[devflow_db.MAIN_DATABASE]},
+                # The main database again under the key where a reader that knows one database looks.
+                "database": databases[0],
+                "databases": databases,
                 "files": files,
                 "skipped": skipped,
                 "duration_seconds": round(time.time() - started, 3),
@@ -175,6 +187,20 @@ def create_backup(config: Config, options: Options) -> dict:
             raise
     size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
     return {"path": str(final), "manifest": manifest, "size_bytes": size}
+
+
+def copy_name(role: str) -> str:
+    """The file a database's copy has in the backup folder."""
+    return DB_FILE if role == devflow_db.MAIN_DATABASE else f"{role}.db"
+
+
+def manifest_databases(manifest: dict) -> list[dict]:
+    """The manifest's databases, each with its role and file; a backup made when only the main database
+    was copied lists it under "database" alone."""
+    listed = manifest.get("databases")
+    if listed is None:
+        return [{"role": devflow_db.MAIN_DATABASE, **manifest["database"]}]
+    return listed
 
 
 def copy_database(db: Path, dest: Path, step_pages: int) -> dict:
@@ -209,15 +235,15 @@ def copy_database(db: Path, dest: Path, step_pages: int) -> dict:
             dst.close()
     with open(dest, "rb+") as handle:
         os.fsync(handle.fileno())
-    return {"file": DB_FILE, "size_bytes": dest.stat().st_size, "sha256": common.sha256_file(dest),
+    return {"file": dest.name, "size_bytes": dest.stat().st_size, "sha256": common.sha256_file(dest),
             "integrity_check": "ok", "row_counts": copy_counts}
 
 
-def write_status(path: Path, result: dict) -> None:
-    """The exporter's view of backups: when the last one succeeded and how big it was."""
+def write_status(path: Path, database: Path, result: dict) -> None:
+    """The exporter's view of this database's backups: when the last one succeeded and how big it was."""
     try:
-        common.write_json_atomic(path, {"timestamp": time.time(), "size_bytes": result["size_bytes"],
-                                        "path": result["path"]})
+        backup_status.record(path, database, timestamp=time.time(), size_bytes=result["size_bytes"],
+                             backup_path=result["path"])
     except OSError as exc:
         raise common.OpsError(f"backup made at {result['path']} but the status file {path} could not be "
                               f"written: {exc.strerror or exc}") from None
@@ -255,6 +281,14 @@ def read_manifest(folder: Path) -> dict | None:
         return None
     if not isinstance(manifest.get("created_timestamp"), (int, float)):
         return None
+    try:
+        listed = manifest_databases(manifest)
+    except (KeyError, TypeError):
+        return None
+    if not isinstance(listed, list) or not listed or not all(
+            isinstance(entry, dict) and isinstance(entry.get("role"), str) and isinstance(entry.get("file"), str)
+            and entry["file"] == Path(entry["file"]).name for entry in listed):
+        return None  # each copy is a file of the folder itself
     return manifest
 
 
@@ -279,13 +313,15 @@ def apply_retention(directory: Path, days: int, keep_min: int, keep_max: int, *,
 
 def print_summary(result: dict, removed: list[Path], days: int, keep_min: int, status_file: Path) -> None:
     manifest = result["manifest"]
-    database = manifest["database"]
-    counts = database["row_counts"]
     configs = [f for f in manifest["files"] if f["role"] == "config"]
     logs = [f for f in manifest["files"] if f["role"] == "log"]
     print(f"Backup written: {result['path']}")
-    print(f"  database  {common.human_bytes(database['size_bytes'])}, integrity ok, "
-          f"{counts.get('events', 0)} events, row counts match the source; sha256 {database['sha256'][:16]}...")
+    for database in manifest["databases"]:
+        counts = database["row_counts"]
+        rows = f"{counts['events']} events" if "events" in counts else f"{sum(counts.values())} rows in " \
+            f"{len(counts)} tables"
+        print(f"  database  {database['file']}: {common.human_bytes(database['size_bytes'])}, integrity ok, {rows}, "
+              f"row counts match the source; sha256 {database['sha256'][:16]}...")
     print(f"  config    {len(configs)} file(s)" + (": " + ", ".join(f["source"] for f in configs) if configs else ""))
     if logs:
         raw = sum(f["source_bytes"] for f in logs)

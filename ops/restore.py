@@ -1,14 +1,21 @@
-"""`devflow-monitor restore BACKUP`: put a verified backup in place of the DevFlow database.
+"""`devflow-monitor restore BACKUP`: put a verified backup in place of the DevFlow databases.
 
 Compared with the guide's script (`cp` over the live file while the service
-may still run): the backup is checked first (checksum from its manifest,
-SQLite header, `integrity_check`, an events table), so a damaged or foreign
-file never replaces a working database; a running DevFlow is refused unless
-`--stop` is given (SIGTERM by PID, then wait); the old database is kept beside
-the new one with its -wal and -shm (moved, never left where SQLite would
-replay the old WAL into the restored file); the new file is copied to a
-temporary name in the same directory, synced and renamed over the old one in
-one step; and the commands that undo the swap are printed.
+may still run): every database of the backup is checked first (checksum from
+its manifest, SQLite header, `integrity_check`, an events table in the main
+one), so a damaged or foreign file never replaces a working database; a
+running DevFlow is refused unless `--stop` is given (SIGTERM by PID, then
+wait); each old database is kept beside the new one with its -wal and -shm
+(moved, never left where SQLite would replay the old WAL into the restored
+file); each new file is copied to a temporary name in its directory and
+synced, all of them before the first swap, then renamed over the old one in
+one step; a swap that fails puts back the ones already made, so the
+databases are all restored or all as they were; and the commands that undo
+the swaps are printed.
+
+Each database goes where the configuration puts it (`devflow_db.server_databases`),
+by its role in the manifest. A backup made when only the main database was
+copied restores that one; a database the backup does not hold is left as it is.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import shlex
 import shutil
 import sqlite3
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devflow_monitor.core import devflow_db
@@ -29,7 +37,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def register(subparsers) -> None:
-    parser = add_command(subparsers, "restore", run, help="verify a backup and swap it in for the DevFlow database")
+    parser = add_command(subparsers, "restore", run, help="verify a backup and swap it in for the DevFlow databases")
     parser.add_argument("backup", metavar="BACKUP",
                         help="a backup folder made by `devflow-monitor backup`, or a database file")
     parser.add_argument("--stop", action="store_true", help="stop a running DevFlow first (SIGTERM by PID, then wait)")
@@ -44,9 +52,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    """Verify BACKUP (checksum, integrity), refuse while DevFlow runs unless --stop, keep the replaced database (and
-    its -wal/-shm) beside it, swap atomically and print how to undo. Exit status 0 when restored, 1 when refused
-    or failed (the database is then unchanged)."""
+    """Verify BACKUP (checksum, integrity), refuse while DevFlow runs unless --stop, keep each replaced database (and
+    its -wal/-shm) beside it, swap each atomically and print how to undo. Exit status 0 when restored, 1 when
+    refused or failed (the databases are then unchanged)."""
     config = config_from_args(args)
     try:
         result = restore(config, Path(args.backup).expanduser().absolute(), stop=args.stop,
@@ -63,14 +71,40 @@ def run(args) -> int:
     return 1 if result.get("restart_error") else 0
 
 
+@dataclass
+class Swap:
+    """One database to put in place: the backup's copy, where it goes, and what the swap moved aside."""
+    role: str
+    backup: Path
+    database: Path
+    verified: dict
+    tmp: Path | None = None
+    kept_db: Path | None = None
+    kept: list[Path] = field(default_factory=list)
+    moved: list[tuple[Path, Path]] = field(default_factory=list)
+
+    def describe(self) -> dict:
+        return {"role": self.role, "database": str(self.database), "backup": str(self.backup),
+                "verified": self.verified, "kept": [str(p) for p in self.kept],
+                "undo": undo_commands(self.database, self.kept_db, self.kept)}
+
+
 def restore(config: Config, source: Path, *, stop: bool, stop_timeout: float, restart_command: str | None,
             config_files: bool) -> dict:
     """Verify, stop if asked, swap, restart if asked. Raises OpsError with nothing changed on refusal."""
-    db_file, manifest = locate(source)
-    verified = verify(db_file, manifest)
-    db = config.devflow.database_path
-    if db.exists() and db.resolve() == db_file.resolve():
-        raise common.OpsError(f"{db_file} is the live database itself")
+    copies, manifest = locate(source)
+    targets = dict(devflow_db.server_databases(config.devflow.database_path))
+    swaps = []
+    for role, db_file, entry in copies:
+        if role not in targets:
+            raise common.OpsError(f"{db_file} is a database of role {role!r}, which this version does not know")
+        verified = verify(db_file, entry, require_events=role == devflow_db.MAIN_DATABASE)
+        db = targets[role]
+        if db.exists() and db.resolve() == db_file.resolve():
+            raise common.OpsError(f"{db_file} is the live database itself")
+        swaps.append(Swap(role, db_file, db, verified))
+    restored_roles = {swap.role for swap in swaps}
+    untouched = [str(db) for role, db in targets.items() if role not in restored_roles and db.exists()]
 
     running = target.find_devflow(config)
     stopped = []
@@ -82,22 +116,25 @@ def restore(config: Config, source: Path, *, stop: bool, stop_timeout: float, re
         stopped = [{"pid": item.pid, "ran_as": how} for item, how in zip(running, relaunch) if item not in still]
         if still:
             raise _with_restart(f"PID {still[0].pid} did not exit within {stop_timeout:g}s of SIGTERM; "
-                                "the database was not changed", stopped, restart_command)
+                                "the databases were not changed", stopped, restart_command)
     try:
-        kept, undo = swap_database(db_file, db, verified["sha256"])
+        swap_databases(swaps)
         restored_configs = restore_config_files(source, manifest) if config_files and manifest else []
     except common.OpsError as exc:
         raise _with_restart(str(exc), stopped, restart_command) from None
-    result = {"database": str(db), "backup": str(db_file), "verified": verified, "kept": [str(p) for p in kept],
-              "undo": undo, "stopped": stopped, "config_files": restored_configs}
+    databases = [swap.describe() for swap in swaps]
+    result = {"database": databases[0]["database"], "backup": databases[0]["backup"],
+              "verified": databases[0]["verified"], "databases": databases, "untouched": untouched,
+              "kept": [p for d in databases for p in d["kept"]], "undo": [c for d in databases for c in d["undo"]],
+              "stopped": stopped, "config_files": restored_configs}
     if restart_command:
         result["restart_command"] = restart_command
         result["restart_error"] = restart(restart_command)
     return result
 
 
-def locate(source: Path) -> tuple[Path, dict | None]:
-    """The database file to restore and the manifest that vouches for it (None for a bare file)."""
+def locate(source: Path) -> tuple[list[tuple[str, Path, dict | None]], dict | None]:
+    """The databases to restore as (role, file, manifest entry or None for a bare file), and the manifest."""
     if not source.exists():
         raise common.OpsError(f"backup not found: {source}")
     if source.is_dir():
@@ -105,21 +142,24 @@ def locate(source: Path) -> tuple[Path, dict | None]:
         if manifest is None:
             raise common.OpsError(f"{source} has no valid {backup.MANIFEST}: not a devflow-monitor backup "
                                   "(pass the database file itself to restore it without a checksum)")
-        return source / manifest["database"]["file"], manifest
+        return [(entry["role"], source / entry["file"], entry) for entry in backup.manifest_databases(manifest)], \
+            manifest
     manifest = backup.read_manifest(source.parent)
-    if manifest is not None and manifest["database"]["file"] == source.name:
-        return source, manifest
-    return source, None
+    if manifest is not None:
+        for entry in backup.manifest_databases(manifest):
+            if entry["file"] == source.name:
+                return [(entry["role"], source, entry)], manifest
+    return [(devflow_db.MAIN_DATABASE, source, None)], None
 
 
-def verify(db_file: Path, manifest: dict | None) -> dict:
-    """Checksum, header, integrity and schema of the backup; returns what was verified."""
+def verify(db_file: Path, expected: dict | None, *, require_events: bool = True) -> dict:
+    """Checksum (against the manifest's entry, if any), header, integrity and, for the main database, schema
+    of a backup's database; returns what was verified."""
     if not db_file.is_file():
         raise common.OpsError(f"backup database missing: {db_file}")
     size = db_file.stat().st_size
     sha = common.sha256_file(db_file)
-    if manifest is not None:
-        expected = manifest["database"]
+    if expected is not None:
         if size != expected.get("size_bytes") or sha != expected.get("sha256"):
             raise common.OpsError(f"checksum mismatch: {db_file} is {size} bytes with sha256 {sha[:16]}..., the "
                                   f"manifest says {expected.get('size_bytes')} bytes, "
@@ -139,60 +179,98 @@ def verify(db_file: Path, manifest: dict | None) -> dict:
         raise common.OpsError(f"{db_file} fails integrity_check: {exc}") from None
     if errors:
         raise common.OpsError(f"{db_file} fails integrity_check: {errors[0]}")
-    if events is None:
+    if events is None and require_events:
         raise common.OpsError(f"{db_file} has no events table: not a DevFlow database")
-    return {"sha256": sha, "size_bytes": size, "checksum": "manifest" if manifest else "none (bare file)",
-            "integrity_check": "ok", "events": events}
+    return {"sha256": sha, "size_bytes": size, "checksum": "manifest" if expected else "none (bare file)",
+            "integrity_check": "ok", "tables": len(tables), "events": events}
 
 
-def swap_database(backup_db: Path, db: Path, sha: str) -> tuple[list[Path], list[str]]:
-    """Atomically replace `db` with a copy of `backup_db`; returns the kept files and the undo commands."""
-    directory = db.parent
+def swap_databases(swaps: list[Swap]) -> None:
+    """Put every database in place, or none: all copies are staged before the first swap, and a swap that
+    fails puts back the ones already made."""
+    try:
+        for swap in swaps:
+            _stage(swap)
+    except common.OpsError:
+        for swap in swaps:
+            if swap.tmp is not None:
+                swap.tmp.unlink(missing_ok=True)
+        raise
+    done = []
+    for swap in swaps:
+        try:
+            _swap_in(swap)
+        except OSError as exc:
+            for other in swaps:
+                if other.tmp is not None:
+                    other.tmp.unlink(missing_ok=True)
+            for other in reversed(done):
+                _put_back(other)
+            restored = "; the databases already swapped were put back" if done else ""
+            raise common.OpsError(f"swap of {swap.database} failed, databases unchanged{restored}: "
+                                  f"{common.os_error_text(exc)}") from None
+        done.append(swap)
+
+
+def _stage(swap: Swap) -> None:
+    """Copy the backup to a temporary name beside its destination, synced and checked."""
+    directory = swap.database.parent
     directory.mkdir(parents=True, exist_ok=True)
-    size = backup_db.stat().st_size
+    size = swap.backup.stat().st_size
     if common.free_bytes(directory) < size + (1 << 20):
         raise common.OpsError(f"not enough free space in {directory} for a {common.human_bytes(size)} copy")
-    tmp = directory / f".{db.name}.restore-{os.getpid()}.tmp"
+    swap.tmp = directory / f".{swap.database.name}.restore-{os.getpid()}.tmp"
     try:
-        shutil.copyfile(backup_db, tmp)
-        _match_owner(tmp, db)
-        with open(tmp, "rb+") as handle:
+        shutil.copyfile(swap.backup, swap.tmp)
+        _match_owner(swap.tmp, swap.database)
+        with open(swap.tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        if common.sha256_file(tmp) != sha:
-            raise common.OpsError(f"the copy in {directory} does not match the backup's checksum (disk problem?)")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise common.OpsError(f"cannot copy the backup into {directory}: {exc.strerror or exc}") from None
-    except common.OpsError:
-        tmp.unlink(missing_ok=True)
-        raise
+    if common.sha256_file(swap.tmp) != swap.verified["sha256"]:
+        raise common.OpsError(f"the copy in {directory} does not match the backup's checksum (disk problem?)")
 
-    kept_db = directory / f"{db.name}.before-restore-{common.utc_stamp()}"
-    kept, moved = [], []
+
+def _swap_in(swap: Swap) -> None:
+    """Keep the current database and its -wal/-shm aside, then rename the staged copy over it."""
+    db = swap.database
+    kept_db = _unused(db.parent / f"{db.name}.before-restore-{common.utc_stamp()}")
+    swap.kept_db = kept_db
     try:
         if db.exists():
             _keep(db, kept_db)
-            kept.append(kept_db)
+            swap.kept.append(kept_db)
         # The old -wal must never sit beside the restored file: SQLite would replay it into it.
         for suffix in ("-wal", "-shm"):
             side = Path(f"{db}{suffix}")
             if side.exists():
                 os.rename(side, f"{kept_db}{suffix}")
-                moved.append((side, Path(f"{kept_db}{suffix}")))
-                kept.append(Path(f"{kept_db}{suffix}"))
-        os.replace(tmp, db)
-        common.fsync_path(directory)
-    except OSError as exc:
-        for original, renamed in reversed(moved):
-            os.rename(renamed, original)
-        if kept and kept[0] == kept_db:
-            kept_db.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)
-        raise common.OpsError(f"swap failed, database unchanged: {exc.strerror or exc}") from None
-    return kept, undo_commands(db, kept_db, kept)
+                swap.moved.append((side, Path(f"{kept_db}{suffix}")))
+                swap.kept.append(Path(f"{kept_db}{suffix}"))
+        os.replace(swap.tmp, db)
+        swap.tmp = None
+        common.fsync_path(db.parent)
+    except OSError:
+        _put_back(swap)
+        raise
 
 
-def undo_commands(db: Path, kept_db: Path, kept: list[Path]) -> list[str]:
+def _put_back(swap: Swap) -> None:
+    """Undo one swap (or the part of it that was made): the kept database returns, then its -wal/-shm."""
+    if swap.kept_db in swap.kept:
+        if swap.tmp is None:  # the copy was renamed in: the kept file goes back over it
+            os.replace(swap.kept_db, swap.database)
+        else:  # a second name of the untouched database
+            swap.kept_db.unlink(missing_ok=True)
+    elif swap.tmp is None:  # there was no database before: the restored one goes
+        swap.database.unlink(missing_ok=True)
+    for original, renamed in reversed(swap.moved):
+        os.rename(renamed, original)
+    swap.moved, swap.kept = [], []
+    common.fsync_path(swap.database.parent)
+
+
+def undo_commands(db: Path, kept_db: Path | None, kept: list[Path]) -> list[str]:
     q = shlex.quote
     commands = [f"rm -f {q(str(db))}-wal {q(str(db))}-shm"]
     if kept_db in kept:
@@ -258,15 +336,19 @@ def restart(command: str) -> str | None:
 
 
 def print_summary(result: dict) -> None:
-    verified = result["verified"]
     for item in result["stopped"]:
         print(f"Stopped DevFlow PID {item['pid']} (it ran as: {item['ran_as']})")
-    print(f"Restored {result['database']}")
-    print(f"  from      {result['backup']}")
-    print(f"  verified  checksum: {verified['checksum']}; integrity_check ok; {verified['events']} events; "
-          f"{common.human_bytes(verified['size_bytes'])}")
-    if result["kept"]:
-        print("  kept      " + "\n            ".join(result["kept"]))
+    for database in result["databases"]:
+        verified = database["verified"]
+        content = f"{verified['events']} events" if verified["events"] is not None else f"{verified['tables']} tables"
+        print(f"Restored {database['database']}")
+        print(f"  from      {database['backup']}")
+        print(f"  verified  checksum: {verified['checksum']}; integrity_check ok; {content}; "
+              f"{common.human_bytes(verified['size_bytes'])}")
+        if database["kept"]:
+            print("  kept      " + "\n            ".join(database["kept"]))
+    for path in result["untouched"]:
+        print(f"Left as it is: {path} (not in this backup)")
     for item in result["config_files"]:
         print(f"  config    {item['file']}" + (f" (previous kept as {item['kept']})" if item["kept"] else ""))
     print("To undo, with DevFlow stopped (this discards what it wrote since the restore):")
@@ -283,6 +365,15 @@ def print_summary(result: dict) -> None:
 
 
 # --- helpers ------------------------------------------------------------------------
+
+def _unused(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`...: a name no earlier restore's kept files use (two in one second)."""
+    candidate, n = path, 1
+    while any(Path(f"{candidate}{suffix}").exists() for suffix in ("", "-wal", "-shm")):
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
 
 def _keep(db: Path, kept_db: Path) -> None:
     """Keep the current database under a new name without a moment where `db` is missing."""

@@ -13,7 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import ROOT, database_with_events, http_get, wait_until
+import pytest
+from conftest import NO_SERVER, ROOT, cli, database_with_events, http_get, wait_until
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
@@ -366,3 +367,98 @@ def test_a_started_twice_stopped_and_restarted_collector_runs_one_counting_threa
                    message="the rows added while stopped counted after the restart")
     finally:
         collector.stop()
+
+
+# --- the last backup: this database's, no other one's ---------------------------------------------------------
+
+def back_up(db: Path, status: Path, backups: Path) -> dict:
+    """A real `devflow-monitor backup` of `db`; returns the status entry it recorded."""
+    result = cli("backup", "--devflow.database", str(db), "--dir", str(backups), "--no-logs",
+                 "--status-file", str(status))
+    assert result.returncode == 0, result.stderr
+    return json.loads(status.read_text())["databases"][str(db.resolve())]
+
+
+def published_backup(collector: DatabaseCollector) -> tuple[float | None, float | None]:
+    """(last success, size) as the collector publishes them; None where it publishes nothing."""
+    values = {family.name: family.samples[0].value for family in collector.collect()
+              if family.name in (catalog.BACKUP_LAST_SUCCESS.name, catalog.BACKUP_LAST_SIZE.name)}
+    return values.get(catalog.BACKUP_LAST_SUCCESS.name), values.get(catalog.BACKUP_LAST_SIZE.name)
+
+
+def collector_of(db: Path, status: Path) -> DatabaseCollector:
+    config = Config()
+    config.devflow.database = str(db)
+    config.backup.status_file = str(status)
+    return DatabaseCollector(config)
+
+
+def test_an_exporter_publishes_the_backups_of_its_own_database_only(tmp_path, start_exporter):
+    a = database_with_events(tmp_path / "a" / "data" / "devflow.db", 3)
+    b = database_with_events(tmp_path / "b" / "data" / "devflow.db", 3)
+    status = tmp_path / "backup-status.json"  # one status file for the user, as by default
+    settings = {"backup": {"status_file": str(status)}}
+    exporter_a = start_exporter("--devflow.database", str(a), *NO_SERVER, settings=settings)
+    exporter_b = start_exporter("--devflow.database", str(b), *NO_SERVER, settings=settings)
+
+    of_a = back_up(a, status, tmp_path / "backups-a")
+    assert exporter_a.value(catalog.BACKUP_LAST_SUCCESS.name) == of_a["timestamp"]
+    assert exporter_a.value(catalog.BACKUP_LAST_SIZE.name) == of_a["size_bytes"]
+    samples_b = exporter_b.scrape()
+    assert (catalog.BACKUP_LAST_SUCCESS.name, ()) not in samples_b, "a backup of A keeps B's alert quiet"
+    assert (catalog.BACKUP_LAST_SIZE.name, ()) not in samples_b
+
+    of_b = back_up(b, status, tmp_path / "backups-b")
+    assert exporter_b.value(catalog.BACKUP_LAST_SUCCESS.name) == of_b["timestamp"]
+    assert exporter_a.value(catalog.BACKUP_LAST_SUCCESS.name) == of_a["timestamp"], "B's backup keeps A's entry"
+
+
+def test_the_same_file_under_another_path_is_the_same_database(tmp_path):
+    host = database_with_events(tmp_path / "host" / "data" / "devflow.db", 3)
+    status = tmp_path / "backup-status.json"
+    recorded = back_up(host, status, tmp_path / "backups")
+    # What an exporter in a container sees through a bind mount: the same device and inode at another path.
+    seen = tmp_path / "container" / "devflow.db"
+    seen.parent.mkdir()
+    os.link(host, seen)
+    assert published_backup(collector_of(seen, status)) == (recorded["timestamp"], recorded["size_bytes"])
+    other = database_with_events(tmp_path / "other" / "devflow.db", 3)
+    assert published_backup(collector_of(other, status)) == (None, None)
+
+
+NOW = time.time()
+
+
+@pytest.mark.parametrize("timestamp, size, published", [
+    (repr(NOW - 60), "1000", True),
+    ('"nan"', "1000", False),
+    ("NaN", "1000", False),
+    ("1e999", "1000", False),
+    ("-5", "1000", False),
+    ("0", "1000", False),
+    (f'"{NOW - 60}"', "1000", False),
+    ("true", "1000", False),
+    (repr(NOW + 10 * 86400), "1000", False),  # from the future: it would keep the alert quiet for ten days
+    (repr(NOW - 60), "NaN", False),
+    (repr(NOW - 60), "-1", False),
+    (repr(NOW - 60), '"big"', False),
+])
+def test_a_backup_status_that_is_not_a_plausible_time_and_size_is_not_published(tmp_path, timestamp, size,
+                                                                                published):
+    db = database_with_events(tmp_path / "devflow.db", 1)
+    key = json.dumps(str(db.resolve()))
+    status = tmp_path / "backup-status.json"
+    status.write_text('{"format": "devflow-monitor-backup-status/2", "databases": {%s: {"database": %s, '
+                      '"timestamp": %s, "size_bytes": %s, "path": "/backups/x"}}}' % (key, key, timestamp, size))
+    expected = (float(timestamp), float(size)) if published else (None, None)
+    assert published_backup(collector_of(db, status)) == expected
+
+
+def test_a_backup_status_that_names_no_database_is_not_published(tmp_path):
+    db = database_with_events(tmp_path / "devflow.db", 1)
+    status = tmp_path / "backup-status.json"
+    # As the status was written before it named its database: which one it was is unknown.
+    status.write_text(json.dumps({"timestamp": time.time() - 60, "size_bytes": 1000, "path": "/backups/x"}))
+    assert published_backup(collector_of(db, status)) == (None, None)
+    recorded = back_up(db, status, tmp_path / "backups")  # the next backup replaces it
+    assert published_backup(collector_of(db, status)) == (recorded["timestamp"], recorded["size_bytes"])

@@ -26,47 +26,107 @@ def rows_digest(conn: sqlite3.Connection, max_id: int) -> list:
                         (max_id,)).fetchall()
 
 
-def test_backup_under_concurrent_writes_is_a_verified_gapless_prefix(spawn, tmp_path):
-    db = tmp_path / "data" / "devflow.db"
-    seed = create_database(db)
-    seed.execute("BEGIN")
-    for i in range(20000):  # ~6 MB, so the copy takes many small steps while the writer commits
-        insert_event(seed, "file:changed", seq=i)
-    seed.execute("COMMIT")
-    seed.close()
-    writer = Writer(spawn, db, tmp_path, pause=0)
-    writer.wait_for_rows(200)
-    before = writer.progress()["count"]
+def seed(db: Path, rows: int) -> None:
+    conn = create_database(db)
+    conn.execute("BEGIN")
+    for i in range(rows):
+        insert_event(conn, "file:changed", seq=i)
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def test_backup_under_concurrent_writes_copies_every_database_as_a_verified_gapless_prefix(spawn, tmp_path):
+    # The public build's workdir, a writer on each of the server's databases.
+    workdir = tmp_path / "work"
+    databases = {"main": workdir / "data" / "devflow.db", "audit": workdir / "logs" / "audit" / "audit.db",
+                 "multi-projects": workdir / "data" / "multi-projects.db"}
+    writers = {}
+    for role, db in databases.items():
+        # ~6 MB main database, so its copy takes many small steps while the writers commit.
+        seed(db, 20000 if role == "main" else 3000)
+        (tmp_path / role).mkdir()
+        writers[role] = Writer(spawn, db, tmp_path / role, pause=0)
+    for writer in writers.values():
+        writer.wait_for_rows(200)
+    before = {role: writer.progress()["count"] for role, writer in writers.items()}
     started = time.time()
-    result = cli("backup", "--devflow.database", str(db), "--dir", str(tmp_path / "backups"),
+    result = cli("backup", "--devflow.workdir", str(workdir), "--dir", str(tmp_path / "backups"),
                  "--status-file", str(tmp_path / "status.json"), "--step-pages", "4", "--no-logs", "--json")
-    after = writer.progress()["count"]
-    report = writer.stop()
+    after = {role: writer.progress()["count"] for role, writer in writers.items()}
+    reports = {role: writer.stop() for role, writer in writers.items()}
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     folder = Path(out["path"])
-    copy = folder / "devflow.db"
-
-    assert after > before, "the writer must have kept inserting while the backup ran"
-    backup_conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
-    assert backup_conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    count, low, high = backup_conn.execute("SELECT count(*), min(id), max(id) FROM events").fetchone()
-    assert low == 1 and count == high, "ids in the copy have gaps"
-    assert 20000 < high < report["last_id"], "the copy is a snapshot taken while the writer wrote"
-    live = sqlite3.connect(db)
-    assert rows_digest(backup_conn, high) == rows_digest(live, high), "the copy is a prefix of the live rows"
-
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["database"]["sha256"] == sha256(copy)
-    assert manifest["database"]["size_bytes"] == copy.stat().st_size
-    assert manifest["database"]["row_counts"]["events"] == count
+    entries = {entry["role"]: entry for entry in manifest["databases"]}
+    assert set(entries) == set(databases)
+    assert manifest["database"] == entries["main"], "the main database where a one-database reader looks"
+
+    for role, db in databases.items():
+        entry = entries[role]
+        copy = folder / entry["file"]
+        assert after[role] > before[role], f"the {role} writer must have kept inserting while the backup ran"
+        backup_conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+        assert backup_conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        count, low, high = backup_conn.execute("SELECT count(*), min(id), max(id) FROM events").fetchone()
+        assert low == 1 and count == high, f"ids in the copy of {role} have gaps"
+        assert high < reports[role]["last_id"], f"the copy of {role} is a snapshot taken while it was written"
+        live = sqlite3.connect(db)
+        assert rows_digest(backup_conn, high) == rows_digest(live, high), "the copy is a prefix of the live rows"
+        assert entry["source"] == str(db.resolve())
+        assert entry["sha256"] == sha256(copy)
+        assert entry["size_bytes"] == copy.stat().st_size
+        assert entry["row_counts"]["events"] == count
+        assert entry["integrity_check"] == "ok"
+    assert sqlite3.connect(folder / "devflow.db").execute("SELECT max(id) FROM events").fetchone()[0] > 20000
     assert manifest["versions"]["sqlite"] == sqlite3.sqlite_version
+    assert not list(folder.glob("*-wal")), "a backup is one self-contained file per database"
+
     status = json.loads((tmp_path / "status.json").read_text())
-    assert set(status) == {"timestamp", "size_bytes", "path"}
-    assert started <= status["timestamp"] <= time.time()
-    assert status["path"] == str(folder)
-    assert status["size_bytes"] == sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    assert not list(folder.glob("*-wal")), "a backup is one self-contained file"
+    main = databases["main"]
+    recorded = status["databases"][str(main.resolve())]
+    assert recorded["database"] == str(main.resolve())
+    assert recorded["identity"] == f"{main.stat().st_dev}:{main.stat().st_ino}"
+    assert started <= recorded["timestamp"] <= time.time()
+    assert recorded["path"] == str(folder)
+    assert recorded["size_bytes"] == sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_backup_of_a_server_without_its_other_databases_copies_the_main_one_and_says_so(tmp_path):
+    workdir = tmp_path / "work"
+    seed(workdir / "data" / "devflow.db", 10)
+    result = cli("backup", "--devflow.workdir", str(workdir), "--dir", str(tmp_path / "backups"), "--no-logs",
+                 "--status-file", str(tmp_path / "status.json"))
+    assert result.returncode == 0, result.stderr
+    folder = Path(result.stdout.split("Backup written: ", 1)[1].splitlines()[0])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [entry["role"] for entry in manifest["databases"]] == ["main"]
+    absent = {entry["role"]: entry["source"] for entry in manifest["skipped"]}
+    assert absent == {"audit": str(workdir / "logs" / "audit" / "audit.db"),
+                      "multi-projects": str(workdir / "data" / "multi-projects.db")}
+    assert f"skipped   {workdir / 'logs' / 'audit' / 'audit.db'}: not present" in result.stdout
+
+
+@pytest.mark.parametrize("damage", ["not-a-database", "corrupt-pages"])
+def test_a_damaged_other_database_fails_the_whole_backup(tmp_path, damage):
+    workdir = tmp_path / "work"
+    seed(workdir / "data" / "devflow.db", 10)
+    audit = workdir / "logs" / "audit" / "audit.db"
+    if damage == "not-a-database":
+        audit.parent.mkdir(parents=True)
+        audit.write_bytes(b"not sqlite at all" * 500)
+    else:
+        seed(audit, 3000)
+        data = bytearray(audit.read_bytes())
+        data[len(data) // 2:len(data) // 2 + 8192] = os.urandom(8192)
+        audit.write_bytes(bytes(data))
+    backups, status = tmp_path / "backups", tmp_path / "status.json"
+    result = cli("backup", "--devflow.workdir", str(workdir), "--dir", str(backups), "--no-logs",
+                 "--status-file", str(status))
+    assert result.returncode == 1
+    assert str(audit) in one_line(result.stderr)
+    assert not status.exists(), "a backup missing one database records no success"
+    assert not backups.exists() or not any(backups.iterdir()), "no half-made backup is left behind"
 
 
 def test_backup_keeps_config_files_and_compressed_logs_with_checksums(tmp_path):
@@ -197,7 +257,8 @@ def test_backup_that_runs_out_of_disk_fails_keeps_nothing_and_records_no_success
     assert "backup failed, nothing kept" in one_line(full.stderr)
     assert "No space left on device" in full.stderr or "File too large" in full.stderr, full.stderr
     assert status.read_bytes() == recorded, "the failed run must not count as the last success"
-    assert [p.name for p in (directory / "backups").iterdir()] == [Path(json.loads(recorded)["path"]).name], \
+    [entry] = json.loads(recorded)["databases"].values()
+    assert [p.name for p in (directory / "backups").iterdir()] == [Path(entry["path"]).name], \
         "nothing half-written is left beside the earlier backup"
 
 
@@ -246,3 +307,23 @@ def _small_db(tmp_path: Path) -> Path:
     insert_event(conn, "git:commit")
     conn.close()
     return db
+
+
+# Records `rounds` backups of its own database in the shared status file, as backups of several databases do.
+RECORDER = ("import sys\n"
+            "from pathlib import Path\n"
+            "from devflow_monitor.core import backup_status\n"
+            "status, database, rounds = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])\n"
+            "for n in range(rounds):\n"
+            "    backup_status.record(status, database, timestamp=1e9 + n, size_bytes=n, backup_path=str(n))\n")
+
+
+def test_backups_of_several_databases_finishing_together_each_keep_their_status_entry(spawn, tmp_path):
+    status = tmp_path / "backup-status.json"
+    databases = [tmp_path / f"project-{n}" / "devflow.db" for n in range(4)]
+    writers = [spawn([sys.executable, "-c", RECORDER, str(status), str(db), "60"]) for db in databases]
+    for writer in writers:
+        assert writer.wait(timeout=60) == 0
+    entries = json.loads(status.read_text())["databases"]
+    assert {key: entry["timestamp"] for key, entry in entries.items()} == \
+        {str(db.resolve()): 1e9 + 59 for db in databases}, "no read-modify-write lost another's entry"

@@ -210,7 +210,8 @@ def test_backup_first_makes_a_verified_backup_before_deleting(tmp_path):
     folder = Path(steps["backup"]["details"]["path"])
     copy = sqlite3.connect(folder / "devflow.db")
     assert copy.execute("SELECT count(*) FROM events").fetchone()[0] == 3000, "taken before the delete"
-    assert json.loads((tmp_path / "status.json").read_text())["path"] == str(folder)
+    [recorded] = json.loads((tmp_path / "status.json").read_text())["databases"].values()
+    assert recorded["database"] == str(db.resolve()) and recorded["path"] == str(folder)
     assert steps["retention"]["details"]["deleted"] == 1000
 
 

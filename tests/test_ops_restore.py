@@ -1,5 +1,6 @@
 """`devflow-monitor restore`: damaged backups refused with the database untouched, good ones swapped in
-atomically with the old database kept, and a running DevFlow (a real process) respected."""
+atomically with the old databases kept (every database of the server, or none), and a running DevFlow
+(a real process) respected."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import cli, wait_until
-from test_ops_support import one_line, sha256, start_fake_server
+from conftest import ROOT, cli, wait_until
+from test_ops_support import Writer, one_line, sha256, start_fake_server
 
-from devflow_monitor.core.devflow_db import create_database, insert_event
+from devflow_monitor.core.devflow_db import connect_readonly, create_database, insert_event, server_databases
 
 
 def make_backup(tmp_path: Path, rows: int) -> Path:
@@ -70,8 +71,9 @@ def corrupt_middle(path: Path) -> None:
 def rehash(folder: Path) -> None:
     """Make the manifest agree with a damaged file, so only the integrity check can catch it."""
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["database"]["sha256"] = sha256(folder / "devflow.db")
-    manifest["database"]["size_bytes"] = (folder / "devflow.db").stat().st_size
+    for entry in (manifest["database"], *manifest["databases"]):
+        entry["sha256"] = sha256(folder / "devflow.db")
+        entry["size_bytes"] = (folder / "devflow.db").stat().st_size
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -217,3 +219,128 @@ def test_restore_with_config_files_puts_them_back_and_keeps_the_replaced_ones(tm
     assert [Path(item["file"]) for item in restored] == [settings]
     assert settings.read_text() == "LEVEL=info\n"
     assert Path(restored[0]["kept"]).read_text() == "LEVEL=debug\n"
+
+
+# As the server leaves a database: rows committed into the -wal, never checkpointed (it exits without closing).
+LEAVE_IN_WAL = ("import os, sys\n"
+                "from devflow_monitor.core.devflow_db import create_database, insert_event\n"
+                "conn = create_database(sys.argv[1])\n"
+                "conn.execute('PRAGMA wal_autocheckpoint=0')\n"
+                "for i in range(int(sys.argv[2])):\n"
+                "    insert_event(conn, 'git:commit', seq=i)\n"
+                "os._exit(0)\n")
+
+
+def leave_in_wal(db: Path, rows: int) -> None:
+    subprocess.run([sys.executable, "-c", LEAVE_IN_WAL, str(db), str(rows)], check=True, cwd=ROOT)
+    assert Path(f"{db}-wal").stat().st_size > 0
+
+
+def events_in(db: Path) -> int:
+    """Rows of a database as a reader sees them, its -wal included, without changing a file."""
+    conn = connect_readonly(db)
+    try:
+        return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def server_files(workdir: Path) -> dict[str, Path]:
+    return dict(server_databases(workdir / "data" / "devflow.db"))
+
+
+def backup_of(tmp_path: Path, workdir: Path) -> Path:
+    made = cli("backup", "--devflow.workdir", str(workdir), "--dir", str(tmp_path / "backups"), "--no-logs",
+               "--status-file", str(tmp_path / "status.json"), "--json")
+    assert made.returncode == 0, made.stderr
+    return Path(json.loads(made.stdout)["path"])
+
+
+def tree(directory: Path) -> dict:
+    """Every file under `directory` with its checksum, and every folder."""
+    return {str(p.relative_to(directory)): sha256(p) if p.is_file() else "folder"
+            for p in sorted(directory.rglob("*"))}
+
+
+def test_restore_puts_back_every_database_of_a_backup_made_under_writes_and_keeps_each_replaced_one(spawn,
+                                                                                                    tmp_path):
+    workdir = tmp_path / "work"
+    databases = server_files(workdir)
+    writers = {}
+    for role, db in databases.items():
+        (tmp_path / role).mkdir()
+        writers[role] = Writer(spawn, db, tmp_path / role, pause=0.001)
+    for writer in writers.values():
+        writer.wait_for_rows(100)
+    folder = backup_of(tmp_path, workdir)
+    last_ids = {role: writer.stop()["last_id"] for role, writer in writers.items()}
+    in_backup = {entry["role"]: entry["row_counts"]["events"]
+                 for entry in json.loads((folder / "manifest.json").read_text())["databases"]}
+    assert set(in_backup) == set(databases)
+    for db in databases.values():
+        leave_in_wal(db, 5)
+    live = {role: last_ids[role] + 5 for role in databases}
+    assert all(in_backup[role] < live[role] for role in databases), "the writers went on after the backup"
+
+    result = restore(databases["main"], folder, "--json")
+    assert result.returncode == 0, result.stderr
+    out = {entry["role"]: entry for entry in json.loads(result.stdout)["databases"]}
+    assert set(out) == set(databases)
+    for role, db in databases.items():
+        assert sha256(db) == sha256(folder / Path(out[role]["backup"]).name)
+        assert events_in(db) == in_backup[role]
+        assert not Path(f"{db}-wal").exists(), f"the old WAL must not sit beside the restored {role} database"
+        kept = [Path(p) for p in out[role]["kept"]]
+        assert [p.name.split(".before-restore-")[1][16:] for p in kept] == ["", "-wal", "-shm"]
+        assert kept[0].parent == db.parent
+        assert events_in(kept[0]) == live[role], f"the kept {role} database with its kept WAL holds every row"
+
+    subprocess.run(" && ".join(json.loads(result.stdout)["undo"]), shell=True, check=True)
+    assert {role: events_in(db) for role, db in databases.items()} == live
+
+
+def test_restore_of_a_backup_holding_only_the_main_database_leaves_the_others_as_they_are(tmp_path):
+    source = tmp_path / "source"
+    for db in server_files(source).values():
+        create_database(db).close()
+    folder = backup_of(tmp_path, source)
+    # The manifest of a backup made when only the main database was copied.
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in manifest.pop("databases")[1:]:
+        (folder / entry["file"]).unlink()
+    manifest["database"] = {key: manifest["database"][key]
+                            for key in ("file", "size_bytes", "sha256", "integrity_check", "row_counts")}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    live = server_files(tmp_path / "work")
+    for db in live.values():
+        conn = create_database(db)
+        insert_event(conn, "git:commit")
+        conn.close()
+    others = {role: sha256(db) for role, db in live.items() if role != "main"}
+
+    result = restore(live["main"], folder)
+    assert result.returncode == 0, result.stderr
+    assert events_in(live["main"]) == 0
+    assert {role: sha256(live[role]) for role in others} == others
+    assert f"Left as it is: {live['audit']} (not in this backup)" in result.stdout
+
+
+def test_a_failing_swap_puts_back_the_databases_already_swapped(tmp_path):
+    source = tmp_path / "source"
+    for db in server_files(source).values():
+        create_database(db).close()
+    folder = backup_of(tmp_path, source)
+    workdir = tmp_path / "work"
+    live = server_files(workdir)
+    leave_in_wal(live["main"], 8)
+    leave_in_wal(live["multi-projects"], 3)
+    live["audit"].mkdir(parents=True)  # the main database is swapped first, then this one cannot be
+    before = tree(workdir)
+
+    result = restore(live["main"], folder)
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert f"swap of {live['audit']} failed, databases unchanged" in line
+    assert "the databases already swapped were put back" in line
+    assert tree(workdir) == before, "every database and its -wal as it was, no copy or kept file left"
+    assert events_in(live["main"]) == 8

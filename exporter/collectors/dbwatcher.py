@@ -21,7 +21,6 @@ How it stays cheap and harmless at 10M rows:
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import sqlite3
@@ -30,6 +29,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from devflow_monitor.core import backup_status
 from devflow_monitor.core.config import Config
 from devflow_monitor.core.devflow_db import (IMMUTABLE, connect_readonly, disk_usage, file_state, integrity_errors,
                                              read_mode, write_locked)
@@ -302,9 +302,7 @@ class DatabaseWatcher:
             return None
 
     def backup_status(self) -> dict | None:
-        try:
-            data = json.loads(self.backup_status_file.read_text())
-            return {"timestamp": float(data["timestamp"]), "size_bytes": float(data["size_bytes"])}
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        """The last recorded backup of this database only (core/backup_status.py): a backup of another
+        database, or a status that names none (an older one), must not keep this one's stale alert quiet."""
+        return backup_status.last_success(self.backup_status_file, self.path)
 
