@@ -69,6 +69,9 @@ class ProcessCollectorConfig:
     enabled: bool = True
     # Pace of the background look for the server while none runs; 10 times slower for a second one.
     scan_interval_seconds: float = 5.0
+    # on_demand: how long the server's MCP client may outlive it before its exit counts as a crash (a client
+    # that closes stops its server first, then exits itself).
+    exit_grace_seconds: float = 5.0
 
 
 @dataclass
@@ -222,6 +225,7 @@ def _validate(config: Config, origins: dict[str, str]) -> None:
     if collectors.database.max_event_types < 1:
         fail("collectors.database.max_event_types", "must be at least 1")
     for dotted, value in (("collectors.process.scan_interval_seconds", collectors.process.scan_interval_seconds),
+                          ("collectors.process.exit_grace_seconds", collectors.process.exit_grace_seconds),
                           ("collectors.database.counts_interval_seconds", collectors.database.counts_interval_seconds),
                           ("collectors.logs.poll_interval_seconds", collectors.logs.poll_interval_seconds),
                           ("collectors.probe.timeout_seconds", collectors.probe.timeout_seconds)):

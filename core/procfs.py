@@ -51,6 +51,19 @@ def read_cmdline(pid: int) -> str | None:
     return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
 
 
+def read_cwd(pid: int) -> str | None:
+    """The process's working directory (symlinks resolved), None for a process gone or another user's."""
+    if not PROC_STAT:
+        try:
+            return psutil.Process(pid).cwd() or None
+        except psutil.Error:
+            return None
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+
+
 PF_KTHREAD = 0x00200000  # /proc/PID/stat flags (field 9): a kernel thread, whose command line is always empty
 
 

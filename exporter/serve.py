@@ -54,7 +54,7 @@ def build_collectors(config: Config) -> CollectorSet:
     if config.collectors.eventqueue.enabled:
         probe = next((c for c in collectors if c.name == "probe"), None)
         collectors.append(_load_class(EVENTQUEUE_CLASS)(config, watcher, probe))
-    return CollectorSet(collectors)
+    return CollectorSet(collectors, mode=config.devflow.mode)
 
 
 def build_registry(collector_set: CollectorSet) -> CollectorRegistry:
@@ -80,6 +80,7 @@ def run_check_config(args) -> int:
     print(f"configuration OK ({args.config_file or 'defaults'})")
     print(f"  listen      {config.web.listen_address}{config.web.telemetry_path}")
     print(f"  database    {config.devflow.database_path}")
+    print(f"  mode        {config.devflow.mode}")
     print(f"  collectors  {', '.join(enabled)}")
     return 0
 

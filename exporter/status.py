@@ -4,11 +4,17 @@ The guide's shape is kept so its scripts and habits still work:
 `{"status", "uptime", "version", "monitors", "database", "memory": {"used", "total"}}`
 with memory in MB and uptime in seconds. Fields the exporter cannot observe
 are `null` or `"unknown"`, never invented.
+
+`status` is "down" when no server runs in daemon mode (devflow.mode; an outage)
+and "not_running" in on_demand mode (its MCP client is closed: normal). Added
+to the guide's fields: `mode`, `process` (its PID and how many processes match)
+and `last_exit` (the latest exit the exporter saw, clean or crash, and when).
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
 import psutil
 
@@ -43,13 +49,13 @@ def guide_status(collector_set) -> dict:
     monitors = app.get("monitors") if isinstance(app.get("monitors"), dict) else {}
 
     if proc is None and process is not None:
-        status = "down"
+        status = "not_running" if collector_set.mode == "on_demand" else "down"
     elif (db_state not in (None, "ok") or app.get("status") not in (None, *HEALTHY_WORDS)
           or events.state == persistence.NOT_PERSISTING):
         status = "degraded"
     else:
         status = "healthy"
-    return {
+    body = {
         "status": status,
         "uptime": uptime,
         "version": app.get("version"),
@@ -59,6 +65,27 @@ def guide_status(collector_set) -> dict:
         "events": {"state": events.state, "summary": events.summary},
         "observed_by": "devflow-monitor exporter",
     }
+    body.update(_process_fields(collector_set.mode, process, proc))
+    return body
+
+
+def _process_fields(mode: str, process, proc) -> dict:
+    """The mode, which process is reported when several match, and the server's last exit."""
+    fields: dict = {"mode": mode}
+    if process is None:
+        return fields
+    matches = process.match_count()
+    if proc is None:
+        summary = "not running (on-demand)" if mode == "on_demand" else "no DevFlow process found"
+    elif matches > 1:
+        summary = f"{matches} processes match; reporting the oldest (PID {proc.pid})"
+    else:
+        summary = f"PID {proc.pid}"
+    last = process.last_exit()
+    fields["process"] = {"pid": proc.pid if proc else None, "matches": matches, "summary": summary}
+    fields["last_exit"] = None if last is None else {
+        "reason": last.reason, "at": datetime.fromtimestamp(last.at, timezone.utc).isoformat(timespec="seconds")}
+    return fields
 
 
 def _database_word(db_state: str | None, server_running: bool | None) -> str:

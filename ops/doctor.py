@@ -12,19 +12,23 @@ the log check is DevFlowErrorBurst's (more than 10 errors in 100 lines), free di
 fails below DevFlowDiskSpaceLow and warns below `checklist.disk_free_ratio`, the
 WAL warns above `checklist.wal_size_bytes`. A flag given on the command line wins.
 The port is checked only where a listener is expected (`app.expect_listener`; the
-public build serves no HTTP). The events check is DevFlowEventsNotPersisted's
+public build serves no HTTP). A server that is not running fails in daemon mode
+(`devflow.mode`) and is ok in on_demand mode (its MCP client is closed), where
+doctor warns only when the exporter saw its last exit be a crash. The events check is DevFlowEventsNotPersisted's
 condition (core/persistence.py), judged from the exporter's metrics, or from
 Prometheus with `--prometheus`, as `/status` and the terminal overview judge it.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import sqlite3
 import textwrap
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -132,7 +136,8 @@ class Limits:
 def diagnose(config: Config, args, limits: Limits, settings: Settings) -> list[Check]:
     db = config.devflow.database_path
     runners = {
-        "process": lambda: check_process(config, limits.memory_warn_percent),
+        "process": lambda: check_process(config, limits.memory_warn_percent, _exporter_url(config, args, "/status"),
+                                         args.timeout),
         "port": lambda: check_port(config.devflow.port, settings.app.expect_listener),
         "database": lambda: check_database(db, args.quick),
         "wal": lambda: check_wal(db, limits.wal_warn_bytes),
@@ -160,18 +165,12 @@ def diagnose(config: Config, args, limits: Limits, settings: Settings) -> list[C
 
 # --- the checks -----------------------------------------------------------------------
 
-def check_process(config: Config, memory_warn_percent: float) -> Check:
+def check_process(config: Config, memory_warn_percent: float, status_url: str | None = None,
+                  timeout: float = 3.0) -> Check:
     found = target.find_devflow(config)
     criteria = _criteria(config)
     if not found:
-        stale = target.stale_pidfile(config)
-        summary = f"no DevFlow process found ({criteria})"
-        if stale is not None:
-            summary = f"pidfile {config.devflow.pidfile} names PID {stale}, which is not running"
-        return Check("process", "fail", summary,
-                     "start DevFlow: `launchctl load ~/Library/LaunchAgents/com.devflow.monitor.plist` (macOS), "
-                     "`systemctl start devflow-monitor` (Linux) or restart Claude Desktop; then "
-                     "check its log for why it stopped", {"criteria": criteria, "stale_pid": stale})
+        return _not_running(config, criteria, _last_exit(status_url, timeout))
     main = found[0]
     try:
         with main.process.oneshot():
@@ -192,10 +191,49 @@ def check_process(config: Config, memory_warn_percent: float) -> Check:
                      "during a quiet moment", details)
     if len(found) > 1:
         others = ", ".join(str(f.pid) for f in found[1:])
-        return Check("process", "warn", summary + f"; {len(found) - 1} more match (PID {others})",
-                     "more than one DevFlow server writes the same database: stop the extra ones, "
-                     "or narrow --devflow.process-pattern / set --devflow.pidfile", details)
+        return Check("process", "warn", f"{len(found)} processes match; reporting the oldest: {summary}; "
+                                        f"others: PID {others}",
+                     "set --devflow.workdir to the watched server's directory (the public build), stop the "
+                     "extra servers, or narrow --devflow.process-pattern / set --devflow.pidfile", details)
     return Check("process", "ok", summary, details=details)
+
+
+def _not_running(config: Config, criteria: str, last_exit: dict | None) -> Check:
+    """No server: normal in on_demand mode unless its last exit was a crash, an outage in daemon mode."""
+    details = {"criteria": criteria, "mode": config.devflow.mode, "last_exit": last_exit}
+    exit_text = ""
+    if last_exit:
+        exit_text = f"; last exit: {last_exit['reason']} at {last_exit['at']}"
+    if config.devflow.mode == "on_demand":
+        summary = "not running (on-demand)" + exit_text
+        if last_exit and last_exit["reason"] == "crash":
+            return Check("process", "warn", summary,
+                         "read the end of DevFlow's stderr log for the crash (--devflow.log-files); its MCP client "
+                         "starts it again when it next opens", details)
+        return Check("process", "ok", summary, details=details)
+    stale = target.stale_pidfile(config)
+    details["stale_pid"] = stale
+    summary = f"no DevFlow process found ({criteria})"
+    if stale is not None:
+        summary = f"pidfile {config.devflow.pidfile} names PID {stale}, which is not running"
+    return Check("process", "fail", summary + exit_text,
+                 "start DevFlow: `launchctl load ~/Library/LaunchAgents/com.devflow.monitor.plist` (macOS), "
+                 "`systemctl start devflow-monitor` (Linux); then check its log for why it stopped. If an MCP "
+                 "client (an editor) starts it over stdio, its absence is normal: set --devflow.mode on_demand",
+                 details)
+
+
+def _last_exit(status_url: str | None, timeout: float) -> dict | None:
+    """The server's last exit as the exporter's /status saw it; None when the exporter cannot say."""
+    if not status_url:
+        return None
+    try:
+        status, body = common.http_get(status_url, timeout)
+        last = json.loads(body).get("last_exit") if status == 200 else None
+        datetime.fromisoformat(last["at"])
+        return {"reason": str(last["reason"]), "at": last["at"]}
+    except (*common.FAILED, ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def check_port(port: int, expected: bool) -> Check:
@@ -362,11 +400,20 @@ def print_report(config: Config, checks: list[Check]) -> None:
 # --- helpers ------------------------------------------------------------------------
 
 def _criteria(config: Config) -> str:
-    if config.devflow.pidfile:
-        return f"pidfile {config.devflow.pidfile}"
-    if config.devflow.match_port:
-        return f"command line /{config.devflow.process_pattern}/ or port {config.devflow.port}"
-    return f"command line /{config.devflow.process_pattern}/"
+    devflow = config.devflow
+    if devflow.pidfile:
+        return f"pidfile {devflow.pidfile}"
+    where = f" running in {devflow.workdir}" if devflow.workdir else ""
+    if devflow.match_port:
+        return f"command line /{devflow.process_pattern}/ or port {devflow.port}{where}"
+    return f"command line /{devflow.process_pattern}/{where}"
+
+
+def _exporter_url(config: Config, args, path: str) -> str:
+    """`path` on the exporter: at --exporter-url's address when given, else on --web.listen-address."""
+    if args.exporter_url:
+        return urlsplit(args.exporter_url)._replace(path=path, query="").geturl()
+    return common.local_url(config.web.listen_address, path)
 
 
 def _metrics_source(config: Config, args, settings: Settings):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, cli, free_port, http_get, stop_process, wait_for_http, wait_until
+from conftest import NO_SERVER, ROOT, cli, free_port, http_get, stop_process, wait_for_http, wait_until
 from test_ops_support import start_fake_server
+from test_process_exits import Client, watching
 
 from devflow_monitor.core import persistence
 from devflow_monitor.core.devflow_db import create_database, insert_event
@@ -163,6 +165,47 @@ def test_absent_process_fails_and_a_stale_pidfile_is_named(spawn, setup):
                                 devflow_port=free_port())
     assert checks["process"]["status"] == "fail" and "no DevFlow process found" in checks["process"]["summary"]
     assert code == 2
+
+
+def test_on_demand_a_server_not_running_is_ok_and_doctor_exits_0(setup):
+    absent = {"devflow_pidfile": None, "devflow_process_pattern": NO_SERVER[1]}
+    code, checks = setup.doctor("--devflow.mode", "on_demand", **absent)
+    assert code == 0, checks
+    assert checks["process"]["status"] == "ok"
+    assert checks["process"]["summary"] == "not running (on-demand)"
+    code, checks = setup.doctor(**absent)
+    assert_only_failure(code, checks, "process", "no DevFlow process found")
+    assert "--devflow.mode on_demand" in checks["process"]["action"]
+
+
+def test_on_demand_a_crash_the_exporter_saw_warns(setup, start_exporter, spawn, tmp_path):
+    install = f"/opt/devflow-doctor-test-{os.getpid()}-{tmp_path.name}"
+    # Escaped, the pattern on the exporter's command line does not match itself: doctor finds no server there.
+    pattern = re.escape(install) + r"/server/index\.js"
+    exporter, log = watching(start_exporter, tmp_path, pattern, "on_demand")
+    client = Client(spawn, install, log)
+    wait_until(lambda: http_get(exporter.url + "/metrics")[1].count("devflow_process_up 1.0"), message="found")
+    os.kill(client.server_pid, signal.SIGKILL)  # its client lives on: a crash
+    wait_until(lambda: 'devflow_process_exits_total{reason="crash"} 1.0' in http_get(exporter.url + "/metrics")[1],
+               message="the crash judged")
+    code, checks = setup.doctor("--devflow.mode", "on_demand", devflow_pidfile=None,
+                                devflow_process_pattern=pattern,
+                                exporter_url=f"{exporter.url}/health")
+    assert_only_failure(code, checks, "process", "not running (on-demand); last exit: crash at", status="warn")
+
+
+def test_several_servers_are_said_and_a_workdir_picks_the_one_running_in_it(spawn, setup):
+    marker = str(setup.scratch / "devflow" / "server" / "index.js")
+    watched = spawn([sys.executable, "-c", "import time; time.sleep(120)", marker], cwd=setup.tmp)
+    spawn([sys.executable, "-c", "import time; time.sleep(120)", marker], cwd=setup.scratch)
+    code, checks = setup.doctor(devflow_pidfile=None, devflow_process_pattern=marker)
+    assert_only_failure(code, checks, "process", "2 processes match; reporting the oldest", status="warn")
+    assert checks["process"]["details"]["pid"] == watched.pid
+    # setup.db is <setup.tmp>/data/devflow.db: the public build's layout, whose workdir is setup.tmp.
+    code, checks = setup.doctor(devflow_pidfile=None, devflow_process_pattern=marker, devflow_database=None,
+                                devflow_workdir=setup.tmp)
+    assert code == 0 and checks["process"]["status"] == "ok", checks["process"]
+    assert checks["process"]["details"]["matches"] == [watched.pid]
 
 
 def test_process_found_by_pattern_never_matches_doctor_itself(setup):

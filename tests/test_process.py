@@ -162,6 +162,42 @@ def test_never_matches_itself_its_parent_shell_or_its_children(tmp_path, spawn):
         exporter_proc.wait(10)
 
 
+def test_with_a_workdir_only_the_server_running_in_it_or_holding_its_database_is_watched(tmp_path, start_exporter,
+                                                                                         spawn, fake):
+    """Another project's `node .../server/index.js` matches the same command line."""
+    command, pattern = fake
+    watched, other = tmp_path / "watched", tmp_path / "other"
+    (watched / "data").mkdir(parents=True)
+    other.mkdir()
+    exporter = start_exporter("--devflow.workdir", str(watched), "--devflow.process-pattern", pattern)
+    spawn(command, cwd=other)
+    samples = exporter.scrape()  # a scrape that knows no server looks itself: the other one is seen now
+    assert samples[(catalog.PROCESS_UP.name, ())] == 0, "a server in another directory is not the watched one"
+    assert samples[(catalog.PROCESS_MATCHES.name, ())] == 0
+
+    server = spawn(command, cwd=watched)
+    samples = exporter.scrape()
+    assert samples[(catalog.PROCESS_START_TIME.name, ())] == psutil.Process(server.pid).create_time()
+    wait_until(lambda: exporter.value(catalog.PROCESS_MATCHES.name) == 1, message="a look after both started")
+    server.kill()
+    server.wait()
+    assert up(exporter) == 0, "the other one does not take its place"
+
+    # A server started elsewhere that holds the workdir's database open is the watched one too.
+    database = watched / "data" / "devflow.db"
+    holder = [sys.executable, "-c", "import sqlite3, sys, time\n"
+              "sys.stdin.readline()\n"  # seen by a look before it opens the database, as at a server's start
+              f"conn = sqlite3.connect({str(database)!r}); conn.execute('CREATE TABLE t (x)')\n"
+              "print('ready', flush=True); time.sleep(120)\n", *command[3:]]
+    holding = spawn(holder, cwd=other, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert up(exporter) == 0
+    holding.stdin.write("open\n")
+    holding.stdin.flush()
+    assert holding.stdout.readline().strip() == "ready"
+    wait_until(lambda: up(exporter) == 1, message="the server holding the database found")
+    assert exporter.value(catalog.PROCESS_START_TIME.name) == psutil.Process(holding.pid).create_time()
+
+
 def test_port_owner_is_taken_for_the_server_only_when_asked(tmp_path, start_exporter, spawn):
     port = free_port()
     listener = spawn([sys.executable, "-c",

@@ -4,6 +4,9 @@ Sample output:
 
     devflow_process_up 1.0
     devflow_process_matches 1.0
+    devflow_process_exits_total{reason="clean"} 3.0
+    devflow_process_exits_total{reason="crash"} 1.0
+    devflow_process_last_exit_timestamp_seconds 1.7951e+09
     devflow_process_cpu_seconds_total{mode="user"} 12.4
     devflow_process_resident_memory_bytes 9.6e+07
     devflow_process_open_sockets 2.0
@@ -31,6 +34,10 @@ what they found, so a scrape that knows a live server never waits for one. A
 scrape that knows none waits up to LOOK_WAIT_SECONDS for a look under way (it
 may have started before the server did) and then looks itself; past that, it
 reports what the last look found.
+
+With a workdir, only a process in that directory (or holding its database) is the server (see
+`process_finder`). Without one, every match is counted in `devflow_process_matches` and the oldest reported.
+The known server's exits are judged clean or crash by `process_exits`.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ import psutil
 from devflow_monitor.core import catalog, procfs
 from devflow_monitor.core.config import Config
 from devflow_monitor.exporter.collectors.base import Collector, Worker
+from devflow_monitor.exporter.collectors.process_exits import Exit, ExitJudge
 from devflow_monitor.exporter.collectors.process_finder import IncrementalScan, ProcessFinder, Target
 
 # While a server lives, look for a second one this many scan intervals apart (5 s -> 50 s: within a minute).
@@ -74,6 +82,9 @@ class ProcessCollector(Collector):
         # The fd limit of _limit_owner, read once per process.
         self._limit_owner: psutil.Process | None = None
         self._limit: int | None = None
+        # Guarded by _lock too: the exits of the known process, judged clean or crash.
+        self._exits = ExitJudge(config.collectors.process.exit_grace_seconds,
+                                watch_client=devflow.mode == "on_demand")
         self._wake = threading.Event()  # set by a scrape that saw the server go: look at the fast pace again
         if not self.finder.pidfile:  # the pidfile is read on every scrape: nothing to do between scrapes
             self._worker = Worker("process-scan", self._look_on_schedule, wake=self._wake)
@@ -131,9 +142,13 @@ class ProcessCollector(Collector):
             return None
         moved = self.finder.pidfile and proc.pid != procfs.read_pidfile(self.finder.pidfile)
         sample = None if moved else self._read(proc)
-        if not sample:
-            self._process = None
-        return sample
+        if sample:
+            self._exits.running()
+            return sample
+        self._process = None
+        if not moved or not procfs.alive(proc):  # a pidfile that names another process is no exit
+            self._exits.gone()
+        return None
 
     def _look_now(self, knew: bool) -> list[Target]:
         """The candidates when no live server is known, read without _lock."""
@@ -169,21 +184,40 @@ class ProcessCollector(Collector):
             sample = self._read(candidate)
             if sample:
                 self._process = candidate
+                self._exits.found(candidate)
                 return candidate, sample
         return None
+
+    def match_count(self) -> int:
+        """Processes that matched at the last look and still run: more than one is worth saying."""
+        # A second instance that exited since the last look is not counted (kill 0: no /proc read).
+        return sum(1 for t in self._known_matches() if psutil.pid_exists(t.pid))
+
+    def log_records(self, fatal_by_file: dict[str, float] | None) -> None:
+        """The logs collector's `fatal` counts by file at the end of a scrape (None: logs not read)."""
+        with self._lock:
+            self._exits.fatal.update(fatal_by_file)
+
+    def last_exit(self) -> Exit | None:
+        """The latest judged exit of the server, clean or crash."""
+        with self._lock:
+            self._exits.judge_due()
+            return self._exits.last
 
     def collect(self):
         up = catalog.PROCESS_UP.family()
         matches = catalog.PROCESS_MATCHES.family()
         listening = catalog.PROCESS_PORT_LISTENING.family()
+        with self._lock:
+            self._exits.judge_due()  # an exit seen at an earlier scrape, whose logs have been read since
         found = self.current()
-        # A second instance that exited since the last look is not counted (kill 0: no /proc read).
-        matches.add_metric([], sum(1 for t in self._known_matches() if psutil.pid_exists(t.pid)))
+        matches.add_metric([], self.match_count())
         listening.add_metric([str(self.port)], 1.0 if self.finder.port_listening() else 0.0)
         yield matches
         yield listening
         up.add_metric([], 1.0 if found else 0.0)
         yield up
+        yield from self._exit_families()
         if not found:
             return
         sample = found[1]
@@ -200,6 +234,18 @@ class ProcessCollector(Collector):
                 family = metric.family()
                 family.add_metric([], sample[key])
                 yield family
+
+    def _exit_families(self):
+        exits = catalog.PROCESS_EXITS.family()
+        with self._lock:
+            counts, last = dict(self._exits.counts), self._exits.last
+        for reason, n in counts.items():
+            exits.add_metric([reason], n)
+        yield exits
+        if last is not None:
+            when = catalog.PROCESS_LAST_EXIT.family()
+            when.add_metric([], last.at)
+            yield when
 
     def _read(self, proc: psutil.Process) -> dict | None:
         """This scrape's figures of `proc`, or None when it has gone (exited, a zombie, its pid reused).

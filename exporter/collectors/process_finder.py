@@ -1,7 +1,10 @@
 """Finding the DevFlow server process: by pidfile, command line or listening port.
 
 `ProcessFinder` says which processes are the server (never the exporter, its ancestors or its children);
-the operator commands use it too, so they and the exporter agree on which process is DevFlow.
+the operator commands use it too, so they and the exporter agree on which process is DevFlow. With a
+workdir (the public build's cwd), a process found by command line or port is the server only if it runs in
+that directory or holds its database open: another project's `node .../server/index.js` matches the same
+pattern.
 `IncrementalScan` is the same search made cheap enough to repeat every few seconds: a look reads the
 command line only of processes started since the last look (the pids the kernel handed out since, from
 /proc/loadavg) and of those first seen in the last minute (a fork shows its parent's command line until
@@ -13,6 +16,7 @@ not count this namespace's pids (gVisor, a container's lxcfs), each look lists /
 from __future__ import annotations
 
 import logging
+import os
 import re
 import struct
 import time
@@ -56,10 +60,15 @@ class Target:
 class ProcessFinder:
     """Finds DevFlow server processes, never the exporter itself, its ancestors or its children."""
 
-    def __init__(self, pidfile: str | None, pattern: str, port: int, match_port: bool = False):
+    def __init__(self, pidfile: str | None, pattern: str, port: int, match_port: bool = False,
+                 workdir: str | None = None):
         self.pidfile = Path(pidfile).expanduser() if pidfile else None
         self.pattern = re.compile(pattern)
         self.port = port
+        # The public build's cwd, resolved as /proc/PID/cwd shows it, and the database it keeps there.
+        self.workdir = os.path.realpath(os.path.expanduser(workdir)) if workdir else None
+        self.workdir_database = os.path.join(self.workdir, "data", "devflow.db") if self.workdir else None
+        self._unreadable_warned = False
         # Off by default: the public build listens on no port, so the owner of :3000 would be
         # some other dev server taken for DevFlow.
         self.match_port = match_port
@@ -74,7 +83,7 @@ class ProcessFinder:
     @classmethod
     def from_config(cls, config: Config) -> "ProcessFinder":
         devflow = config.devflow
-        return cls(devflow.pidfile, devflow.process_pattern, devflow.port, devflow.match_port)
+        return cls(devflow.pidfile, devflow.process_pattern, devflow.port, devflow.match_port, devflow.workdir)
 
     def from_pidfile(self) -> list[Target]:
         pid = procfs.read_pidfile(self.pidfile)
@@ -97,13 +106,14 @@ class ProcessFinder:
         found = []
         for proc in psutil.process_iter(["cmdline", "create_time"]):
             cmdline = " ".join(proc.info["cmdline"] or ())
-            if cmdline and self.pattern.search(cmdline) and not self.is_own(proc.pid):
+            if cmdline and self.pattern.search(cmdline) and not self.is_own(proc.pid) \
+                    and self.in_workdir(proc.pid):
                 found.append(Target(proc.pid, proc.info["create_time"]))
         return self.with_port_owners(found)
 
     def target(self, pid: int) -> Target | None:
-        """A matching pid as a Target, unless it is ours or already gone."""
-        if self.is_own(pid):
+        """A matching pid as a Target, unless it is ours, runs in another workdir or is already gone."""
+        if self.is_own(pid) or not self.in_workdir(pid):
             return None
         try:
             return Target(pid, psutil.Process(pid).create_time())
@@ -142,12 +152,29 @@ class ProcessFinder:
             return targets
         for conn in connections:
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == self.port \
-                    and conn.pid and not self.is_own(conn.pid):
+                    and conn.pid and not self.is_own(conn.pid) and self.in_workdir(conn.pid):
                 try:
                     targets.append(Target(conn.pid, psutil.Process(conn.pid).create_time()))
                 except psutil.Error:
                     pass
         return targets
+
+    def in_workdir(self, pid: int) -> bool:
+        """True without a workdir; with one, whether `pid` runs in it or holds its database open. A process
+        whose cwd cannot be read (another user's) is not taken: nothing says it is the watched server."""
+        if self.workdir is None:
+            return True
+        cwd = procfs.read_cwd(pid)
+        if cwd == self.workdir:
+            return True
+        handles = procfs.count_fds(pid, self.workdir_database)
+        if handles is not None:
+            return handles.to_path > 0
+        if cwd is None and not self._unreadable_warned and psutil.pid_exists(pid):
+            self._unreadable_warned = True
+            log.warning("cannot read the working directory of PID %d (another user's process?): it is not "
+                        "taken for the server in %s", pid, self.workdir)
+        return False
 
     def is_own(self, pid: int) -> bool:
         """The exporter itself, an ancestor, or a descendant (found by walking up from `pid`)."""
@@ -215,11 +242,15 @@ class IncrementalScan:
         """Match one pid's command line; keep a new one that does not match yet as young."""
         cmdline = procfs.read_cmdline(pid)
         if cmdline and self.finder.pattern.search(cmdline):
-            self.young.pop(pid, None)
             # /proc/TID answers for every thread too: a server's threads are not more servers.
-            target = self.finder.target(pid) if procfs.is_process(pid) else None
+            process = procfs.is_process(pid)
+            target = self.finder.target(pid) if process else None
             if target:
                 self.matches[pid] = target
+            if target or not process or not self.finder.workdir:
+                self.young.pop(pid, None)
+            elif is_new:  # outside the workdir: read again while young, it may open the workdir's database
+                self.young.setdefault(pid, now)
         elif is_new:
             # Read again while young: it may exec the server, and a pid the kernel counted a moment
             # before /proc showed it, or one in the middle of exec, has no command line yet.
