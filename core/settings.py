@@ -70,6 +70,12 @@ class MemoryLeak(Alert):
 
 
 @dataclass
+class Crashed(Alert):
+    window: str = "10m"
+    """How long the alert fires after the server's last crash: the increase() window of its crash count."""
+
+
+@dataclass
 class ErrorBurst(Alert):
     min_errors: int = 10  # guide: "more than 10 ERROR lines in the last 100 lines"
     """Error records within `window` above which the alert fires."""
@@ -134,7 +140,9 @@ def default_alerts() -> dict[str, Alert]:
         "DevFlowExporterAbsent": Alert("critical", "5m"),
         "DevFlowCollectorFailing": Alert("warning", "5m"),
         # Process (guide 1.2, 1.3, 4.1, 4.3).
+        # Down pages only where the server runs as a daemon (devflow.mode); a crash pages in either mode.
         "DevFlowProcessDown": Alert("critical", "1m"),
+        "DevFlowServerCrashed": Crashed("critical", "15s"),  # an exit counted once: one more evaluation confirms it
         "DevFlowPortNotListening": Alert("critical", "2m"),
         "DevFlowHighCpuUsage": Threshold("warning", "5m", threshold=0.8),  # of one core, like ps %CPU
         "DevFlowHighMemoryUsage": Threshold("warning", "5m", threshold=0.5),  # of the machine
