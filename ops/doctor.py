@@ -14,7 +14,8 @@ WAL warns above `checklist.wal_size_bytes`. A flag given on the command line win
 The port is checked only where a listener is expected (`app.expect_listener`; the
 public build serves no HTTP). The events check is DevFlowEventsNotPersisted's
 condition (core/persistence.py), judged from the exporter's metrics, or from
-Prometheus with `--prometheus`, as `/status` and the terminal overview judge it.
+Prometheus with `--prometheus`, as `/status` and the terminal overview judge it:
+it warns while the alert would be pending and fails once it would fire.
 """
 
 from __future__ import annotations
@@ -321,17 +322,24 @@ def check_logs(patterns: list[str], lines: int, fail_above: int, error_levels: f
 
 
 def check_events(source, settings: Settings) -> Check:
+    """Fails when DevFlowEventsNotPersisted would fire and warns while it would be pending, as the alert waits
+    its `for`."""
     details = {"source": source.url}
     try:
         verdict = persistence_verdict(source.sample(), settings)
     except common.FAILED as exc:
         return Check("events", "skip", f"cannot judge without the exporter's metrics ({exc})", details=details)
     details["state"] = verdict.state
+    details["held_seconds"] = verdict.held_seconds
+    action = ("DevFlow logs what it sees but its database gets nothing; the public build's known defect "
+              f"(restarting does not help) or a write problem: follow {settings.runbook(persistence.ALERT)}")
     if verdict.state == persistence.NOT_PERSISTING:
-        return Check("events", "fail", verdict.summary,
-                     "DevFlow logs what it sees but its database gets nothing; the public build's known defect "
-                     "(restarting does not help) or a write problem: follow "
-                     f"{settings.runbook(persistence.ALERT)}", details)
+        return Check("events", "fail", verdict.summary, action, details)
+    if verdict.state == persistence.PENDING:
+        hold = persistence.Window.from_settings(settings).hold
+        return Check("events", "warn", verdict.summary,
+                     f"{persistence.ALERT} fires if it lasts {persistence.held_text(hold)}: run doctor again "
+                     f"then; the public build never stores events (docs: {settings.runbook(persistence.ALERT)})", details)
     if verdict.state == persistence.UNKNOWN:
         return Check("events", "skip", f"cannot judge: {verdict.summary}", details=details)
     return Check("events", "ok", verdict.summary, details=details)
