@@ -40,6 +40,8 @@ SEVERITIES = ("critical", "warning", "info")
 SettingsError = ConfigError  # the name alerting's callers catch and raise
 
 RUNBOOK_PATH = "/runbook"  # where the exporter serves docs/runbook.md
+# An absolute link is clickable in Slack, e-mail and Alertmanager: the page the exporter serves at its default address.
+DEFAULT_RUNBOOK_URL = f"http://{WebConfig.listen_address}{RUNBOOK_PATH}#{{anchor}}"
 
 
 # --- alerts -----------------------------------------------------------------------
@@ -265,9 +267,7 @@ class Settings:
     """The rate() window of the shared recording rules."""
     scrape_interval: str = "15s"
     """How often Prometheus scrapes the exporter (Grafana's timeInterval, the built-in dashboards' step)."""
-    # An absolute link is clickable in Slack, e-mail and Alertmanager. The default is the page the
-    # exporter serves at its default address.
-    runbook_url: str = f"http://{WebConfig.listen_address}{RUNBOOK_PATH}#{{anchor}}"
+    runbook_url: str = DEFAULT_RUNBOOK_URL
     """Each alert's runbook section; {anchor} is the lower-cased alert name."""
     app: App = field(default_factory=App)
     """The monitored DevFlow server."""
@@ -278,6 +278,13 @@ class Settings:
 
     def runbook(self, alertname: str) -> str:
         return self.runbook_url.format(anchor=alertname.lower())
+
+    def runbook_on(self, alertname: str, exporter_url: str) -> str:
+        """The alert's runbook section as served by the exporter at `exporter_url` (scheme://host:port), unless
+        `runbook_url` was set to something other than the default: then that is where the user keeps it."""
+        if self.runbook_url != DEFAULT_RUNBOOK_URL:
+            return self.runbook(alertname)
+        return f"{exporter_url.rstrip('/')}{RUNBOOK_PATH}#{alertname.lower()}"
 
 
 def load(path: str | Path | None = None) -> Settings:

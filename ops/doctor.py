@@ -15,7 +15,8 @@ The port is checked only where a listener is expected (`app.expect_listener`; th
 public build serves no HTTP). The events check is DevFlowEventsNotPersisted's
 condition (core/persistence.py), judged from the exporter's metrics, or from
 Prometheus with `--prometheus`, as `/status` and the terminal overview judge it:
-it warns while the alert would be pending and fails once it would fire.
+it warns while the alert would be pending and fails once it would fire. Its
+runbook link is on the exporter doctor checks, unless `runbook_url` is set.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def diagnose(config: Config, args, limits: Limits, settings: Settings) -> list[C
         "disk": lambda: check_disk(db, limits.min_free_bytes, limits.disk_fail_percent, limits.disk_warn_percent),
         "logs": lambda: check_logs(config.devflow.log_files, args.log_lines, limits.log_errors_fail,
                                    settings.app.error_level_set),
-        "events": lambda: check_events(_metrics_source(config, args, settings), settings),
+        "events": lambda: check_events(_metrics_source(config, args, settings),
+                                       settings, _runbook_link(config, args, settings, persistence.ALERT)),
         "exporter": lambda: check_exporter(
             args.exporter_url or common.local_url(config.web.listen_address, "/health"), args.timeout),
         "prometheus": lambda: check_prometheus(args.prometheus, args.timeout, settings),
@@ -321,9 +323,9 @@ def check_logs(patterns: list[str], lines: int, fail_above: int, error_levels: f
     return Check("logs", "ok", summary, details=details)
 
 
-def check_events(source, settings: Settings) -> Check:
+def check_events(source, settings: Settings, runbook: str) -> Check:
     """Fails when DevFlowEventsNotPersisted would fire and warns while it would be pending, as the alert waits
-    its `for`."""
+    its `for`; `runbook` is the link to that alert's section."""
     details = {"source": source.url}
     try:
         verdict = persistence_verdict(source.sample(), settings)
@@ -332,14 +334,14 @@ def check_events(source, settings: Settings) -> Check:
     details["state"] = verdict.state
     details["held_seconds"] = verdict.held_seconds
     action = ("DevFlow logs what it sees but its database gets nothing; the public build's known defect "
-              f"(restarting does not help) or a write problem: follow {settings.runbook(persistence.ALERT)}")
+              f"(restarting does not help) or a write problem: follow {runbook}")
     if verdict.state == persistence.NOT_PERSISTING:
         return Check("events", "fail", verdict.summary, action, details)
     if verdict.state == persistence.PENDING:
         hold = persistence.Window.from_settings(settings).hold
         return Check("events", "warn", verdict.summary,
                      f"{persistence.ALERT} fires if it lasts {persistence.held_text(hold)}: run doctor again "
-                     f"then; the public build never stores events (docs: {settings.runbook(persistence.ALERT)})", details)
+                     f"then; the public build never stores events (docs: {runbook})", details)
     if verdict.state == persistence.UNKNOWN:
         return Check("events", "skip", f"cannot judge: {verdict.summary}", details=details)
     return Check("events", "ok", verdict.summary, details=details)
@@ -375,6 +377,15 @@ def _criteria(config: Config) -> str:
     if config.devflow.match_port:
         return f"command line /{config.devflow.process_pattern}/ or port {config.devflow.port}"
     return f"command line /{config.devflow.process_pattern}/"
+
+
+def _runbook_link(config: Config, args, settings: Settings, alertname: str) -> str:
+    """The alert's runbook section on the exporter doctor checks (--exporter-url, else --web.listen-address)."""
+    if args.exporter_url:
+        exporter = urlsplit(args.exporter_url)._replace(path="", query="", fragment="").geturl()
+    else:
+        exporter = common.local_url(config.web.listen_address, "")
+    return settings.runbook_on(alertname, exporter)
 
 
 def _metrics_source(config: Config, args, settings: Settings):

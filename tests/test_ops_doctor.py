@@ -219,6 +219,21 @@ def test_a_server_that_logs_and_stores_nothing_warns_while_the_alert_waits_and_f
     assert "#devfloweventsnotpersisted" in checks["events"]["action"]
 
 
+def test_the_runbook_link_is_on_the_exporter_doctor_checks_unless_the_settings_name_another(setup):
+    empty, port = _exporter_of_an_empty_database(setup)
+    code, checks = setup.doctor("--web.listen-address", f"127.0.0.1:{port}", devflow_database=empty,
+                                exporter_url=None)
+    assert checks["exporter"]["status"] == "ok", checks["exporter"]
+    assert f"http://127.0.0.1:{port}/runbook#devfloweventsnotpersisted" in checks["events"]["action"]
+    code, checks = setup.doctor(devflow_database=empty, exporter_url=f"http://localhost:{port}/health")
+    assert f"http://localhost:{port}/runbook#devfloweventsnotpersisted" in checks["events"]["action"]
+    own = setup.scratch / "own-runbook.yml"
+    own.write_text("runbook_url: 'https://wiki.example/devflow#{anchor}'\n")
+    code, checks = setup.doctor("--settings", str(own), "--web.listen-address", f"127.0.0.1:{port}",
+                                devflow_database=empty, exporter_url=None)
+    assert "https://wiki.example/devflow#devfloweventsnotpersisted" in checks["events"]["action"]
+
+
 def test_errors_in_the_logs_warn_then_fail_above_the_guides_ten(setup):
     log = setup.scratch / "error.log"
     lines = [f"[2026-11-26T11:37:{i:02d}.687Z] [INFO] [ProjectManager] ok {i}" for i in range(80)]
