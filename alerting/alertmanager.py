@@ -12,8 +12,10 @@ from __future__ import annotations
 from devflow_monitor.core.settings import Settings
 
 TEMPLATE_FILES = "templates/*.tmpl"  # alerting/templates/, beside alertmanager.yml
-# Critical alerts that mean the instance is down or blind; while one fires, its warnings are noise.
-OUTAGE_ALERTS = ("DevFlowExporterDown", "DevFlowExporterAbsent", "DevFlowProcessDown", "DevFlowDatabaseUnavailable")
+# Critical alerts that mean the instance is down, blind or has just crashed; while one fires, its warnings are
+# noise (a crash writes a burst of fatal records). DevFlowServerCrashed resolves within its window.
+OUTAGE_ALERTS = ("DevFlowExporterDown", "DevFlowExporterAbsent", "DevFlowProcessDown", "DevFlowServerCrashed",
+                 "DevFlowDatabaseUnavailable")
 
 
 def _slack(settings: Settings) -> dict:

@@ -36,6 +36,9 @@ SERVER_ERRORS = 'code="5xx"'
 NOT_OK = 'state!="ok"'
 ACTIVE = 'state="active"'
 PENDING = 'status="pending"'
+ON_DEMAND = 'mode="on_demand"'
+CRASH = 'reason="crash"'
+TARGET = "on (job, instance)"  # a rule's series and the exporter's process series share the target's labels
 
 
 def number(value: float) -> str:
@@ -153,8 +156,15 @@ def _alert_rules(s: Settings) -> dict[str, AlertRule]:
     rotation = a["DevFlowLogNotRotated"]
     burst_errors = f"sum without (file, level) (increase({q(catalog.LOG_LINES.name, errors)}[{burst.window}]))"
     burst_all = f"sum without (file, level) (increase({q(catalog.LOG_LINES.name)}[{burst.window}]))"
+    crashed = a["DevFlowServerCrashed"]
+    crashes = q(catalog.PROCESS_EXITS.name, CRASH)
     # Without an expected listener, "no_listener" is the public build's normal state (docs/devflow.md).
     probe_failed = 'state!="ok"' if s.app.expect_listener else 'state!~"ok|no_listener"'
+    # Alerts on what a running server does: silent while it is gone (an on-demand server's normal state), also
+    # while the range of a rate() still holds its last samples. `unless ... == 0` keeps an exporter without
+    # the process collector alerting; `and ... == 1` is for alerts whose series only that collector exports.
+    running = f"and {TARGET}\n{q(catalog.PROCESS_UP.name)} == 1"
+    not_gone = f"unless {TARGET}\n{q(catalog.PROCESS_UP.name)} == 0"
 
     return {
         "DevFlowExporterDown": AlertRule(
@@ -174,10 +184,22 @@ def _alert_rules(s: Settings) -> dict[str, AlertRule]:
             f"The {label('collector')} collector of the exporter at {INSTANCE} has failed on every "
             f"scrape for {a['DevFlowCollectorFailing'].for_}; its metrics are missing or stale."),
 
+        # Absence is an outage only for a daemon: an on-demand server is stopped by its client, and its crashes
+        # are DevFlowServerCrashed's. An exporter that exports no mode (an older one) is taken for a daemon's.
         "DevFlowProcessDown": AlertRule(
-            "devflow.process", f"{q(catalog.PROCESS_UP.name)} == 0",
+            "devflow.process",
+            f"{q(catalog.PROCESS_UP.name)} == 0\nunless {TARGET}\n{q(catalog.TARGET_MODE.name, ON_DEMAND)} == 1",
             "The DevFlow server process is not running.",
-            f"No DevFlow server process has been found on {INSTANCE} for {a['DevFlowProcessDown'].for_}."),
+            f"No DevFlow server process has been found on {INSTANCE} for {a['DevFlowProcessDown'].for_}; "
+            f"it is not run on demand, so its absence is an outage."),
+        # The second operand is a crash count whose series the exporter created at its first crash (no
+        # earlier sample for increase() to compare with).
+        "DevFlowServerCrashed": AlertRule(
+            "devflow.process",
+            f"increase({crashes}[{crashed.window}]) > 0\nor\n{crashes} > 0\nunless\n{crashes} offset {crashed.window}",
+            "The DevFlow server crashed.",
+            f"The DevFlow server watched by {INSTANCE} exited with a crash in the last {crashed.window} (its "
+            f"MCP client still ran, or its log ended in crash output), whether it runs as a daemon or on demand."),
         "DevFlowPortNotListening": AlertRule(
             "devflow.process",
             f"{q(catalog.PROCESS_PORT_LISTENING.name)} == 0\n"
@@ -186,7 +208,7 @@ def _alert_rules(s: Settings) -> dict[str, AlertRule]:
             f"The DevFlow process on {INSTANCE} is up but nothing has listened on port "
             f"{label('port')} for {a['DevFlowPortNotListening'].for_}."),
         "DevFlowHighCpuUsage": AlertRule(
-            "devflow.process", f"{r.cpu_ratio} > {number(a['DevFlowHighCpuUsage'].threshold)}",
+            "devflow.process", f"{r.cpu_ratio} > {number(a['DevFlowHighCpuUsage'].threshold)}\n{running}",
             "The DevFlow server uses a lot of CPU.",
             f"The DevFlow process on {INSTANCE} uses {VALUE_PCT} of one CPU core (over {window}); "
             f"above {percent(a['DevFlowHighCpuUsage'].threshold)} for {a['DevFlowHighCpuUsage'].for_}."),
@@ -303,12 +325,12 @@ def _alert_rules(s: Settings) -> dict[str, AlertRule]:
         "DevFlowProbeFailing": AlertRule(
             "devflow.probe",
             f"({q(catalog.PROBE_SUCCESS.name)} == 0)\n* ignoring (state) group_left (state)\n"
-            f"({q(catalog.PROBE_STATE.name, probe_failed)} == 1)",
+            f"({q(catalog.PROBE_STATE.name, probe_failed)} == 1)\n{not_gone}",
             "A DevFlow health endpoint fails.",
             f"GET /{label('endpoint')} on the DevFlow server behind {INSTANCE} has failed for "
             f"{a['DevFlowProbeFailing'].for_} ({label('state')})."),
         "DevFlowProbeSlow": AlertRule(
-            "devflow.probe", f"{r.probe_p99} > {number(a['DevFlowProbeSlow'].threshold)}",
+            "devflow.probe", f"{r.probe_p99} > {number(a['DevFlowProbeSlow'].threshold)}\n{not_gone}",
             "A DevFlow health endpoint answers slowly.",
             f"The 99th percentile of GET /{label('endpoint')} on the DevFlow server behind "
             f"{INSTANCE} is {VALUE_AGE} over {window}; above "

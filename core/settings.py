@@ -40,6 +40,8 @@ SEVERITIES = ("critical", "warning", "info")
 SettingsError = ConfigError  # the name alerting's callers catch and raise
 
 RUNBOOK_PATH = "/runbook"  # where the exporter serves docs/runbook.md
+# An absolute link is clickable in Slack, e-mail and Alertmanager: the page the exporter serves at its default address.
+DEFAULT_RUNBOOK_URL = f"http://{WebConfig.listen_address}{RUNBOOK_PATH}#{{anchor}}"
 
 
 # --- alerts -----------------------------------------------------------------------
@@ -67,6 +69,12 @@ class MemoryLeak(Alert):
     """Growth of resident memory, in bytes per hour, above which the alert fires."""
     window: str = "1h"
     """The deriv() window of the growth, and the uptime before the rule looks at a new process."""
+
+
+@dataclass
+class Crashed(Alert):
+    window: str = "10m"
+    """How long the alert fires after the server's last crash: the increase() window of its crash count."""
 
 
 @dataclass
@@ -134,7 +142,9 @@ def default_alerts() -> dict[str, Alert]:
         "DevFlowExporterAbsent": Alert("critical", "5m"),
         "DevFlowCollectorFailing": Alert("warning", "5m"),
         # Process (guide 1.2, 1.3, 4.1, 4.3).
+        # Down pages only where the server runs as a daemon (devflow.mode); a crash pages in either mode.
         "DevFlowProcessDown": Alert("critical", "1m"),
+        "DevFlowServerCrashed": Crashed("critical", "15s"),  # an exit counted once: one more evaluation confirms it
         "DevFlowPortNotListening": Alert("critical", "2m"),
         "DevFlowHighCpuUsage": Threshold("warning", "5m", threshold=0.8),  # of one core, like ps %CPU
         "DevFlowHighMemoryUsage": Threshold("warning", "5m", threshold=0.5),  # of the machine
@@ -257,9 +267,7 @@ class Settings:
     """The rate() window of the shared recording rules."""
     scrape_interval: str = "15s"
     """How often Prometheus scrapes the exporter (Grafana's timeInterval, the built-in dashboards' step)."""
-    # An absolute link is clickable in Slack, e-mail and Alertmanager. The default is the page the
-    # exporter serves at its default address.
-    runbook_url: str = f"http://{WebConfig.listen_address}{RUNBOOK_PATH}#{{anchor}}"
+    runbook_url: str = DEFAULT_RUNBOOK_URL
     """Each alert's runbook section; {anchor} is the lower-cased alert name."""
     app: App = field(default_factory=App)
     """The monitored DevFlow server."""
@@ -270,6 +278,13 @@ class Settings:
 
     def runbook(self, alertname: str) -> str:
         return self.runbook_url.format(anchor=alertname.lower())
+
+    def runbook_on(self, alertname: str, exporter_url: str) -> str:
+        """The alert's runbook section as served by the exporter at `exporter_url` (scheme://host:port), unless
+        `runbook_url` was set to something other than the default: then that is where the user keeps it."""
+        if self.runbook_url != DEFAULT_RUNBOOK_URL:
+            return self.runbook(alertname)
+        return f"{exporter_url.rstrip('/')}{RUNBOOK_PATH}#{alertname.lower()}"
 
 
 def load(path: str | Path | None = None) -> Settings:

@@ -43,9 +43,10 @@ def guide_status(collector_set) -> dict:
         memory_used = round(sample["rss"] / MB) if "rss" in sample else None
     db_scrape = database.watcher.read_scrape() if database else None
     db_state = db_scrape["state"] if db_scrape else None
-    # DevFlowEventsNotPersisted's condition (the public build's defect): active, yet storing nothing.
+    # DevFlowEventsNotPersisted's condition (the public build's defect): active, yet storing nothing. Degraded
+    # only once the alert would fire; while it is pending, `events` says so and the status stays healthy.
     events = persistence.judge_collectors(collector_set.get("logs"), None if process is None else proc is not None,
-                                          db_scrape)
+                                          db_scrape, process_start=found[1].get("start_time") if found else None)
     monitors = app.get("monitors") if isinstance(app.get("monitors"), dict) else {}
 
     if proc is None and process is not None:

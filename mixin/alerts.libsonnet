@@ -52,9 +52,28 @@ local lib = import 'lib.libsonnet';
             local v = common {
               'for': a['for'],
             },
-            expr: 'devflow_process_up{%(selector)s} == 0' % v,
+            expr: |||-
+              devflow_process_up{%(selector)s} == 0
+              unless on (job, instance)
+              devflow_target_mode{%(selector)s,mode="on_demand"} == 1
+            ||| % v,
             summary: 'The DevFlow server process is not running.',
-            description: 'No DevFlow server process has been found on {{ $labels.instance }} for %(for)s.' % v,
+            description: 'No DevFlow server process has been found on {{ $labels.instance }} for %(for)s; it is not run on demand, so its absence is an outage.' % v,
+          }),
+          lib.alert(c, 'DevFlowServerCrashed', {
+            local a = c.alerts.DevFlowServerCrashed,
+            local v = common {
+              window: a.window,
+            },
+            expr: |||-
+              increase(devflow_process_exits_total{%(selector)s,reason="crash"}[%(window)s]) > 0
+              or
+              devflow_process_exits_total{%(selector)s,reason="crash"} > 0
+              unless
+              devflow_process_exits_total{%(selector)s,reason="crash"} offset %(window)s
+            ||| % v,
+            summary: 'The DevFlow server crashed.',
+            description: 'The DevFlow server watched by {{ $labels.instance }} exited with a crash in the last %(window)s (its MCP client still ran, or its log ended in crash output), whether it runs as a daemon or on demand.' % v,
           }),
           lib.alert(c, 'DevFlowHighCpuUsage', {
             local a = c.alerts.DevFlowHighCpuUsage,
@@ -63,7 +82,11 @@ local lib = import 'lib.libsonnet';
               threshold_percent: lib.formatG(a.threshold * 100, 6),
               'for': a['for'],
             },
-            expr: 'instance:devflow_process_cpu_seconds:ratio_rate%(rate_window)s > %(threshold)s' % v,
+            expr: |||-
+              instance:devflow_process_cpu_seconds:ratio_rate%(rate_window)s > %(threshold)s
+              and on (job, instance)
+              devflow_process_up{%(selector)s} == 1
+            ||| % v,
             summary: 'The DevFlow server uses a lot of CPU.',
             description: 'The DevFlow process on {{ $labels.instance }} uses {{ $value | humanizePercentage }} of one CPU core (over %(rate_window)s); above %(threshold_percent)s%% for %(for)s.' % v,
           }),
@@ -296,6 +319,8 @@ local lib = import 'lib.libsonnet';
               (devflow_probe_success{%(selector)s} == 0)
               * ignoring (state) group_left (state)
               (devflow_probe_state{%(selector)s,state!~"ok|no_listener"} == 1)
+              unless on (job, instance)
+              devflow_process_up{%(selector)s} == 0
             ||| % v,
             summary: 'A DevFlow health endpoint fails.',
             description: 'GET /{{ $labels.endpoint }} on the DevFlow server behind {{ $labels.instance }} has failed for %(for)s ({{ $labels.state }}).' % v,
@@ -307,7 +332,11 @@ local lib = import 'lib.libsonnet';
               threshold_milli: lib.formatG(a.threshold * 1000, 6),
               'for': a['for'],
             },
-            expr: 'instance_endpoint:devflow_probe_duration_seconds:p99_rate%(rate_window)s > %(threshold)s' % v,
+            expr: |||-
+              instance_endpoint:devflow_probe_duration_seconds:p99_rate%(rate_window)s > %(threshold)s
+              unless on (job, instance)
+              devflow_process_up{%(selector)s} == 0
+            ||| % v,
             summary: 'A DevFlow health endpoint answers slowly.',
             description: 'The 99th percentile of GET /{{ $labels.endpoint }} on the DevFlow server behind {{ $labels.instance }} is {{ $value | humanizeDuration }} over %(rate_window)s; above %(threshold_milli)s ms for %(for)s.' % v,
           }),

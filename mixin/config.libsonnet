@@ -56,6 +56,18 @@
         enabled: true,
       },
 
+      // The DevFlow server crashed.
+      DevFlowServerCrashed: {
+        // The alert's `severity` label: critical, warning or info.
+        severity: 'critical',
+        // How long the condition must hold before the alert fires (`for` in the rule).
+        'for': '15s',
+        // False leaves the alert out of the rule files.
+        enabled: true,
+        // How long the alert fires after the server's last crash: the increase() window of its crash count.
+        window: '10m',
+      },
+
       // The DevFlow server runs but its port is not listening.
       DevFlowPortNotListening: {
         // The alert's `severity` label: critical, warning or info.

@@ -14,7 +14,8 @@ where one of its alerts fires. The levels come from the alert settings
     last backup           yellow older than 26h           (DevFlowBackupStale)
 
 The overview's "event storage" row and its status are DevFlowEventsNotPersisted's
-condition as `core/persistence.py` judges it for `/status` and `doctor` too.
+condition as `core/persistence.py` judges it for `/status` and `doctor` too: yellow
+"pending (3 of 15 min)" while the alert would be pending, red once it would fire.
 Errors are the records whose level matches the settings' `app.error_levels`, as
 in the rules.
 """
@@ -86,7 +87,8 @@ def persistence_verdict(s: Snapshot, settings: Settings) -> persistence.Verdict:
                              database_ok=s.value(c.DB_UP.name) == 1,
                              last_log_record=persistence.last_log_record(logs),
                              newest_event=max(newest, default=None),
-                             window=persistence.Window.from_settings(settings))
+                             window=persistence.Window.from_settings(settings),
+                             process_start=s.value(c.PROCESS_START_TIME.name))
 
 
 def _age(snapshot: Snapshot, name: str) -> str:
@@ -123,8 +125,7 @@ def overview(h: History, settings: Settings) -> list[Row]:
     ]
     rows.append(_memory_row(h, settings))
     rows += [
-        Row("event storage", ("NOT PERSISTING: " if not_persisting else f"{events.state}: ") + events.summary,
-            {persistence.NOT_PERSISTING: "crit", persistence.UNKNOWN: None}.get(events.state, "ok")),
+        _event_storage_row(events),
         Row("events stored", _fmt(events_stored(s), "{:.0f}")),
         Row("events / s", _rate_fmt(h.rate(c.EVENTS_INGESTED.name), "{:.2f}"), None,
             h.rate_trend(c.EVENTS_INGESTED.name)),
@@ -135,6 +136,16 @@ def overview(h: History, settings: Settings) -> list[Row]:
         _collectors_row(s),
     ]
     return rows
+
+
+def _event_storage_row(events: persistence.Verdict) -> Row:
+    """Red once DevFlowEventsNotPersisted would fire, yellow while it is pending (its summary says how long)."""
+    if events.state == persistence.NOT_PERSISTING:
+        return Row("event storage", "NOT PERSISTING: " + events.summary, "crit")
+    if events.state == persistence.PENDING:
+        return Row("event storage", events.summary, "warn")
+    return Row("event storage", f"{events.state}: {events.summary}",
+               None if events.state == persistence.UNKNOWN else "ok")
 
 
 def performance(h: History, settings: Settings) -> list[Row]:

@@ -16,7 +16,9 @@ public build serves no HTTP). A server that is not running fails in daemon mode
 (`devflow.mode`) and is ok in on_demand mode (its MCP client is closed), where
 doctor warns only when the exporter saw its last exit be a crash. The events check is DevFlowEventsNotPersisted's
 condition (core/persistence.py), judged from the exporter's metrics, or from
-Prometheus with `--prometheus`, as `/status` and the terminal overview judge it.
+Prometheus with `--prometheus`, as `/status` and the terminal overview judge it:
+it warns while the alert would be pending and fails once it would fire. Its
+runbook link is on the exporter doctor checks, unless `runbook_url` is set.
 """
 
 from __future__ import annotations
@@ -144,7 +146,8 @@ def diagnose(config: Config, args, limits: Limits, settings: Settings) -> list[C
         "disk": lambda: check_disk(db, limits.min_free_bytes, limits.disk_fail_percent, limits.disk_warn_percent),
         "logs": lambda: check_logs(config.devflow.log_files, args.log_lines, limits.log_errors_fail,
                                    settings.app.error_level_set),
-        "events": lambda: check_events(_metrics_source(config, args, settings), settings),
+        "events": lambda: check_events(_metrics_source(config, args, settings),
+                                       settings, _runbook_link(config, args, settings, persistence.ALERT)),
         "exporter": lambda: check_exporter(
             args.exporter_url or common.local_url(config.web.listen_address, "/health"), args.timeout),
         "prometheus": lambda: check_prometheus(args.prometheus, args.timeout, settings),
@@ -358,18 +361,25 @@ def check_logs(patterns: list[str], lines: int, fail_above: int, error_levels: f
     return Check("logs", "ok", summary, details=details)
 
 
-def check_events(source, settings: Settings) -> Check:
+def check_events(source, settings: Settings, runbook: str) -> Check:
+    """Fails when DevFlowEventsNotPersisted would fire and warns while it would be pending, as the alert waits
+    its `for`; `runbook` is the link to that alert's section."""
     details = {"source": source.url}
     try:
         verdict = persistence_verdict(source.sample(), settings)
     except common.FAILED as exc:
         return Check("events", "skip", f"cannot judge without the exporter's metrics ({exc})", details=details)
     details["state"] = verdict.state
+    details["held_seconds"] = verdict.held_seconds
+    action = ("DevFlow logs what it sees but its database gets nothing; the public build's known defect "
+              f"(restarting does not help) or a write problem: follow {runbook}")
     if verdict.state == persistence.NOT_PERSISTING:
-        return Check("events", "fail", verdict.summary,
-                     "DevFlow logs what it sees but its database gets nothing; the public build's known defect "
-                     "(restarting does not help) or a write problem: follow "
-                     f"{settings.runbook(persistence.ALERT)}", details)
+        return Check("events", "fail", verdict.summary, action, details)
+    if verdict.state == persistence.PENDING:
+        hold = persistence.Window.from_settings(settings).hold
+        return Check("events", "warn", verdict.summary,
+                     f"{persistence.ALERT} fires if it lasts {persistence.held_text(hold)}: run doctor again "
+                     f"then; the public build never stores events (docs: {runbook})", details)
     if verdict.state == persistence.UNKNOWN:
         return Check("events", "skip", f"cannot judge: {verdict.summary}", details=details)
     return Check("events", "ok", verdict.summary, details=details)
@@ -414,6 +424,15 @@ def _exporter_url(config: Config, args, path: str) -> str:
     if args.exporter_url:
         return urlsplit(args.exporter_url)._replace(path=path, query="").geturl()
     return common.local_url(config.web.listen_address, path)
+
+
+def _runbook_link(config: Config, args, settings: Settings, alertname: str) -> str:
+    """The alert's runbook section on the exporter doctor checks (--exporter-url, else --web.listen-address)."""
+    if args.exporter_url:
+        exporter = urlsplit(args.exporter_url)._replace(path="", query="", fragment="").geturl()
+    else:
+        exporter = common.local_url(config.web.listen_address, "")
+    return settings.runbook_on(alertname, exporter)
 
 
 def _metrics_source(config: Config, args, settings: Settings):

@@ -393,9 +393,13 @@ def _overview(values: dict) -> dict[str, dashboard_views.Row]:
     return {row.label: row for row in dashboard_views.overview(history, Settings())}
 
 
-def _server(newest_event: float | None, last_log_write: float, stored: dict | None = None) -> dict:
-    """One scrape of a running server that logged at `last_log_write` and stored its newest event then."""
-    values = {catalog.PROCESS_UP: [([], 1.0)], catalog.DB_UP: [([], 1.0)], catalog.DB_STATE: [(["ok"], 1.0)],
+def _server(newest_event: float | None, last_log_write: float, stored: dict | None = None,
+            started: float | None = None) -> dict:
+    """One scrape of a running server that logged at `last_log_write` and stored its newest event then, started
+    at `started` (an hour ago unless given)."""
+    started = time.time() - 3600 if started is None else started
+    values = {catalog.PROCESS_UP: [([], 1.0)], catalog.PROCESS_START_TIME: [([], started)],
+              catalog.DB_UP: [([], 1.0)], catalog.DB_STATE: [(["ok"], 1.0)],
               catalog.DB_TABLE_ROWS: [(["events"], float(sum((stored or {}).values())))],
               catalog.LOG_LINES: [(["server.err", "debug"], 500.0)],
               catalog.LOG_FILE_MODIFIED: [(["server.err"], last_log_write)]}
@@ -422,3 +426,10 @@ def test_overview_is_degraded_while_the_server_logs_and_stores_nothing():
     assert rows["status"].value == "healthy" and rows["event storage"].level == "ok"
     rows = _overview(_server(time.time() - 86400, time.time() - 3600, stored={"file:changed": 1}))
     assert rows["status"].value == "healthy", "a quiet server stores nothing and is not at fault"
+
+
+def test_overview_says_pending_while_the_alert_waits_its_for_after_a_start():
+    # Started 3 minutes ago, it logs and stores nothing: DevFlowEventsNotPersisted is pending, not firing.
+    rows = _overview(_server(None, time.time() - 10, started=time.time() - 3 * 60))
+    assert (rows["status"].value, rows["status"].level) == ("healthy", "ok")
+    assert rows["event storage"].value.startswith("pending (3 of 15 min): ") and rows["event storage"].level == "warn"

@@ -238,14 +238,43 @@ def test_port_not_listening_fails_where_a_listener_is_expected(setup):
     assert "--skip" not in checks["port"]["action"] and "expect_listener: false" in checks["port"]["action"]
 
 
-def test_a_server_that_logs_and_stores_nothing_fails_the_events_check(setup):
-    # The public build's defect (docs/devflow.md): the process is up, logs, and its database gets no row.
+def _exporter_of_an_empty_database(setup) -> tuple[Path, int]:
+    """The public build's defect (docs/devflow.md): the process is up and logs, its database gets no row."""
     empty = setup.scratch / "empty.db"
     create_database(empty).close()
-    port = setup.start_exporter(empty)
-    code, checks = setup.doctor(devflow_database=empty, exporter_url=f"http://127.0.0.1:{port}/health")
+    return empty, setup.start_exporter(empty)
+
+
+def test_a_server_that_logs_and_stores_nothing_warns_while_the_alert_waits_and_fails_once_it_fires(setup):
+    empty, port = _exporter_of_an_empty_database(setup)
+    exporter_url = f"http://127.0.0.1:{port}/health"
+    # The server started moments ago: DevFlowEventsNotPersisted is pending for its `for` (15m).
+    code, checks = setup.doctor(devflow_database=empty, exporter_url=exporter_url)
+    assert_only_failure(code, checks, "events", "of 15 min): ", status="warn")
+    assert checks["events"]["summary"].startswith("pending (") and "no event at all" in checks["events"]["summary"]
+    assert checks["events"]["details"]["state"] == persistence.PENDING
+    # With a `for` the server has already outlived, the alert would fire: so does the check.
+    short = setup.scratch / "short-for.yml"
+    short.write_text("alerts: {DevFlowEventsNotPersisted: {for: 1s}}\n")
+    code, checks = setup.doctor("--settings", str(short), devflow_database=empty, exporter_url=exporter_url)
     assert_only_failure(code, checks, "events", "no event at all")
+    assert checks["events"]["details"]["held_seconds"] >= 1
     assert "#devfloweventsnotpersisted" in checks["events"]["action"]
+
+
+def test_the_runbook_link_is_on_the_exporter_doctor_checks_unless_the_settings_name_another(setup):
+    empty, port = _exporter_of_an_empty_database(setup)
+    code, checks = setup.doctor("--web.listen-address", f"127.0.0.1:{port}", devflow_database=empty,
+                                exporter_url=None)
+    assert checks["exporter"]["status"] == "ok", checks["exporter"]
+    assert f"http://127.0.0.1:{port}/runbook#devfloweventsnotpersisted" in checks["events"]["action"]
+    code, checks = setup.doctor(devflow_database=empty, exporter_url=f"http://localhost:{port}/health")
+    assert f"http://localhost:{port}/runbook#devfloweventsnotpersisted" in checks["events"]["action"]
+    own = setup.scratch / "own-runbook.yml"
+    own.write_text("runbook_url: 'https://wiki.example/devflow#{anchor}'\n")
+    code, checks = setup.doctor("--settings", str(own), "--web.listen-address", f"127.0.0.1:{port}",
+                                devflow_database=empty, exporter_url=None)
+    assert "https://wiki.example/devflow#devfloweventsnotpersisted" in checks["events"]["action"]
 
 
 def test_errors_in_the_logs_warn_then_fail_above_the_guides_ten(setup):

@@ -41,6 +41,26 @@ def constant(value: float, end: int) -> str:
     return f"{number(value)}x{end}"
 
 
+def until(values: str, minute: int, end: int) -> str:
+    """`values` (written up to `end`) cut at `minute`: no sample from then on, as when an exporter stops
+    exporting a series (promtool's `_xN` is N missing samples)."""
+    kept, expanded = 0, []
+    for part in values.split():
+        match = re.fullmatch(r"(-?[\d.e+]+?)(?:([+-])([\d.e+]+))?x(\d+)", part)
+        start, sign, step, repeat = match.groups()
+        for i in range(int(repeat) + 1):
+            if kept < minute:
+                delta = float(step or 0) * i * (-1 if sign == "-" else 1)
+                expanded.append(number(float(start) + delta))
+                kept += 1
+    return " ".join(expanded + [f"_x{end - minute + 1}"])
+
+
+def appears(minute: int, value: float, end: int) -> str:
+    """No sample before `minute`, then `value` up to `end`: a series first exported at `minute`."""
+    return f"_x{minute} {number(value)}x{end - minute}"
+
+
 def percent_above(threshold: float) -> int:
     """The smallest whole percent above a ratio threshold."""
     return math.floor(threshold * 100) + 1
@@ -65,6 +85,7 @@ class Case:
     active_at: int | None = None  # minute the condition first holds; None for a healthy case
     labels: dict[str, str] = field(default_factory=dict)  # labels of the alert besides severity
     value: str = ""  # how the description prints $value when the alert fires
+    resolves_at: int | None = None  # minute by which a fault case that ends is silent again
 
 
 @dataclass

@@ -1,16 +1,53 @@
-"""Rule tests of the DevFlow process alerts: up, its port, CPU and memory."""
+"""Rule tests of the DevFlow process alerts: down, crashed, its port, CPU and memory."""
 
 from __future__ import annotations
 
 import math
 
-from devflow_monitor.alerting.unittests.cases import (FAULT_AT, MIB, Case, Context, constant, counter_from,
-                                                      drops_to_zero, percent_above, rising, scenario, steps)
+from devflow_monitor.alerting.unittests.cases import (FAULT_AT, MIB, Case, Context, appears, constant, counter_from,
+                                                      percent_above, rising, scenario, steps, until)
 from devflow_monitor.core.settings import seconds
 from devflow_monitor.core import catalog
 
 
-drops_to_zero("DevFlowProcessDown", catalog.PROCESS_UP.name, "the process exits", "the process runs")
+def _mode(c: Context, mode: str) -> dict[str, str]:
+    """devflow_target_mode as the exporter exports it: 1 for its configured mode, 0 for the other."""
+    return {c.series(catalog.TARGET_MODE.name, mode=name): constant(1 if name == mode else 0, c.end)
+            for name in ("daemon", "on_demand")}
+
+
+@scenario("DevFlowProcessDown")
+def _process_down(c: Context) -> list[Case]:
+    up = c.series(catalog.PROCESS_UP.name)
+    exits = {up: steps(1, FAULT_AT, 0, c.end)}
+    return [Case("a daemon's process exits", {**exits, **_mode(c, "daemon")}, FAULT_AT, c.labels()),
+            Case("the process exits and the exporter does not say how it runs (an older exporter)", exits,
+                 FAULT_AT, c.labels()),
+            Case("an on-demand server's client closes it", {**exits, **_mode(c, "on_demand")}),
+            Case("an on-demand server whose client has not started it yet",
+                 {up: constant(0, c.end), **_mode(c, "on_demand")}),
+            Case("a daemon's process runs", {up: constant(1, c.end), **_mode(c, "daemon")})]
+
+
+@scenario("DevFlowServerCrashed")
+def _server_crashed(c: Context) -> list[Case]:
+    window = seconds(c.alert.window) // 60
+    up = c.series(catalog.PROCESS_UP.name)
+    crash = c.series(catalog.PROCESS_EXITS.name, reason="crash")
+    clean = c.series(catalog.PROCESS_EXITS.name, reason="clean")
+    on_demand = {up: steps(1, FAULT_AT, 0, c.end), **_mode(c, "on_demand")}
+    # Both checked when the crash leaves the window: Prometheus 2 and 3 agree from that minute on.
+    return [Case("an on-demand server crashes, then the crash ages out of the window",
+                 {**on_demand, crash: steps(0, FAULT_AT, 1, c.end), clean: constant(0, c.end)}, FAULT_AT,
+                 c.labels(reason="crash"), resolves_at=FAULT_AT + window),
+            Case("a daemon crashes and is restarted at once",
+                 {up: constant(1, c.end), **_mode(c, "daemon"), crash: steps(0, FAULT_AT, 1, c.end)}, FAULT_AT,
+                 c.labels(reason="crash"), resolves_at=FAULT_AT + window),
+            Case("the first crash the exporter sees creates its series",
+                 {**on_demand, crash: appears(FAULT_AT, 1, c.end)}, FAULT_AT, c.labels(reason="crash"),
+                 resolves_at=FAULT_AT + window),
+            Case("an on-demand server's client closes it",
+                 {**on_demand, crash: constant(0, c.end), clean: steps(0, FAULT_AT, 1, c.end)})]
 
 
 @scenario("DevFlowPortNotListening")
@@ -32,11 +69,20 @@ def _high_cpu(c: Context) -> list[Case]:
     per_minute = pct / 100 * 60 * c.window / faulty  # CPU seconds a minute; the ratio reaches pct% at `for`
     user = c.series(catalog.PROCESS_CPU.name, mode="user")
     system = c.series(catalog.PROCESS_CPU.name, mode="system")
-    busy = {user: counter_from(FAULT_AT, per_minute / 2, c.end), system: counter_from(FAULT_AT, per_minute / 2, c.end)}
+    up = c.series(catalog.PROCESS_UP.name)
+    busy = {user: counter_from(FAULT_AT, per_minute / 2, c.end), system: counter_from(FAULT_AT, per_minute / 2, c.end),
+            up: constant(1, c.end)}
+    # The process exits two minutes after the alert fires: its CPU series stop, their last samples stay in the
+    # rate window, and the alert resolves at the exit, not once they have left the window.
+    exit_at = FAULT_AT + c.for_minutes + 2
+    exits = {user: until(busy[user], exit_at, c.end), system: until(busy[system], exit_at, c.end),
+             up: steps(1, exit_at, 0, c.end)}
     calm_cores = c.alert.threshold / 2
-    calm = {user: rising(calm_cores * 60 / 2, c.end), system: rising(calm_cores * 60 / 2, c.end)}
+    calm = {user: rising(calm_cores * 60 / 2, c.end), system: rising(calm_cores * 60 / 2, c.end),
+            up: constant(1, c.end)}
     return [Case("an idle process starts using CPU above the threshold", busy, FAULT_AT, c.labels(),
                  f"{pct}%"),  # humanizePercentage
+            Case("a busy process exits", exits, FAULT_AT, c.labels(), f"{pct}%", resolves_at=exit_at),
             Case("CPU at half the threshold", calm)]
 
 

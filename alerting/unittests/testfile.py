@@ -62,6 +62,9 @@ def _alert_tests(settings: Settings, name: str, rule: AlertRule) -> list[dict]:
             }
             evaluations.append({"eval_time": _minutes(after), "alertname": name,
                                 "exp_alerts": [{"exp_labels": labels, "exp_annotations": annotations}]})
+            if case.resolves_at is not None:
+                assert after < case.resolves_at < end, f"{name}: {case.title} resolves outside its series"
+                evaluations.append(_silent(name, case.resolves_at))
         kind = "fires after its for" if case.active_at is not None else "stays silent"
         tests.append({
             "name": f"{name} {kind}: {case.title}",
