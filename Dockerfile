@@ -1,11 +1,12 @@
 # The devflow-monitor exporter as a container: `docker compose up` builds it from this repository.
-# Its dependencies all ship wheels (the generators' grafanalib and jsonnet are a build extra it
-# does not install), so the image needs no compiler.
+# Its dependencies all ship wheels (the mixin's jsonnet is a build extra it does not install), so the
+# image needs no compiler.
 FROM python:3.12.7-slim-bookworm
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DEVFLOW_MONITOR_COLLECTORS_LOGS_STATE_FILE=/var/lib/devflow-monitor/log-offsets.json
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY cli ./cli
 COPY exporter ./exporter
 COPY ops ./ops
@@ -14,6 +15,7 @@ COPY stack ./stack
 COPY dashboards ./dashboards
 COPY alerting ./alerting
 COPY generate ./generate
+COPY webdash ./webdash
 COPY docs/__init__.py docs/runbook.md ./docs/
 RUN pip install /src \
  && rm -rf /src \

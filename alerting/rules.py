@@ -1,6 +1,6 @@
 """Prometheus recording and alert rules, built from `Settings` and the metric catalog.
 
-Metric names come from exporter.catalog only (`up` is Prometheus' own series),
+Metric names come from core.catalog only (`up` is Prometheus' own series),
 so renaming a metric breaks tests here instead of silently emptying a rule.
 Recording rules are named `level:metric:operations` and serve the alerts. The
 dashboards compute the same figures from the raw series over `$__rate_interval`

@@ -75,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"dashboards.build: error: {exc}", file=sys.stderr)
         return 2
+    # With --out elsewhere, the provisioning goes beside it as it sits beside dashboards/json.
+    provisioning = DATASOURCES_DIR if args.out == JSON_DIR else args.out.parent / "provisioning" / "datasources"
     return (sync(render_all(settings), args.out, check=args.check, remake="make dashboards", orphans="*.json")
-            | sync(datasources(settings), DATASOURCES_DIR, check=args.check, remake="make dashboards"))
+            | sync(datasources(settings), provisioning, check=args.check, remake="make dashboards"))
 
 
 if __name__ == "__main__":

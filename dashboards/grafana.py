@@ -44,7 +44,7 @@ SELECTOR = 'job=~"$job", instance=~"$instance"'
 UID_PREFIX = "devflow-"
 
 # Series that Prometheus itself writes for every scrape target and alerting rule; the only
-# names a panel may use that are not in exporter.catalog.
+# names a panel may use that are not in core.catalog.
 TARGET_UP = "up"
 SCRAPE_DURATION = "scrape_duration_seconds"
 SCRAPE_SAMPLES = "scrape_samples_scraped"

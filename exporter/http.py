@@ -10,6 +10,7 @@ import html
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,7 @@ from devflow_monitor.core import __version__
 from devflow_monitor.exporter import runbook
 from devflow_monitor.exporter.exposition import render_text
 from devflow_monitor.core.config import Config
+from devflow_monitor.core.handlers import answer, log_failed_request
 from devflow_monitor.core.webconfig import BasicAuth, authorized, serve_tls
 
 log = logging.getLogger(__name__)
@@ -113,8 +115,7 @@ class ExporterServer(ThreadingHTTPServer):
             self._waiting -= 1
 
     def handle_error(self, request, client_address):
-        # A client that hangs up or speaks plain HTTP to the TLS port is its problem, not a traceback.
-        log.debug("request from %s failed", client_address, exc_info=True)
+        log_failed_request(log, client_address, sys.exc_info()[1])
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -125,6 +126,9 @@ class Handler(BaseHTTPRequestHandler):
     wbufsize = 64 * 1024
 
     def do_GET(self):
+        answer(self, self._route, log)
+
+    def _route(self):
         if not authorized(self, self.server.auth):
             return
         path = self.path.split("?", 1)[0]
@@ -196,6 +200,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, "application/json", (json.dumps(body, indent=2) + "\n").encode())
 
     def _send(self, status: int, content_type: str, body: bytes):
+        self._answered = True
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

@@ -1,7 +1,7 @@
 """DevFlow's log files as the operator commands need them: which exist, their last lines, their
 rotated copies.
 
-Error records are recognised by `exporter.logformat`, the classifier the logs
+Error records are recognised by `core.logformat`, the classifier the logs
 collector counts with, so doctor and the exporter agree: by the record's own
 level field in every format of docs/devflow.md, never by grepping for "ERROR" anywhere
 (which counts "0 errors" and misses `"severity":"error"`), and a multi-line dump

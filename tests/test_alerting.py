@@ -275,7 +275,7 @@ def test_metric_name_parser_finds_selectors_and_skips_functions_labels_and_numbe
     assert metric_names(expr) == {"a_total", "b:c:d", "up", "e"}
 
 
-def test_every_metric_a_rule_uses_is_in_the_exporter_catalog():
+def test_every_metric_a_rule_uses_is_in_the_catalog():
     everything = settings.apply(settings.Settings(), {"app": {"expect_listener": True}})
     recorded_names = set(vars(rules.recorded(everything)).values())
     used = set()

@@ -314,7 +314,7 @@ def test_every_metric_in_every_query_is_in_the_catalog_with_those_labels():
             try:
                 known = catalog_labels(s.name)
             except KeyError:
-                pytest.fail(f"{name}/{title}: {s.name} is not in exporter.catalog")
+                pytest.fail(f"{name}/{title}: {s.name} is not in core.catalog")
             assert set(s.matchers) <= known, f"{name}/{title}: {s.name} has no label {set(s.matchers) - known}"
             labels |= known
         assert query.grouping_labels <= labels, f"{name}/{title}: grouping by {query.grouping_labels - labels}"

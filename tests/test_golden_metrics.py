@@ -3,7 +3,7 @@ TYPE, labels and value, so any change to what users scrape shows in review as a 
 
 Values that depend on the machine or the moment (durations, free disk, file times, the Python version, the
 exporter's own process_* and python_* series) are
-written as `<varies>`; paths under the test's directory as `$DIR`. After a deliberate change:
+written as `<varies>`; paths under the test's directory as `$DIR`, and DevFlow's port (a free one) as `$PORT`. After a deliberate change:
 `DEVFLOW_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden_metrics.py`.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 
-from conftest import ROOT, http_get, wait_until
+from conftest import ROOT, free_port, http_get, wait_until
 from devflow_monitor.core.devflow_db import create_database, insert_event
 
 GOLDEN = ROOT / "tests" / "golden" / "metrics.txt"
@@ -52,9 +52,9 @@ def devflow_directory(root):
     (root / "logs" / "access.log").write_text(ACCESS)
 
 
-def normalised(text: str, root) -> str:
+def normalised(text: str, root, port: int) -> str:
     lines = []
-    for line in text.replace(str(root), "$DIR").splitlines():
+    for line in text.replace(str(root), "$DIR").replace(f'port="{port}"', 'port="$PORT"').splitlines():
         if not line.startswith("#"):
             name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line)[0]
             family = re.sub(r"_(bucket|count|sum|total|created)$", "", name)
@@ -68,15 +68,17 @@ def normalised(text: str, root) -> str:
 
 def test_a_fixed_devflow_directory_gives_the_committed_exposition(tmp_path, start_exporter):
     devflow_directory(tmp_path)
+    port = free_port()  # a port nothing listens on, wherever the test runs
     exporter = start_exporter(
         "--devflow.workdir", str(tmp_path), "--devflow.process-pattern", r"golden-test-matches-no-process-\d{12}",
+        "--devflow.port", str(port),
         "--devflow.log-files", str(tmp_path / "logs" / "server.log"),
         settings={"devflow": {"access_log": str(tmp_path / "logs" / "access.log")},
                   "collectors": {"logs": {"enabled": True, "state_file": None}, "host": {"enabled": False}}})
 
     def settled() -> str | None:
         # The background counts and the integrity check arrive after the first scrapes: wait for both.
-        text = normalised(http_get(exporter.url + "/metrics")[1], tmp_path)
+        text = normalised(http_get(exporter.url + "/metrics")[1], tmp_path, port)
         return text if "devflow_db_table_rows{" in text and "devflow_db_integrity_check_ok 1.0" in text else None
 
     actual = wait_until(settled, timeout=30, message="the database's background counts")

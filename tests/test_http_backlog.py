@@ -1,4 +1,4 @@
-"""The exporter's listening socket under a burst of connections (issue 11, item 11)."""
+"""The exporter's listening socket under a burst of connections."""
 
 from __future__ import annotations
 

@@ -197,7 +197,7 @@ def test_metric_names_in_the_dashboard_come_from_the_catalog():
     source = "".join(Path(module.__file__).read_text()
                      for module in (dashboard, dashboard_history, dashboard_sources, dashboard_views))
     literal_names = set(re.findall(r"devflow_(?!monitor\.)[a-z_]+[a-z]", source))
-    assert not literal_names, f"spell metric names through exporter.catalog: {literal_names}"
+    assert not literal_names, f"spell metric names through core.catalog: {literal_names}"
 
 
 @pytest.mark.slow
@@ -272,7 +272,7 @@ def run_on_terminal(args: list[str], timeout: float = 30.0) -> str:
     return b"".join(chunks).decode("utf-8", errors="replace")
 
 
-# --- rates over a window, storage, pipes (issue 11) -----------------------------------------------------
+# --- rates over a window, storage, pipes ------------------------------------------------------
 
 # 20 log records a second: per 20 lines 17 INFO, 2 ERROR and 1 FATAL (errors, as the settings' error_levels
 # count them: 15%; ERROR alone would read 10%). Paced by the clock, not by sleeps that drift.

@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from devflow_monitor.core import __version__
+from devflow_monitor.core.handlers import answer, log_failed_request
 from devflow_monitor.core.settings import Settings
 from devflow_monitor.core.webconfig import BasicAuth, authorized, serve_tls
 from devflow_monitor.dashboards import DASHBOARDS
@@ -33,7 +34,6 @@ from devflow_monitor.webdash.drawable import undrawable
 
 log = logging.getLogger(__name__)
 
-CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 STATIC = Path(__file__).resolve().parent / "static"
 PROXIED = re.compile(r"^/api/v1/(query|query_range|label/[A-Za-z_][A-Za-z0-9_]*/values)$")
@@ -109,11 +109,7 @@ class WebdashServer(ThreadingHTTPServer):
             return value
 
     def handle_error(self, request, client_address):
-        # A browser that hangs up mid-answer (a refresh, a closed tab) is not a traceback; anything else is.
-        if isinstance(sys.exc_info()[1], CLIENT_GONE):
-            log.debug("client %s went away", client_address)
-        else:
-            log.exception("request from %s failed", client_address)
+        log_failed_request(log, client_address, sys.exc_info()[1])
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -122,15 +118,7 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 30
 
     def do_GET(self):
-        self._answered = False
-        try:
-            self._route()
-        except CLIENT_GONE:
-            raise
-        except Exception:
-            log.exception("GET %s failed", self.path)
-            if not self._answered:  # else the client sees a cut answer; it cannot get a status any more
-                self._send(500, "text/plain; charset=utf-8", b"internal error: the webdash log has the details\n")
+        answer(self, self._route, log)
 
     def _route(self):
         if not authorized(self, self.server.auth):

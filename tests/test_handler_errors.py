@@ -1,5 +1,5 @@
-"""A bug in a webdash handler is logged where a person sees it and answered with a 500, not a dropped
-connection."""
+"""A bug in a handler of either server is logged where a person sees it and answered with a 500, not a
+dropped connection."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import logging
 import threading
 
 from conftest import free_port, http_get
+from prometheus_client import CollectorRegistry
+
+from devflow_monitor.core.config import Config
+from devflow_monitor.exporter import status
+from devflow_monitor.exporter.collectors import CollectorSet
+from devflow_monitor.exporter.http import make_server
 from devflow_monitor.webdash import sources
 from devflow_monitor.webdash.http import WebdashServer
 
@@ -27,4 +33,20 @@ def test_a_handler_bug_is_logged_at_error_and_answered_500(monkeypatch, caplog):
         server.shutdown()
         server.server_close()
     assert status == 500 and "internal error" in body
+    assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records), "the traceback is logged"
+
+
+def test_an_exporter_handler_bug_is_logged_at_error_and_answered_500(monkeypatch, caplog):
+    def bug(*_args, **_kwargs):
+        raise KeyError("a bug in the handler")
+
+    monkeypatch.setattr(status, "guide_status", bug)
+    server = make_server("127.0.0.1", 0, Config(), CollectorRegistry(), CollectorSet([]), None)
+    server.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="devflow_monitor.exporter"):
+            status_code, body = http_get(f"http://127.0.0.1:{server.server_port}/status")
+    finally:
+        server.stop()
+    assert status_code == 500 and "internal error" in body
     assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records), "the traceback is logged"

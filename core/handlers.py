@@ -1,0 +1,32 @@
+"""What both HTTP servers (the exporter's and webdash's) do with a request that fails."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Callable
+
+# A client that hung up, timed out, or spoke plain HTTP to a TLS port: its problem, not a traceback.
+CLIENT_GONE = (ConnectionError, TimeoutError, ssl.SSLError)
+
+
+def answer(handler, route: Callable[[], None], log: logging.Logger) -> None:
+    """Run `route()` for `handler`; a bug in it is logged at ERROR with its traceback and answered with a
+    500 when no answer was started yet (the handler's `_answered`), since a person must see it."""
+    handler._answered = False
+    try:
+        route()
+    except CLIENT_GONE:
+        raise
+    except Exception:
+        log.exception("%s %s failed", handler.command, handler.path)
+        if not handler._answered:  # else the client sees a cut answer: it cannot get a status any more
+            handler._send(500, "text/plain; charset=utf-8", b"internal error: the server's log has the details\n")
+
+
+def log_failed_request(log: logging.Logger, client_address, error: BaseException | None) -> None:
+    """A server's handle_error: a client gone is a debug line, anything else an ERROR with its traceback."""
+    if isinstance(error, CLIENT_GONE):
+        log.debug("client %s went away: %s", client_address, error)
+    else:
+        log.error("request from %s failed", client_address, exc_info=error)
