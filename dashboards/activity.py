@@ -4,8 +4,11 @@ from grafanalib.core import Dashboard
 
 from devflow_monitor.core.settings import Settings
 from devflow_monitor.core import catalog
-from devflow_monitor.dashboards import grafana as G
+from devflow_monitor.dashboards import grafana as G, states as S
 from devflow_monitor.dashboards.grafana import age, rate, row, series, target
+
+# Per instance (job and instance), with one "(none)" bar of 0 while the database holds no events.
+STORED_BY_TYPE = S.zero_while_readable(series(catalog.EVENTS_STORED), by=("job", "instance"), label="type")
 
 
 def dashboard(settings: Settings) -> Dashboard:
@@ -17,8 +20,10 @@ def dashboard(settings: Settings) -> Dashboard:
         row(
             "Events",
             G.timeseries("Events ingested by type", "Events written to the database per minute, by type "
-                         "(unknown types fold into one value).",
-                         target(f"sum by (type) ({rate(catalog.EVENTS_INGESTED)}) * 60", "{{type}}"),
+                         "(unknown types fold into one value); 0 while the database is readable and no event "
+                         "was ever written.",
+                         target(S.zero_while_readable(f"sum by (type) ({rate(catalog.EVENTS_INGESTED)}) * 60",
+                                                      by=(), label="type"), "{{type}}"),
                          unit="cpm", stack=True, bars=True, min=0, w=16),
             G.stat("Newest event", "Time since the newest stored event. It keeps growing while the app runs "
                    "and its monitors log events if storage is broken (the public build's defect).",
@@ -27,15 +32,20 @@ def dashboard(settings: Settings) -> Dashboard:
                    "(maintenance) has not run.",
                    target(age(catalog.EVENTS_OLDEST), "{{instance}}"), unit="dtdurations",
                    thresholds=steps.event_age, w=4),
-            G.stat("Events stored", "Rows in the events table.",
-                   target(f"sum by (instance) ({series(catalog.EVENTS_STORED)})", "{{instance}}"),
+            G.stat("Events stored", "Rows in the events table: 0 while the database is readable and holds "
+                   "none, which a running server with active monitors should never show (the public build's "
+                   "storage defect).",
+                   target(S.zero_while_readable(f"sum by (instance) ({series(catalog.EVENTS_STORED)})"),
+                          "{{instance}}"),
                    unit="short", sparkline=True, w=4),
             G.stat("Events per hour", "Events written per hour at the current pace: the guide's "
                    "analyze-performance.sh figure.",
-                   target(f"sum by (instance) ({rate(catalog.EVENTS_INGESTED)}) * 3600", "{{instance}}"),
+                   target(S.zero_while_readable(f"sum by (instance) ({rate(catalog.EVENTS_INGESTED)}) * 3600"),
+                          "{{instance}}"),
                    unit="short", w=4),
-            G.bargauge("Events stored by type", "Rows in the events table per event type.",
-                       target(f"sort_desc({series(catalog.EVENTS_STORED)})", "{{type}}", instant=True),
+            G.bargauge("Events stored by type", "Rows in the events table per event type; one bar of 0, "
+                       f"\"{S.NONE}\", while the database is readable and holds no events.",
+                       target(f"sort_desc({STORED_BY_TYPE})", "{{type}}"),
                        unit="short", w=12),
             G.bargauge("Rows per table", "Rows in each table of the DevFlow database.",
                        target(f"sort_desc({series(catalog.DB_TABLE_ROWS)})", "{{table}}", instant=True),

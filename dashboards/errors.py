@@ -5,17 +5,17 @@ from grafanalib.core import Dashboard
 from devflow_monitor.alerting.rules import percent
 from devflow_monitor.core.settings import Settings
 from devflow_monitor.core import catalog
-from devflow_monitor.dashboards import grafana as G, queries
+from devflow_monitor.dashboards import grafana as G, queries, states as S
 from devflow_monitor.dashboards.grafana import rate, row, series, target
 
 SERVER_ERRORS = 'code=~"5.."'
 HTTP_5XX_RATIO = (f"sum by (instance) ({rate(catalog.HTTP_REQUESTS, SERVER_ERRORS)}) / "
                   f"sum by (instance) ({rate(catalog.HTTP_REQUESTS)})")
-PROBE_FAILED = G.value_mappings((0, "", "transparent"), (1, "failing", "red"))
 
 
 def dashboard(settings: Settings) -> Dashboard:
     steps, checklist, high = G.steps(settings), settings.checklist, settings.alerts["DevFlowHighErrorRate"]
+    no_listener, listener_note = S.listener_mapping(settings), S.listener_note(settings)
     return G.dashboard(
         "devflow-errors", "DevFlow / Errors",
         "Errors in the DevFlow logs, failed HTTP requests and failing health probes, against the guide's "
@@ -57,17 +57,20 @@ def dashboard(settings: Settings) -> Dashboard:
         ),
         row(
             "Health probes",
-            G.state_stat("Probe", "1 when the endpoint answered 200 with the expected JSON.",
-                         target(series(catalog.PROBE_SUCCESS), "{{endpoint}} {{instance}}"),
-                         mappings=G.OK_FAILED, w=6, h=8),
-            G.stat("HTTP status", "Status code of the last probe; 0 means no answer at all (no listener, "
-                   "timeout), which is the public build's normal state.",
-                   target(series(catalog.PROBE_HTTP_STATUS), "{{endpoint}} {{instance}}"),
-                   unit="none", thresholds=G.thresholds("red", (200, "green"), (300, "orange"), (500, "red")), w=6, h=8),
-            G.state_timeline("Probe failures by state", "When each endpoint was failing, and how: no_listener, "
-                             "timeout, http_error, invalid_json, unexpected_shape or error.",
-                             target(series(catalog.PROBE_STATE, 'state!="ok"'), "{{endpoint}} {{state}} {{instance}}"),
-                             mappings=PROBE_FAILED, thresholds=G.ANY_IS_BAD, w=12, h=8),
+            G.state_stat("Probe", f"ok when the endpoint answered 200 with the expected JSON. {listener_note}",
+                         target(S.probe_outcome(), "{{endpoint}} {{instance}}"),
+                         mappings=G.value_mappings((0, "failed", "red"), (1, "ok", "green"), no_listener),
+                         w=6, h=8),
+            G.stat("HTTP status", "Status code of the last probe; \"no answer\" for a timeout or a connection "
+                   f"closed without a status. {listener_note}",
+                   target(S.probe_status(), "{{endpoint}} {{instance}}"), unit="none",
+                   mappings=G.value_mappings((0, "no answer", "red"), no_listener),
+                   thresholds=G.thresholds("red", (200, "green"), (300, "orange"), (500, "red")), w=6, h=8),
+            G.state_timeline("Probe failures by state", "When each endpoint was failing, and how: timeout, "
+                             f"http_error, invalid_json, unexpected_shape or error. {listener_note}",
+                             target(S.probe_failures(), "{{endpoint}} {{state}} {{instance}}"),
+                             mappings=G.value_mappings((0, "", "transparent"), (1, "failing", "red"), no_listener),
+                             thresholds=G.ANY_IS_BAD, w=12, h=8),
         ),
         row(
             "Log reading",

@@ -26,6 +26,7 @@ Positions (gridPos) and panel ids are assigned by `dashboard()`: panels fill eac
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import attr
@@ -33,6 +34,7 @@ from grafanalib import core as g
 
 from devflow_monitor.core.settings import Settings, seconds
 from devflow_monitor.core.catalog import EXPORTER_BUILD_INFO, Metric
+from devflow_monitor.core.logformat import LEVELS
 
 # --- conventions shared by every dashboard -----------------------------------------
 SCHEMA_VERSION = 39  # Grafana 10.3 / 11.0
@@ -107,6 +109,36 @@ UP_DOWN = value_mappings((0, "down", "red"), (1, "up", "green"))
 OK_FAILED = value_mappings((0, "failed", "red"), (1, "ok", "green"))
 
 
+def fixed_colour(matcher: str, pattern: str, colour: str) -> dict:
+    """An override that gives one colour to the series `matcher` picks: "byName", or "byRegexp" (a pattern
+    Grafana matches against the whole name)."""
+    return {"matcher": {"id": matcher, "options": pattern},
+            "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": colour}}]}
+
+
+# Log levels in the colours Grafana's own log views give them, never in palette order.
+LEVEL_COLOURS = {"fatal": "dark-red", "error": "red", "warn": "yellow", "info": "green", "debug": "blue",
+                 "unknown": "gray"}
+assert set(LEVEL_COLOURS) == set(LEVELS), "every level core/logformat.py gives a record has its colour"
+LEVEL = "{{level}}"
+
+
+def level_colours(targets: tuple[g.Target, ...]) -> list[dict]:
+    """Overrides that colour each level in the series whose legend names `{{level}}`: by name when the
+    legend is the level alone, else by a pattern with the level in its place and any text for other labels."""
+    overrides = []
+    for legend in dict.fromkeys(t.legendFormat for t in targets if LEVEL in t.legendFormat):
+        for level, colour in LEVEL_COLOURS.items():
+            if legend == LEVEL:
+                overrides.append(fixed_colour("byName", level, colour))
+            else:
+                parts = re.split(r"(\{\{\s*\w+\s*\}\})", legend)
+                pattern = "".join(re.escape(level) if part == LEVEL else ".*" if part.startswith("{{")
+                                  else re.escape(part) for part in parts)
+                overrides.append(fixed_colour("byRegexp", pattern, colour))
+    return overrides
+
+
 # --- PromQL built from catalog entries ------------------------------------------------
 def _name(metric: Metric | str) -> str:
     return metric.name if isinstance(metric, Metric) else metric
@@ -141,8 +173,15 @@ def target(expr: str, legend: str = "", *, instant: bool = False, table: bool = 
                     datasource=DATASOURCE)
 
 
-def _targets(targets: tuple[g.Target, ...]) -> list[g.Target]:
-    return [attr.evolve(t, refId=chr(ord("A") + i)) for i, t in enumerate(targets)]
+def _targets(targets: tuple[g.Target, ...], *, instant: bool = False) -> list[g.Target]:
+    """refIds A, B, ...; `instant` for a panel that shows the value now, so that a series which ended
+    earlier in the time range (a state left, a version replaced) shows nowhere."""
+    return [attr.evolve(t, refId=chr(ord("A") + i), instant=t.instant or instant) for i, t in enumerate(targets)]
+
+
+def _no_value(text: str | None) -> dict:
+    """What the panel says when its queries return nothing, instead of Grafana's "No data"."""
+    return {"fieldConfig": {"defaults": {"noValue": text}}} if text else {}
 
 
 def _size(w: int, h: int) -> g.GridPos:
@@ -152,7 +191,7 @@ def _size(w: int, h: int) -> g.GridPos:
 def timeseries(title: str, description: str, *targets: g.Target, unit: str,
                thresholds: list[dict] | None = None, stack: bool = False, bars: bool = False,
                min: int | None = None, max: int | None = None, overrides: list[dict] | None = None,
-               w: int = 12, h: int = 8) -> g.TimeSeries:
+               no_value: str | None = None, w: int = 12, h: int = 8) -> g.TimeSeries:
     """Lines over time; thresholds, when given, are drawn as dashed lines."""
     return g.TimeSeries(
         title=title, description=description, targets=_targets(targets), unit=unit,
@@ -160,21 +199,23 @@ def timeseries(title: str, description: str, *targets: g.Target, unit: str,
         thresholds=thresholds or NEUTRAL, thresholdsStyleMode="dashed" if thresholds else "off",
         stacking={"mode": "normal", "group": "A"} if stack else {"mode": "none", "group": "A"},
         drawStyle="bars" if bars else "line", fillOpacity=60 if bars else 10, showPoints="never",
-        valueMin=min, valueMax=max, overrides=overrides or [],
-        tooltipMode="multi", tooltipSort="desc", legendDisplayMode="list", legendPlacement="bottom")
+        valueMin=min, valueMax=max, overrides=(overrides or []) + level_colours(targets),
+        tooltipMode="multi", tooltipSort="desc", legendDisplayMode="list", legendPlacement="bottom",
+        extraJson=_no_value(no_value))
 
 
 def stat(title: str, description: str, *targets: g.Target, unit: str,
          thresholds: list[dict] | None = None, mappings: list[dict] | None = None,
          text: str = "auto", background: bool = False, sparkline: bool = False,
-         overrides: list[dict] | None = None, w: int = 4, h: int = 4) -> g.Stat:
-    """One number (or name, with text="name") per series: the last value, never a mean."""
+         overrides: list[dict] | None = None, no_value: str | None = None, w: int = 4, h: int = 4) -> g.Stat:
+    """One number (or name, with text="name") per series now: instant queries, unless a sparkline needs
+    the range (then the last value of each series, never a mean)."""
     return g.Stat(
-        title=title, description=description, targets=_targets(targets), format=unit,
+        title=title, description=description, targets=_targets(targets, instant=not sparkline), format=unit,
         dataSource=DATASOURCE, gridPos=_size(w, h), thresholds=thresholds or NEUTRAL,
         mappings=mappings or [], reduceCalc="lastNotNull", textMode=text,
         colorMode="background" if background else "value", graphMode="area" if sparkline else "none",
-        overrides=overrides or [])
+        overrides=(overrides or []) + level_colours(targets), extraJson=_no_value(no_value))
 
 
 def state_stat(title: str, description: str, *targets: g.Target, mappings: list[dict] = UP_DOWN,
@@ -186,9 +227,9 @@ def state_stat(title: str, description: str, *targets: g.Target, mappings: list[
 
 def gauge(title: str, description: str, *targets: g.Target, unit: str, thresholds: list[dict],
           min: float = 0, max: float = 1, w: int = 4, h: int = 6) -> g.GaugePanel:
-    """A dial from `min` to `max` (a share from 0 to 1 by default), coloured by the thresholds."""
+    """A dial from `min` to `max` (a share from 0 to 1 by default), coloured by the thresholds, for the value now."""
     return g.GaugePanel(
-        title=title, description=description, targets=_targets(targets), format=unit,
+        title=title, description=description, targets=_targets(targets, instant=True), format=unit,
         dataSource=DATASOURCE, gridPos=_size(w, h), thresholds=thresholds, min=min, max=max,
         calc="lastNotNull")
 
@@ -196,12 +237,12 @@ def gauge(title: str, description: str, *targets: g.Target, unit: str, threshold
 def bargauge(title: str, description: str, *targets: g.Target, unit: str,
              thresholds: list[dict] | None = None, max: float | None = None,
              w: int = 12, h: int = 8) -> g.BarGauge:
-    """Horizontal bars, one per series; the scale runs from 0 to `max` (or the largest bar)."""
+    """Horizontal bars, one per series now; the scale runs from 0 to `max` (or the largest bar)."""
     return g.BarGauge(
-        title=title, description=description, targets=_targets(targets), format=unit,
+        title=title, description=description, targets=_targets(targets, instant=True), format=unit,
         dataSource=DATASOURCE, gridPos=_size(w, h), thresholds=thresholds or NEUTRAL,
         min=0, max=max, calc="lastNotNull", displayMode=g.GAUGE_DISPLAY_MODE_GRADIENT,
-        orientation=g.ORIENTATION_HORIZONTAL)
+        orientation=g.ORIENTATION_HORIZONTAL, extraJson={"fieldConfig": {"overrides": level_colours(targets)}})
 
 
 def table(title: str, description: str, *targets: g.Target, unit: str, columns: list[str],

@@ -5,19 +5,16 @@ from grafanalib.core import Dashboard
 from devflow_monitor.alerting.rules import percent
 from devflow_monitor.core.settings import Settings
 from devflow_monitor.core import catalog
-from devflow_monitor.dashboards import grafana as G, queries
+from devflow_monitor.dashboards import grafana as G, queries, states as S
 from devflow_monitor.dashboards.grafana import age, quantile, row, series, target
 
 # Alerts fired by absent() or by host rules carry no job/instance: `|` keeps them in view.
 FIRING = f'{G.ALERTS}{{alertstate="firing", job=~"$job|", instance=~"$instance|"}}'
 
 # Colours for the monitor states the app reports (file / git / test).
-MONITOR_COLOURS = [
-    {"matcher": {"id": "byRegexp", "options": f".*: {state}$"},
-     "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": colour}}]}
-    for state, colour in (("active", "green"), ("idle", "blue"), ("stopped", "orange"),
-                          ("error", "red"), ("unknown", "red"))
-]
+MONITOR_COLOURS = [G.fixed_colour("byRegexp", f".*: {state}", colour)
+                   for state, colour in (("active", "green"), ("idle", "blue"), ("stopped", "orange"),
+                                         ("error", "red"), ("unknown", "red"))]
 
 
 def dashboard(settings: Settings) -> Dashboard:
@@ -34,9 +31,11 @@ def dashboard(settings: Settings) -> Dashboard:
                          "so this stays empty there; see the probe panels on the Errors dashboard.",
                          target(series(catalog.APP_HEALTHY), "{{instance}}"),
                          mappings=G.value_mappings((0, "unhealthy", "red"), (1, "healthy", "green"))),
-            G.stat("Uptime", "Uptime the app reports on /status, or else the time since the process started.",
-                   target(f"{series(catalog.APP_UPTIME)} or ({age(catalog.PROCESS_START_TIME)})", "{{instance}}"),
-                   unit="dtdurations"),
+            S.while_running(G.stat(
+                "Uptime", "Uptime the app reports on /status, or else the time since the process started; "
+                "\"not running\" while no server process is found.",
+                target(f"{series(catalog.APP_UPTIME)} or ({age(catalog.PROCESS_START_TIME)})", "{{instance}}"),
+                unit="dtdurations")),
             G.stat("Version", "Version the app reports on /status.",
                    target(series(catalog.APP_BUILD_INFO), "{{version}}"), unit="none", text="name"),
             G.stat("Database", "State of the SQLite database as the exporter reads it: ok, missing, locked, "
@@ -50,15 +49,16 @@ def dashboard(settings: Settings) -> Dashboard:
         ),
         row(
             "Resources and work",
-            G.stat("Memory used", catalog.PROCESS_RSS.help,
-                   target(series(catalog.PROCESS_RSS), "{{instance}}"), unit="bytes", sparkline=True),
+            S.while_running(G.stat("Memory used", f"{catalog.PROCESS_RSS.help} \"not running\" while no server "
+                                   "process is found; the Performance dashboard has its history.",
+                                   target(series(catalog.PROCESS_RSS), "{{instance}}"), unit="bytes")),
             G.gauge("App memory used of total", "Memory used / total as the app reports them on /status; "
                     f"the guide's checklist wants it below {percent(checklist.memory_ratio)}.",
                     target(f"{series(catalog.APP_MEMORY_USED)} / {series(catalog.APP_MEMORY_TOTAL)}", "{{instance}}"),
                     unit="percentunit", thresholds=steps.memory, h=4),
             G.stat("Event ingest", "Events written to the database per minute. Zero while the process is up "
                    "and its monitors are active is the public build's known storage defect.",
-                   target(queries.EVENTS_PER_MINUTE, "{{instance}}"),
+                   target(S.zero_while_readable(queries.EVENTS_PER_MINUTE), "{{instance}}"),
                    unit="cpm", sparkline=True),
             G.stat("Outbox backlog", "Events waiting in the sync_status outbox (pending). Nothing marks rows "
                    "synced in the public build, so expect steady growth there.",
@@ -72,17 +72,21 @@ def dashboard(settings: Settings) -> Dashboard:
         ),
         row(
             "Checklist (the guide's real-time checks and daily review)",
-            G.stat("CPU", "CPU used by the DevFlow process (1 = one core). Checklist: below "
-                   f"{percent(checklist.cpu_ratio)}.",
-                   target(queries.CPU, "{{instance}}"), unit="percentunit", thresholds=steps.cpu, background=True),
-            G.stat("Memory of the machine", "Resident memory as a share of the machine's. An alert fires "
-                   f"above {percent(alerts['DevFlowHighMemoryUsage'].threshold)}.",
-                   target(queries.RSS_OF_MACHINE, "{{instance}}"),
-                   unit="percentunit", thresholds=steps.rss_of_machine, background=True),
-            G.stat("Response time", "99th percentile of the /health and /status probes' response times. "
+            S.while_running(G.stat(
+                "CPU", "CPU used by the DevFlow process (1 = one core). Checklist: below "
+                f"{percent(checklist.cpu_ratio)}.",
+                target(queries.CPU, "{{instance}}"), unit="percentunit", thresholds=steps.cpu, background=True)),
+            S.while_running(G.stat(
+                "Memory of the machine", "Resident memory as a share of the machine's. An alert fires "
+                f"above {percent(alerts['DevFlowHighMemoryUsage'].threshold)}.",
+                target(queries.RSS_OF_MACHINE, "{{instance}}"),
+                unit="percentunit", thresholds=steps.rss_of_machine, background=True)),
+            G.stat("Response time", "99th percentile of the /health and /status probes' response times, for "
+                   "endpoints that answer: \"no requests\" when none does (the stdio build has no endpoint). "
                    f"Checklist: below {alerts['DevFlowProbeSlow'].threshold * 1000:g} ms.",
-                   target(quantile(0.99, catalog.PROBE_DURATION, "endpoint"), "{{endpoint}} {{instance}}"),
-                   unit="s", thresholds=steps.response_time, background=True),
+                   target(S.answered_probes(quantile(0.99, catalog.PROBE_DURATION, "endpoint")),
+                          "{{endpoint}} {{instance}}"),
+                   unit="s", thresholds=steps.response_time, background=True, no_value=S.NO_REQUESTS),
             G.stat("Log error ratio", "ERROR and FATAL log records as a share of all records. Checklist: below "
                    f"{percent(checklist.error_ratio)}.",
                    target(queries.log_error_ratio(settings), "{{instance}}"),
@@ -97,16 +101,18 @@ def dashboard(settings: Settings) -> Dashboard:
             "Over time",
             G.state_timeline(
                 "Availability", "Process found, app healthy, its port listening (the guide's `lsof -i :3000`), "
-                "database readable by the exporter and connected as the app reports, each probe succeeding.",
+                f"database readable by the exporter and connected as the app reports, each probe succeeding. "
+                f"{S.listener_note(settings)}",
                 target(series(catalog.PROCESS_UP), "process {{instance}}"),
                 target(series(catalog.APP_HEALTHY), "app healthy {{instance}}"),
-                target(series(catalog.PROCESS_PORT_LISTENING), "port {{port}} listening {{instance}}"),
+                target(S.port_outcome(), "port {{port}} listening {{instance}}"),
                 target(series(catalog.DB_UP), "database readable {{instance}}"),
                 target(series(catalog.APP_DB_CONNECTED), "app database connected {{instance}}"),
-                target(series(catalog.PROBE_SUCCESS), "probe {{endpoint}} {{instance}}"),
-                mappings=G.UP_DOWN, thresholds=G.UP_IS_GOOD, h=8),
+                target(S.probe_outcome(), "probe {{endpoint}} {{instance}}"),
+                mappings=G.value_mappings((0, "down", "red"), (1, "up", "green"), S.listener_mapping(settings)),
+                thresholds=G.UP_IS_GOOD, h=8),
             G.timeseries("Events ingested", "Events written to the database per minute, by instance.",
-                         target(queries.EVENTS_PER_MINUTE, "{{instance}}"),
+                         target(S.zero_while_readable(queries.EVENTS_PER_MINUTE), "{{instance}}"),
                          unit="cpm"),
             G.timeseries("Outbox", "Events in the sync_status outbox, by status.",
                          target(series(catalog.OUTBOX_EVENTS), "{{status}} {{instance}}"), unit="short"),

@@ -180,13 +180,23 @@ def performance(h: History, settings: Settings) -> list[Row]:
             level_for(_to_ms(probe[-1] if probe else None), slow_ms, None), _trend_ms(probe)),
         Row("events / s", _rate_fmt(h.rate(c.EVENTS_INGESTED.name), "{:.2f}"), None,
             h.rate_trend(c.EVENTS_INGESTED.name)),
-        Row("database", common.human_bytes(s.value(c.DB_FILE_SIZE.name, file="db"))
-            + (f", WAL {common.human_bytes(wal)}" if wal is not None else "")
+        Row("database", _database_size(s)
             + (f", {100 * free_pages / pages:.0f}% free pages" if pages and free_pages is not None else ""),
             level_for(wal, checklist.wal_size_bytes, None)),
         Row("free disk", _fmt(None if free_disk is None else 100 * free_disk, "{:.1f}%"),
             level_below(free_disk, checklist.disk_free_ratio, alerts["DevFlowDiskSpaceLow"].threshold)),
     ]
+
+
+def _database_size(s: Snapshot) -> str:
+    """The whole size first (the file with its -wal and -shm: a server that never checkpoints keeps its data
+    in the WAL), then the parts."""
+    parts = {labels.get("file"): value for labels, value in s.series(c.DB_FILE_SIZE.name)}
+    if not parts:
+        return "-"
+    names = {"db": "file", "wal": "WAL", "shm": "SHM"}
+    return (f"{common.human_bytes(sum(parts.values()))} ("
+            + ", ".join(f"{names.get(f, f)} {common.human_bytes(v)}" for f, v in parts.items()) + ")")
 
 
 def errors(h: History, settings: Settings) -> list[Row]:

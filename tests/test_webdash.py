@@ -34,7 +34,8 @@ STATIC = ROOT / "webdash" / "static"
 MONITOR = [sys.executable, "-m", "devflow_monitor.cli"]
 # The object literals in static/ whose keys must equal drawable.py's sets.
 JS_REGISTRIES = {"panel type": ("panels.js", "RENDERERS"), "unit": ("format.js", "UNITS"),
-                 "value mapping": ("format.js", "MAPPINGS"), "color": ("format.js", "COLORS")}
+                 "value mapping": ("format.js", "MAPPINGS"), "color": ("format.js", "COLORS"),
+                 "override matcher": ("format.js", "MATCHERS")}
 
 
 def boards() -> dict[str, dict]:

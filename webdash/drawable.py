@@ -1,6 +1,6 @@
 """What the page in static/ can draw, checked against a dashboard's JSON.
 
-Each set names what one part of the JavaScript handles; the four marked "JS registry" are also the
+Each set names what one part of the JavaScript handles; the five marked "JS registry" are also the
 keys of an object in static/ (tests compare them), so this list cannot claim what the page lacks.
 `undrawable()` lists what a dashboard uses beyond these sets: a new panel kind, unit or option added
 in dashboards/ fails the test until the page learns it.
@@ -19,13 +19,14 @@ DRAWABLE: dict[str, frozenset[str]] = {
     # JS registry: MAPPINGS in static/format.js
     "value mapping": frozenset({"value"}),
     # JS registry: COLORS in static/format.js
-    "color": frozenset({"green", "orange", "red", "blue", "yellow", "purple", "transparent"}),
+    "color": frozenset({"green", "orange", "red", "blue", "yellow", "purple", "dark-red", "gray", "transparent"}),
     "color mode": frozenset({"thresholds", "palette-classic", "fixed"}),
     "thresholds mode": frozenset({"absolute"}),
     "query format": frozenset({"time_series", "table", "heatmap"}),
     "transformation": frozenset({"organize"}),
-    "override matcher": frozenset({"byName", "byRegexp"}),
-    "override property": frozenset({"color"}),
+    # JS registry: MATCHERS in static/format.js
+    "override matcher": frozenset({"byName", "byRegexp", "byFrameRefID"}),
+    "override property": frozenset({"color", "mappings"}),
     "reduce calc": frozenset({"lastNotNull"}),
     "stat color mode": frozenset({"value", "background", "none"}),
     "stat graph mode": frozenset({"none", "area"}),
@@ -57,6 +58,13 @@ def _panels(panels: list[dict]):
         yield from _panels(panel.get("panels", []))
 
 
+def _mapping_features(mappings: list[dict]):
+    for mapping in mappings:
+        yield "value mapping", mapping.get("type")
+        for result in mapping.get("options", {}).values():
+            yield "color", result.get("color") if isinstance(result, dict) else None
+
+
 def _features(panel: dict):
     """(kind, value) for each choice a panel makes that the page has to honour."""
     yield "panel type", panel.get("type")
@@ -70,10 +78,7 @@ def _features(panel: dict):
     yield "thresholds mode", thresholds.get("mode")
     for step in thresholds.get("steps", []):
         yield "color", step.get("color")
-    for mapping in defaults.get("mappings", []):
-        yield "value mapping", mapping.get("type")
-        for result in mapping.get("options", {}).values():
-            yield "color", result.get("color") if isinstance(result, dict) else None
+    yield from _mapping_features(defaults.get("mappings", []))
     for override in panel.get("fieldConfig", {}).get("overrides", []):
         yield "override matcher", override.get("matcher", {}).get("id")
         for prop in override.get("properties", []):
@@ -81,6 +86,8 @@ def _features(panel: dict):
             if prop.get("id") == "color":
                 yield "color mode", prop.get("value", {}).get("mode")
                 yield "color", prop.get("value", {}).get("fixedColor")
+            if prop.get("id") == "mappings":
+                yield from _mapping_features(prop.get("value", []))
     for calc in options.get("reduceOptions", {}).get("calcs", []):
         yield "reduce calc", calc
     if panel.get("type") == "stat":

@@ -183,7 +183,7 @@ async function refreshPanel(entry, view, generation) {
   if (generation !== state.generation) return null;
   delete node.dataset.error;
   if (!frames.some((f) => f.points.some(([, v]) => v !== null))) {
-    setState(entry, "nodata", "No data");
+    setState(entry, "nodata", panel.fieldConfig?.defaults?.noValue ?? "No data"); // Grafana shows noValue too
     return "nodata";
   }
   setState(entry, "data");

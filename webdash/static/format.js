@@ -1,5 +1,5 @@
-// Units, colours, thresholds and value mappings as Grafana shows them (dark theme).
-// The keys of UNITS, MAPPINGS and COLORS are listed in webdash/drawable.py; a test keeps them equal.
+// Units, colours, thresholds, value mappings and field overrides as Grafana shows them (dark theme).
+// The keys of UNITS, MAPPINGS, MATCHERS and COLORS are listed in webdash/drawable.py; a test keeps them equal.
 
 export const COLORS = {
   green: "#73BF69",
@@ -8,6 +8,8 @@ export const COLORS = {
   blue: "#5794F2",
   yellow: "#FADE2A",
   purple: "#B877D9",
+  "dark-red": "#C4162A",
+  gray: "#808080", // not one of Grafana's named colours: Grafana draws it as the CSS colour
   transparent: "transparent",
 };
 
@@ -123,26 +125,43 @@ export function thresholdColor(thresholds, value) {
   return color(chosen);
 }
 
-// The colour an override gives the series called `name`, or null.
-export function overrideColor(overrides, name) {
-  for (const override of overrides || []) {
-    const { id, options } = override.matcher;
-    const matches = id === "byName" ? name === options : new RegExp(options).test(name);
-    if (!matches) continue;
-    const prop = override.properties.find((p) => p.id === "color");
-    if (prop) return color(prop.value.fixedColor);
-  }
-  return null;
+// Grafana's stringToJsRegex: "/pattern/flags" as written, any other pattern must match the whole name.
+function namePattern(pattern) {
+  const literal = /^\/(.*)\/([gimsuy]*)$/.exec(pattern);
+  return literal ? new RegExp(literal[1], literal[2]) : new RegExp(`^${pattern}$`);
 }
 
-// What a single value shows as: mapped text and colour first, else the formatted value and its
-// threshold colour, unless an override fixes the series' colour.
-export function display(field, name, value) {
-  const defaults = field.defaults || {};
-  const mapped = value === null ? null : mapValue(defaults.mappings, value);
-  const fixed = overrideColor(field.overrides, name);
+// Override matchers: whether an override applies to a frame ({name, refId}).
+export const MATCHERS = {
+  byName: (options, frame) => frame.name === options,
+  byRegexp: (options, frame) => namePattern(options).test(frame.name),
+  byFrameRefID: (options, frame) => frame.refId === options,
+};
+
+// The field config one frame is drawn with: the panel's defaults, then the properties of every override
+// that matches the frame, in order, so a later override wins (as in Grafana).
+export function fieldFor(fieldConfig, frame) {
+  const field = { ...(fieldConfig.defaults || {}) };
+  for (const override of fieldConfig.overrides || []) {
+    const { id, options } = override.matcher;
+    if (!MATCHERS[id](options, frame)) continue;
+    for (const prop of override.properties || []) field[prop.id] = prop.value;
+  }
+  return field;
+}
+
+// The series' own colour when its colour mode is "fixed", else null.
+export function fixedColor(field) {
+  return field.color && field.color.mode === "fixed" ? color(field.color.fixedColor) : null;
+}
+
+// What a single value of a field shows as, in Grafana's order: a mapping's text and colour, else the
+// formatted value; the colour of a fixed colour mode, else the threshold colour of the value.
+export function display(field, value) {
+  const mapped = value === null ? null : mapValue(field.mappings, value);
   return {
-    text: mapped && mapped.text !== undefined ? mapped.text : formatValue(value, defaults.unit),
-    color: fixed || (mapped && mapped.color ? color(mapped.color) : thresholdColor(defaults.thresholds, value)),
+    text: mapped && mapped.text !== undefined ? mapped.text : formatValue(value, field.unit),
+    color: (mapped && mapped.color ? color(mapped.color) : null) || fixedColor(field)
+      || thresholdColor(field.thresholds, value),
   };
 }

@@ -1,7 +1,7 @@
 // One renderer per Grafana panel type: render(body, panel, frames, view) fills the panel's body.
 // `view` = {start, end} in seconds. The keys of RENDERERS are listed in webdash/drawable.py.
 
-import { COLORS, PALETTE, color, display, formatValue, overrideColor, thresholdColor } from "./format.js";
+import { COLORS, PALETTE, color, display, fieldFor, fixedColor, formatValue, thresholdColor } from "./format.js";
 
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -32,10 +32,10 @@ function alpha(hex, opacity) {
 }
 
 function seriesColor(panel, frame, index) {
-  const fixed = overrideColor(panel.fieldConfig.overrides, frame.name);
-  const mode = (panel.fieldConfig.defaults.color || {}).mode;
-  if (fixed) return fixed;
-  return mode === "palette-classic" ? PALETTE[index % PALETTE.length] : thresholdColor(panel.fieldConfig.defaults.thresholds, lastNotNull(frame.points));
+  const field = fieldFor(panel.fieldConfig, frame);
+  const mode = (field.color || {}).mode;
+  return fixedColor(field)
+    || (mode === "palette-classic" ? PALETTE[index % PALETTE.length] : thresholdColor(field.thresholds, lastNotNull(frame.points)));
 }
 
 // --- stat ------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ function drawStat(body, panel, frames) {
   const { textMode, colorMode, graphMode } = panel.options;
   body.classList.add("tiles");
   for (const frame of frames) {
-    const shown = display(panel.fieldConfig, frame.name, lastNotNull(frame.points));
+    const shown = display(fieldFor(panel.fieldConfig, frame), lastNotNull(frame.points));
     const withName = textMode === "name" || textMode === "value_and_name" || (textMode === "auto" && frames.length > 1);
     const tile = el("div", { class: "tile stat" },
       graphMode === "area" ? sparkline(frame.points, colorMode === "background" ? "#ffffff" : shown.color) : null,
@@ -96,7 +96,7 @@ function drawGauge(body, panel, frames) {
   body.classList.add("tiles");
   for (const frame of frames) {
     const value = lastNotNull(frame.points);
-    const shown = display(panel.fieldConfig, frame.name, value);
+    const shown = display(fieldFor(panel.fieldConfig, frame), value);
     const chart = svg("svg", { class: "gauge", viewBox: "0 0 200 150" });
     chart.append(svg("path", { d: arc(100, 100, 80, 0, 1), stroke: "#2c3235", "stroke-width": 18, fill: "none" }));
     if (panel.options.showThresholdMarkers) {
@@ -128,7 +128,7 @@ function drawBargauge(body, panel, frames) {
   const max = defaults.max ?? Math.max(...values.filter((v) => v !== null), min + 1e-9);
   body.classList.add("bars");
   frames.forEach((frame, i) => {
-    const shown = display(panel.fieldConfig, frame.name, values[i]);
+    const shown = display(fieldFor(panel.fieldConfig, frame), values[i]);
     const share = values[i] === null ? 0 : Math.min(1, Math.max(0, (values[i] - min) / (max - min || 1)));
     const fill = el("div", { class: "bar-fill" });
     fill.style.width = `${share * 100}%`;
@@ -148,6 +148,7 @@ function drawStateTimeline(body, panel, frames, view) {
   body.classList.add("timeline");
   const rows = el("div", { class: "timeline-rows" });
   for (const frame of frames) {
+    const field = fieldFor(panel.fieldConfig, frame);
     const track = el("div", { class: "timeline-track" });
     const step = frame.points.length > 1 ? frame.points[1][0] - frame.points[0][0] : span;
     let i = 0;
@@ -158,7 +159,7 @@ function drawStateTimeline(body, panel, frames, view) {
       while (merge && j < frame.points.length && frame.points[j][1] === v && frame.points[j][0] - frame.points[j - 1][0] <= step * 1.5) j += 1;
       if (v !== null) {
         const end = j < frame.points.length ? frame.points[j][0] : Math.min(view.end, frame.points[j - 1][0] + step);
-        const shown = display(panel.fieldConfig, frame.name, v);
+        const shown = display(field, v);
         const segment = el("div", { class: "segment", title: `${frame.name}: ${shown.text}` }, shown.text);
         segment.style.left = `${((t - view.start) / span) * 100}%`;
         segment.style.width = `${Math.max(((end - t) / span) * 100, 0.2)}%`;

@@ -1,5 +1,5 @@
 // Turning a panel's targets into Prometheus requests the way Grafana does, and answers into frames.
-// A frame is {name, labels, points: [[seconds, value|null], ...]}.
+// A frame is {refId, name, labels, points: [[seconds, value|null], ...]}.
 
 // Grafana's rangeutil.roundInterval steps, in seconds: $__interval is the range over the points a
 // panel can show, rounded to one of these, and never below the scrape interval.
@@ -110,6 +110,7 @@ export async function runTarget(target, expr, time) {
   const body = await getJSON(`${path}?${params}`);
   const result = body.data.result;
   let frames = result.map((series) => ({
+    refId: target.refId,
     name: legend(target.legendFormat, series.metric),
     labels: series.metric,
     points: series.values ? series.values.map(([t, v]) => [t, value(v)])
