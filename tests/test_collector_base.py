@@ -63,3 +63,38 @@ def test_a_crashed_loop_is_logged_reported_unhealthy_and_run_again(monkeypatch, 
         assert success.samples[0].value == 1.0
     finally:
         collector.stop()
+
+
+def test_a_loop_that_returns_unasked_is_reported_and_run_again(monkeypatch, caplog):
+    monkeypatch.setattr(base, "RESTART_SECONDS", 0.2)
+    runs = []
+    worker = base.Worker("returning-loop", lambda stopping: runs.append(1))
+    worker.start()
+    try:
+        wait_until(lambda: len(runs) >= 2, message="the loop ran again")
+        assert worker.failed, "a loop that ends by itself is a failure"
+        assert any(r.levelname == "ERROR" and "returning-loop" in r.getMessage() for r in caplog.records)
+    finally:
+        worker.stop()
+
+
+def test_a_worker_whose_stop_timed_out_is_not_started_beside_itself():
+    release = threading.Event()
+    runs = []
+
+    def stubborn(stopping):
+        runs.append(1)
+        release.wait()
+
+    worker = base.Worker("stubborn-loop", stubborn, join_seconds=0.1)
+    worker.start()
+    wait_until(lambda: runs, message="the loop ran")
+    worker.stop()
+    worker.start()
+    assert len(threads_named("stubborn-loop")) == 1 and runs == [1], "no second copy while the first runs"
+    release.set()
+    wait_until(lambda: not threads_named("stubborn-loop"), message="the first copy ended")
+    worker.start()
+    wait_until(lambda: len(runs) == 2, message="started again once the first copy ended")
+    release.set()
+    worker.stop()

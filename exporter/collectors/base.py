@@ -34,9 +34,10 @@ class Worker:
         self._loop = loop
         self._wake = wake
         self._join_seconds = join_seconds
-        # _lock guards _thread and _stopping, so that concurrent start()/stop() calls see one thread at most.
+        # _lock guards _thread, _stopping and _stopped_thread, so that start()/stop() calls see one thread at most.
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._stopped_thread: threading.Thread | None = None  # a stopped run's thread that outlived its join
         self._stopping = threading.Event()
         self._failed_at: float | None = None  # monotonic time of the last crash, None when none is recent
 
@@ -51,12 +52,16 @@ class Worker:
 
     def start(self) -> None:
         with self._lock:
-            if self.running:
+            if self.running or self._outlived_its_stop():
                 return
             # Each run gets its own event: a thread that outlived a timed-out join still sees its own stop.
             self._stopping = threading.Event()
             self._thread = threading.Thread(target=self._run, args=(self._stopping,), name=self.name, daemon=True)
             self._thread.start()
+
+    def _outlived_its_stop(self) -> bool:
+        """Whether the thread of an earlier run is still inside its loop: a second copy must not run beside it."""
+        return self._stopped_thread is not None and self._stopped_thread.is_alive()
 
     def stop(self) -> None:
         with self._lock:
@@ -66,15 +71,22 @@ class Worker:
                 self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(self._join_seconds)
+            if thread.is_alive():
+                with self._lock:
+                    self._stopped_thread = thread
+                log.warning("%s did not stop within %gs; it is not started again until it has", self.name,
+                            self._join_seconds)
 
     def _run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
             try:
                 self._loop(stopping)
-                return
+                if stopping.is_set():
+                    return
+                log.error("%s returned without being stopped; running it again in %gs", self.name, RESTART_SECONDS)
             except Exception:
                 log.exception("%s stopped by an error; running it again in %gs", self.name, RESTART_SECONDS)
-                self._failed_at = time.monotonic()
+            self._failed_at = time.monotonic()
             stopping.wait(RESTART_SECONDS)
 
     def settle(self) -> None:
