@@ -26,8 +26,9 @@ local dashboards = import 'mixin/dashboards.libsonnet';
   local config = self._config,
   local unknown = lib.unknownKeys(config, defaults),
   local checked = std.length(unknown) == 0
-                  || error 'devflow mixin: _config has no ' + std.join(', ', unknown) + ' (app.expect_listener and '
-                           + 'Alertmanager settings are changed with `python -m devflow_monitor.alerting.build --settings FILE`)',
+                  || error 'devflow mixin: _config has no ' + std.join(', ', unknown) + ' (app.expect_listener, checklist, '
+                           + 'scrape_interval and the Alertmanager settings are changed with '
+                           + '`python -m devflow_monitor.alerting.build --settings FILE`)',
 
   prometheusAlerts+:: { assert checked },
   prometheusRules+:: { assert checked },
