@@ -64,7 +64,7 @@ def size(text: str) -> float:
     return float(match[1]) * _SIZE_UNITS[match[2]]
 
 
-def check_duration(text: str, where: str) -> int:
+def check_duration(text: str, where: str) -> float:
     """`seconds(text)`, with `where` ("SOURCE: key.path") in front of the error."""
     try:
         return seconds(text)

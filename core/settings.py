@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # The loader the exporter's configuration uses too: the same types, errors and hints for both files.
-from devflow_monitor.core.loader import (ConfigError, check_duration, merge, read_text, read_yaml,
-                                                      seconds, to_dict)
 from devflow_monitor.core.config import WebConfig
+from devflow_monitor.core.loader import (ConfigError, check_duration, merge, read_text, read_yaml, seconds,
+                                         to_dict)
 from devflow_monitor.core.logformat import ERROR_LEVELS, LEVELS
 
 SEVERITIES = ("critical", "warning", "info")

@@ -101,7 +101,7 @@ def check_alertmanager(url: str | None, timeout: float) -> Check:
     return Check("alertmanager", "ok", f"Alertmanager ready at {base}", details={"url": base})
 
 
-# --- output -------------------------------------------------------------------------
+# --- helpers ------------------------------------------------------------------------
 
 def _readiness(base: str, timeout: float) -> str | None:
     try:

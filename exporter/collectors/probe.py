@@ -32,8 +32,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from devflow_monitor.core import catalog
-from devflow_monitor.core import __version__
+from devflow_monitor.core import __version__, catalog
 from devflow_monitor.core.histogram import Histogram
 from devflow_monitor.exporter.collectors.base import Collector, Worker
 
