@@ -106,6 +106,8 @@ def value_mappings(*entries: tuple[float, str, str]) -> list[dict]:
 
 
 UP_DOWN = value_mappings((0, "down", "red"), (1, "up", "green"))
+PROCESS_BY_MODE = value_mappings((0, "down", "red"), (1, "up", "green"), (2, "not running (on-demand)", "blue"),
+                                 (3, "up", "green"))
 OK_FAILED = value_mappings((0, "failed", "red"), (1, "ok", "green"))
 
 

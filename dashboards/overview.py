@@ -25,8 +25,10 @@ def dashboard(settings: Settings) -> Dashboard:
         "the outbox and firing alerts. Follow the links to Performance, Errors, Activity and Exporter.",
         row(
             "Status (the guide's /status)",
-            G.state_stat("Process", "1 when a DevFlow server process was found (pidfile, command line or port).",
-                         target(series(catalog.PROCESS_UP), "{{instance}}")),
+            G.state_stat("Process", "Whether a DevFlow server process was found (pidfile, command line or port). "
+                         "An on-demand server (devflow.mode on_demand: its MCP client starts and stops it) that is "
+                         "not running is its normal state, not an outage.",
+                         target(queries.PROCESS_BY_MODE, "{{instance}}"), mappings=G.PROCESS_BY_MODE),
             G.state_stat("App health", "What the app's /health says. The public build serves no HTTP port, "
                          "so this stays empty there; see the probe panels on the Errors dashboard.",
                          target(series(catalog.APP_HEALTHY), "{{instance}}"),

@@ -56,6 +56,7 @@ def _stdio_build(t: float, epoch: int) -> dict[tuple, float]:
     scrapes = t // STEP
     samples = {
         (catalog.PROCESS_UP.name, ()): float(running),
+        (catalog.TARGET_MODE.name, (("mode", "on_demand"),)): 1.0, (catalog.TARGET_MODE.name, (("mode", "daemon"),)): 0.0,
         (catalog.PROCESS_PORT_LISTENING.name, (("port", "3000"),)): 0.0,
         (catalog.HOST_MEMORY_TOTAL.name, ()): 8e9,
         (catalog.DB_UP.name, ()): float(db),
@@ -84,6 +85,7 @@ def _listening_server(t: float, epoch: int) -> dict[tuple, float]:
     scrapes = t // STEP
     samples = {
         (catalog.PROCESS_UP.name, ()): 1.0, (catalog.PROCESS_PORT_LISTENING.name, (("port", "3000"),)): 1.0,
+        (catalog.TARGET_MODE.name, (("mode", "daemon"),)): 1.0, (catalog.TARGET_MODE.name, (("mode", "on_demand"),)): 0.0,
         (catalog.HOST_MEMORY_TOTAL.name, ()): 8e9, (catalog.PROCESS_RSS.name, ()): 120e6,
         (catalog.PROCESS_VMS.name, ()): 1.2e9, (catalog.PROCESS_START_TIME.name, ()): epoch - 3600.0,
         (catalog.PROCESS_OPEN_FDS.name, ()): 30.0, (catalog.PROCESS_MAX_FDS.name, ()): 1024.0,
@@ -316,6 +318,15 @@ def test_process_tiles_say_not_running_once_the_server_stops(history, board, tit
         tiles = shown(history, board, title, at)
         assert [(t.text, t.colour) for t in of(tiles, STDIO)] == [(states.NOT_RUNNING, "blue")], at
         assert [t.text for t in of(tiles, LISTENING)] == [None], at
+
+
+def test_the_process_tile_reads_an_on_demand_server_not_running_as_normal(history):
+    """devflow.mode on_demand: the client stopped its server, which is not an outage."""
+    assert [(t.text, t.colour) for t in of(shown(history, "overview", "Process", RUNNING), STDIO)] == [("up", "green")]
+    assert [(t.text, t.colour) for t in of(shown(history, "overview", "Process", STOPPED), STDIO)] == [
+        ("not running (on-demand)", "blue")]
+    assert [(t.text, t.colour) for t in of(shown(history, "overview", "Process", STOPPED), LISTENING)] == [
+        ("up", "green")]
 
 
 # --- 14: no listener ----------------------------------------------------------------------------------------------
