@@ -7,7 +7,7 @@ what was written while it was down. The state file maps each path to one entry:
     {"version": 1,
      "files": {"/var/log/devflow/server.log": {
          "reader": {"dev": 2049, "inode": 131, "offset": 18231, "skipping": false,
-                    "fingerprint": "<hex>", "head": "<hex>"},
+                    "fingerprint": "<hex>", "head": "<hex>", "in_record": false},
          "rotated": [], "lines": {"error": 3, ...}, "protocol_messages": 0, "bytes": 18231,
          "read_errors": {...}, "rotations": {"rename": 1, "truncate": 0}, "last_error": 1754143201.0}},
      "http": {...}}
@@ -89,9 +89,10 @@ def parse_entry(state: dict) -> tuple[FileCounts, dict | None, list[dict]] | Non
     return counts, reader, rotated
 
 
-def _position_state(dev: int, inode: int, offset: int, skipping: bool, fingerprint: bytes, head: bytes) -> dict:
+def _position_state(dev: int, inode: int, offset: int, skipping: bool, fingerprint: bytes, head: bytes,
+                    in_record: bool) -> dict:
     return {"dev": dev, "inode": inode, "offset": offset, "skipping": skipping, "fingerprint": fingerprint.hex(),
-            "head": head.hex()}
+            "head": head.hex(), "in_record": in_record}
 
 
 def position(saved: dict) -> dict:
@@ -102,7 +103,8 @@ def position(saved: dict) -> dict:
         raise ValueError("offset before the end of its fingerprint")
     return {"dev": int(saved["dev"]), "inode": int(saved["inode"]), "offset": offset,
             "skipping": bool(saved.get("skipping")), "fingerprint": fingerprint,
-            "head": bytes.fromhex(saved.get("head", ""))}  # an entry may lack the head: it is read from the file
+            "head": bytes.fromhex(saved.get("head", "")),  # an entry may lack the head: it is read from the file
+            "in_record": bool(saved.get("in_record"))}
 
 
 def load_state(path: Path, http: HttpTotals | None) -> dict[str, dict]:

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -178,11 +179,11 @@ def test_each_format_counts_by_its_own_level_field_not_by_words_in_the_message()
             b"[INFO][GitMonitor] New commit detected: e6d47ac - fix ERROR handling\n"
             b"[2026-11-26T11:37:33.687Z] [WARN] [ProjectManager] saw [ERROR] FATAL\n"
             b"2025-08-02 14:00:01 ERROR [StorageManager] INFO DEBUG\n"
+            b"GitError: fatal: ERROR\n    at run (git.js:1:2)\n"
             b'{"timestamp": "x", "message": "\\"severity\\": \\"error\\"", "severity": "fatal"}\n'
             b"[DEBUG] File event: file:change {\n  type: 'change',\n  message: '[ERROR] inside the dump',\n}\n"
-            b"GitError: fatal: ERROR\n    at run (git.js:1:2)\n"
             b"[GitMonitor] no level\n[TRACE] t\n")
-    counts = LevelCounter().count(b"\n" + text, 0, len(text) + 1)
+    counts, _ = LevelCounter().count(b"\n" + text, 0, len(text) + 1)
     assert counts == {"info": 2, "warn": 1, "error": 1, "fatal": 1, "debug": 2, "unknown": 1}
 
 
@@ -190,7 +191,7 @@ def test_json_level_is_the_first_severity_key_also_with_a_space_after_the_brace(
     text = (b'{"timestamp": "t", "severity": "info", "details": {"severity": "critical"}}\n'
             b'{ "timestamp": "t", "severity": "warning" }\n'
             b'{\t"eventType": "no severity"}\n')
-    counts = LevelCounter().count(b"\n" + text, 0, len(text) + 1)
+    counts, _ = LevelCounter().count(b"\n" + text, 0, len(text) + 1)
     assert counts == {"info": 1, "warn": 1, "unknown": 1}
 
 
@@ -212,6 +213,176 @@ def test_stdout_counts_json_rpc_messages_apart_and_plain_lines_as_unknown_record
     assert levels_of(collector, out) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1, "unknown": 2}
     assert value(collector, catalog.LOG_PROTOCOL_MESSAGES.name, file=out) == 3
     collector.close()
+
+
+# --- Node crashes and errors over several lines ------------------------------------------------------------
+
+# The public build's start-up crash without <cwd>/data (docs/devflow.md "Process"), as Node 20 prints it.
+START_UP_CRASH = (
+    b"/home/dev/devflow/node_modules/better-sqlite3/lib/database.js:65\n"
+    b"\t\tthrow new TypeError('Cannot open database because the directory does not exist');\n"
+    b"\t\t^\n"
+    b"\n"
+    b"TypeError: Cannot open database because the directory does not exist\n"
+    b"    at new Database (/home/dev/devflow/node_modules/better-sqlite3/lib/database.js:65:9)\n"
+    b"    at new StorageManager (file:///home/dev/devflow/dist/storage/index.js:21:19)\n"
+    b"    at file:///home/dev/devflow/dist/server/index.js:30:24\n"
+    b"    at ModuleJob.run (node:internal/modules/esm/module_job:325:25)\n"
+    b"\n"
+    b"Node.js v20.20.2\n")
+# Other crashes as Node 20 and V8 print them (each seen from `node` on this project's machines).
+CRASHES = {
+    "start_up": START_UP_CRASH,
+    "unhandled_rejection": (
+        b"node:internal/process/promises:389\n      new UnhandledPromiseRejection(reason);\n      ^\n\n"
+        b"UnhandledPromiseRejection: This error originated either by throwing inside of an async function without "
+        b"a catch block, or by rejecting a promise which was not handled with .catch(). The promise rejected with "
+        b"the reason \"boom\".\n    at throwUnhandledRejectionsMode (node:internal/process/promises:389:7)\n"
+        b"    at process.processTicksAndRejections (node:internal/process/task_queues:96:32) {\n"
+        b"  code: 'ERR_UNHANDLED_REJECTION'\n}\n\nNode.js v20.20.2\n"),
+    "module_not_found": (
+        b"node:internal/modules/esm/resolve:283\n    throw new ERR_MODULE_NOT_FOUND(\n          ^\n\n"
+        b"Error [ERR_MODULE_NOT_FOUND]: Cannot find module '/srv/devflow/dist/x.js' imported from /srv/t.mjs\n"
+        b"    at finalizeResolution (node:internal/modules/esm/resolve:283:11) {\n"
+        b"  code: 'ERR_MODULE_NOT_FOUND',\n  url: 'file:///srv/devflow/dist/x.js'\n}\n\nNode.js v20.20.2\n"),
+    "message_over_lines": (
+        b"file:///srv/devflow/dist/server/index.js:1\nthrow new Error('multi\\nline')\n      ^\n\n"
+        b"Error: multi\nline\n    at file:///srv/devflow/dist/server/index.js:1:7\n\nNode.js v20.20.2\n"),
+    "thrown_value": (
+        b"\nnode:internal/modules/run_main:123\n    triggerUncaughtException(\n    ^\n5\n"
+        b"(Use `node --trace-uncaught ...` to show where the exception was thrown)\n\nNode.js v20.20.2\n"),
+    "json_parse": (
+        b"<anonymous_script>:1\n{bad\n ^\n\nSyntaxError: Expected property name or '}' in JSON at position 1\n"
+        b"    at JSON.parse (<anonymous>)\n\nNode.js v20.20.2\n"),
+    "no_source_lines": b"TypeError: Cannot read properties of null (reading 'x')\n    at run (x.js:1:2)\n\nNode.js v20.20.2\n",
+    "seen_only_by_its_end": b"\nNode.js v20.20.2\n",
+    "out_of_memory": (
+        b"\n<--- Last few GCs --->\n\n[6447:0x45189e20]       52 ms: Mark-Compact 20.1 (36.7) -> 20.1 (36.7) MB, "
+        b"3.74 / 0.00 ms  (average mu = 0.332, current mu = 0.178) allocation failure\n\n\n"
+        b"<--- JS stacktrace --->\n\nFATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory\n"
+        b"----- Native stack trace -----\n\n 1: 0xb78db3 node::OOMErrorHandler(char const*) [node]\n"
+        b"10: 0x10b7fb4 v8::internal::FactoryBase<v8::internal::Factory>::NewFixedArrayWithFiller() [node]\n"),
+}
+# simple-git's error as console.error('[ERROR][GitMonitor] Error processing commit %s:', error) prints it:
+# git's own lines after the message, the stack, then the error's `task` (docs/devflow.md "Logs").
+GIT_ERROR = (
+    b"[ERROR][GitMonitor] Error processing commit 50c1a2b3c4d5e6f708192a3b4c5d6e7f80912345: GitError: fatal: "
+    b"ambiguous argument '50c1a2b3c4d5e6f708192a3b4c5d6e7f80912345~1': unknown revision or path not in the "
+    b"working tree.\n"
+    b"Use '--' to separate paths from revisions, like this:\n"
+    b"'git <command> [<revision>...] -- [<file>...]'\n"
+    b"\n"
+    b"    at Object.action (/home/dev/devflow/node_modules/simple-git/dist/cjs/index.js:1266:25)\n"
+    b"    at PluginStore.exec (/home/dev/devflow/node_modules/simple-git/dist/cjs/index.js:1301:29)\n"
+    b"    at process.processTicksAndRejections (node:internal/process/task_queues:95:5) {\n"
+    b"  task: {\n"
+    b"    commands: [ 'diff', '--stat=4096', '50c1a2b3c4d5e6f708192a3b4c5d6e7f80912345~1' ],\n"
+    b"    format: 'utf-8',\n"
+    b"    parser: [Function: parser]\n"
+    b"  }\n"
+    b"}\n")
+
+
+def crash_like_the_public_build(workdir: Path, stderr: Path) -> int:
+    """Start a real Node server whose database module throws as better-sqlite3 does without <cwd>/data; its
+    stderr goes to `stderr`. Returns its exit status."""
+    install = workdir / "devflow"
+    module = install / "node_modules" / "better-sqlite3" / "lib" / "database.js"
+    module.parent.mkdir(parents=True)
+    module.write_text("'use strict';\nconst fs = require('fs');\nconst path = require('path');\n"
+                      "function Database(filename) {\n\tif (!fs.existsSync(path.dirname(filename))) {\n"
+                      "\t\tthrow new TypeError('Cannot open database because the directory does not exist');\n"
+                      "\t}\n}\nmodule.exports = Database;\n")
+    server = install / "dist" / "server" / "index.js"
+    server.parent.mkdir(parents=True)
+    server.write_text("import { createRequire } from 'module';\nconst require = createRequire(import.meta.url);\n"
+                      "const Database = require('../../node_modules/better-sqlite3/lib/database.js');\n"
+                      "console.error('[INFO] DevFlow Monitor MCP server starting');\n"
+                      "new Database(process.cwd() + '/data/devflow.db');\n")
+    (install / "package.json").write_text('{"type": "module"}\n')
+    project = workdir / "project"
+    project.mkdir()
+    with open(stderr, "ab") as err:
+        return subprocess.run(["node", str(server)], cwd=project, stderr=err, timeout=60).returncode
+
+
+@pytest.mark.parametrize("crash", list(CRASHES), ids=list(CRASHES))
+def test_a_node_crash_is_one_fatal_record_between_the_servers_own_lines(crash):
+    text = b"[INFO][FileMonitor] Monitor started\n" + CRASHES[crash] + b"[INFO] DevFlow Monitor MCP server started\n"
+    counts, in_record = LevelCounter().count(b"\n" + text, 0, len(text) + 1)
+    assert counts == {"info": 2, "fatal": 1}
+    assert not in_record
+
+
+def test_the_real_start_up_crash_counts_one_fatal_record_and_nothing_else(tmp_path):
+    err = tmp_path / "devflow-monitor.err"
+    assert crash_like_the_public_build(tmp_path, err) != 0
+    assert b"TypeError: Cannot open database" in err.read_bytes() and b"\nNode.js v" in err.read_bytes()
+    collector = make_collector(tmp_path, [err])
+    collector.read_once()
+    assert levels_of(collector, err) == {**dict.fromkeys(LEVELS, 0), "info": 1, "fatal": 1}
+    assert value(collector, catalog.LOG_LAST_ERROR.name, file=err) is not None
+    collector.close()
+
+
+def test_git_error_text_after_an_error_record_continues_it(tmp_path):
+    log = tmp_path / "devflow-monitor.err"
+    log.write_bytes(b"[INFO][GitMonitor] New commit detected: e6d47ac - chore: update\n" + GIT_ERROR * 7
+                    + b"[ERROR][GitMonitor] Error processing commit 50c1: GitError: bad\n"
+                      b"GitError: fatal: not a git repository\n    at Git.run (git.js:1:2)\n"
+                    + b"[INFO][GitMonitor] New commit detected: 7f3a9c1 - feat: x\n")
+    collector = make_collector(tmp_path, [log])
+    collector.read_once()
+    assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 2, "error": 8}
+    collector.close()
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["live", "across_restart"])
+def test_a_crash_or_an_error_written_in_pieces_counts_once_wherever_a_read_falls(tmp_path, restart):
+    text = b"[INFO] started\n" + GIT_ERROR + START_UP_CRASH + CRASHES["no_source_lines"] + b"[WARN] again\n"
+    # Every line end, but those between a crash's location line and its caret: Node writes them, the
+    # exception and its stack in one write(2), and `Node.js vX` in a second (seen with strace).
+    location = text.index(START_UP_CRASH)
+    cuts = [i + 1 for i, byte in enumerate(text) if byte == ord("\n") and not location <= i < text.index(b"^", location)]
+    cuts = cuts[:-1]
+    for n, cut in enumerate(cuts):
+        log = tmp_path / f"cut-{n}.err"
+        log.write_bytes(text[:cut])
+        collector = make_collector(tmp_path, [log], state=f"state-{n}.json")
+        collector.read_once()
+        if restart:
+            collector.close()
+            collector = make_collector(tmp_path, [log], state=f"state-{n}.json")
+        with open(log, "ab") as app:
+            app.write(text[cut:])
+        collector.read_once()
+        assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1, "fatal": 2,
+                                             "warn": 1}, text[:cut].rsplit(b"\n", 2)[-2]
+        collector.close()
+
+
+def test_doctor_and_the_exporter_count_the_start_up_crash_as_one_fatal_record(tmp_path, spawn):
+    err = tmp_path / "crash.err"
+    crash_like_the_public_build(tmp_path, err)
+    skip = [arg for check in ("process", "port", "database", "wal", "disk", "events", "exporter")
+            for arg in ("--skip", check)]
+    doctor = subprocess.run([sys.executable, "-m", "devflow_monitor.cli", "doctor", "--json",
+                             "--devflow.log-files", str(err), *skip], capture_output=True, text=True, timeout=60)
+    logs = next(check for check in json.loads(doctor.stdout)["checks"] if check["name"] == "logs")
+    assert logs["details"]["errors_per_file"] == {str(err): 1}
+    assert logs["summary"].startswith("1 error lines") and "crash: TypeError: Cannot open database" in logs["summary"]
+
+    cfg = tmp_path / "config.yml"
+    cfg.write_text(f"collectors:\n  logs:\n    state_file: {tmp_path / 'state.json'}\n")
+    port = free_port()
+    spawn([sys.executable, "-m", "devflow_monitor.cli", "serve", "--config.file", str(cfg),
+           "--web.listen-address", f"127.0.0.1:{port}", "--devflow.log-files", str(err),
+           "--devflow.database", str(tmp_path / "none.db"), "--devflow.url", f"http://127.0.0.1:{free_port()}"])
+    wait_for_http(f"http://127.0.0.1:{port}/metrics")
+    fatal = f'{catalog.LOG_LINES.name}{{file="{err}",level="fatal"}} 1.0'
+    wait_until(lambda: fatal in http_get(f"http://127.0.0.1:{port}/metrics")[1], message="the crash on /metrics")
+    assert f'{catalog.LOG_LINES.name}{{file="{err}",level="unknown"}} 0.0' in http_get(
+        f"http://127.0.0.1:{port}/metrics")[1]
 
 
 def test_mixed_records_in_one_file_are_counted_exactly(tmp_path):
@@ -821,10 +992,11 @@ def test_compressed_and_rotated_files_are_never_read_even_when_a_glob_matches(tm
 
 def test_invalid_utf8_is_a_read_error_and_the_records_still_count(tmp_path):
     log = tmp_path / "app.log"
-    log.write_bytes(b"[INFO] ok\n[ERROR] bad \xff\xfe bytes\n[WARN] \xea\xb0\x80 is fine\n\xc3\n  \xff dump line\n")
+    log.write_bytes(b"[ERROR] bad \xff\xfe bytes\n[WARN] \xea\xb0\x80 is fine\n[INFO] ok\n\xc3\n  \xff dump line\n")
     collector = make_collector(tmp_path, [log])
     collector.read_once()
-    # The lone "\xc3" line has no level: a record all the same (unknown); the indented one continues it.
+    # The lone "\xc3" line after an info record has no level: a record all the same (unknown); the indented
+    # one continues it.
     assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1, "warn": 1,
                                          "unknown": 1}
     assert value(collector, catalog.LOG_READ_ERRORS.name, file=log, reason="invalid_utf8") == 3

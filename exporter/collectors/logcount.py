@@ -50,10 +50,10 @@ class LogCounts:
                 if unmatched:
                     errors["access_line_unparsed"] = unmatched
             else:
-                _add(levels, self._levels.count(lines.data, 0, lines.end))
+                self._count(levels, lines.data, lines.end, lines.reader)
         if lines.long_line is not None:  # counted by its start
             if not access:
-                _add(levels, self._levels.count(lines.long_line, 0, LINE_HEAD_BYTES))
+                self._count(levels, lines.long_line, LINE_HEAD_BYTES, lines.reader)
             errors["line_too_long"] = errors.get("line_too_long", 0) + 1
         error_time = None
         if any(levels.get(level) for level in ERROR_LEVELS):
@@ -69,6 +69,11 @@ class LogCounts:
             if error_time is not None and (counts.last_error is None or error_time > counts.last_error):
                 counts.last_error = error_time
         self.dirty = True
+
+    def _count(self, levels: dict, data: bytes, end: int, reader) -> None:
+        """Count data[:end] into `levels`, continuing the record the reader's last lines left open."""
+        counted, reader.in_record = self._levels.count(data, 0, end, reader.in_record)
+        _add(levels, counted)
 
     def read_error(self, path: str, reason: str) -> None:
         with self.lock:

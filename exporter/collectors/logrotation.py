@@ -286,6 +286,7 @@ class TailedFile:
             except OSError:
                 continue
             copy = Reader(fd, os.fstat(fd), reader.consumed, reader.skipping, reader.fingerprint)
+            copy.in_record = reader.in_record
             try:
                 if copy.fingerprint_holds():
                     self._read(copy, budget=None)
