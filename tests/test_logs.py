@@ -554,6 +554,26 @@ def test_deleted_log_is_read_to_its_end_and_released_in_the_same_pass(tmp_path, 
     collector.close()
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["live", "across_restart"])
+def test_a_log_deleted_and_made_anew_is_no_rotation(tmp_path, restart):
+    log = tmp_path / "devflow-monitor.err"
+    with open(log, "ab", buffering=0) as server:  # the server holds its stderr open
+        server.write(b"[INFO] the first server\n")
+        collector = make_collector(tmp_path, [log])
+        collector.read_once()
+        if restart:
+            collector.close()
+        log.unlink()  # the user removes the log; the next server the editor starts writes a new one
+        log.write_bytes(b"[INFO] the next server\n")
+    if restart:
+        collector = make_collector(tmp_path, [log])
+    collector.read_once()
+    assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 2}
+    assert {kind: value(collector, catalog.LOG_ROTATIONS.name, file=log, kind=kind)
+            for kind in ("rename", "truncate")} == {"rename": 0, "truncate": 0}
+    collector.close()
+
+
 def read_info_lines_then_cut_in_half(tmp_path: Path, inside_a_line: bool = False,
                                      restart: bool = False) -> tuple[Path, LogsCollector]:
     """10,000 INFO lines read, then `truncate -s 50%`: the head stays, unlike copytruncate's truncation to 0."""
