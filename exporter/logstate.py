@@ -14,12 +14,18 @@ what was written while it was down. The state file maps each path to one entry:
 
 A position is where one file (one inode) has been read to; collectors/logreader.py
 decides whether a file is the one a position belongs to.
+
+The file belongs to one exporter: each rewrites it whole, so the default name
+holds a hash of the exporter's database (state_path()), and two exporters
+watching two DevFlow projects never resume from each other's stale copy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 from devflow_monitor.core.logformat import LEVELS, HttpTotals
@@ -105,6 +111,31 @@ def position(saved: dict) -> dict:
             "skipping": bool(saved.get("skipping")), "fingerprint": fingerprint,
             "head": bytes.fromhex(saved.get("head", "")),  # an entry may lack the head: it is read from the file
             "in_record": bool(saved.get("in_record"))}
+
+
+DATABASE_KEY = "{database}"
+# The one file every exporter shared before the name held its database, taken over when its own is missing.
+SHARED_NAME = "log-offsets.json"
+
+
+def state_path(template: str, database: Path) -> Path:
+    """collectors.logs.state_file with {database} replaced by a short hash of the database's absolute path."""
+    key = hashlib.sha256(os.path.abspath(database).encode()).hexdigest()[:12]
+    return Path(template.replace(DATABASE_KEY, key)).expanduser()
+
+
+def load_own_state(template: str, database: Path, http: HttpTotals | None) -> tuple[Path, dict[str, dict]]:
+    """This exporter's state file and its entries (see load_state).
+
+    Where it does not exist yet, the entries of the file all exporters shared
+    before are taken over, so an upgrade does not count every log again; not its
+    HTTP totals, which were the last writer's.
+    """
+    path = state_path(template, database)
+    shared = path.with_name(SHARED_NAME)
+    if DATABASE_KEY in template and not path.exists() and shared.exists():
+        return path, load_state(shared, None)
+    return path, load_state(path, http)
 
 
 def load_state(path: Path, http: HttpTotals | None) -> dict[str, dict]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, http_get, voluntary_switches, wait_for_http, wait_until
+from conftest import free_port, http_get, parse_metrics, voluntary_switches, wait_for_http, wait_until
 from devflow_monitor.core import catalog, config
 from devflow_monitor.exporter.collectors import CollectorSet
 from devflow_monitor.exporter.collectors import logreader
@@ -1170,6 +1170,77 @@ def test_serve_publishes_log_counts_on_metrics(tmp_path, spawn):
         _, body = http_get(f"http://127.0.0.1:{port}/metrics")
         return f'{catalog.LOG_LINES.name}{{file="{log}",level="error"}} {float(truth["error"])}' in body
     wait_until(errors_counted, message="log counts on /metrics")
+
+
+class StateSharingExporter:
+    """An exporter with the default state file under HOME, watching one database, one log and one access log."""
+
+    def __init__(self, spawn, root: Path, home: Path, name: str):
+        self.spawn, self.home = spawn, home
+        self.database = root / name / "data" / "devflow.db"
+        self.database.parent.mkdir(parents=True)
+        self.log, self.access = root / name / "devflow-monitor.err", root / name / "access.log"
+        self.proc, self.url = None, None
+
+    def start(self) -> StateSharingExporter:
+        port = free_port()
+        self.proc = self.spawn(
+            [sys.executable, "-m", "devflow_monitor.cli", "serve", "--web.listen-address", f"127.0.0.1:{port}",
+             "--devflow.database", str(self.database), "--devflow.log-files", str(self.log),
+             "--devflow.url", f"http://127.0.0.1:{free_port()}", "--devflow.process-pattern", "^no server$"],
+            env={**os.environ, "HOME": str(self.home), "DEVFLOW_MONITOR_DEVFLOW_ACCESS_LOG": str(self.access),
+                 "PYTHONUNBUFFERED": "1"})
+        self.url = f"http://127.0.0.1:{port}"
+        wait_for_http(self.url + "/metrics")
+        return self
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)  # stop() saves the state file
+        assert self.proc.wait(timeout=30) == 0
+
+    def counts(self) -> tuple[float, float]:
+        samples = parse_metrics(http_get(self.url + "/metrics")[1])
+        return (samples.get((catalog.LOG_LINES.name, (("file", str(self.log)), ("level", "info"))), 0.0),
+                samples.get((catalog.HTTP_REQUESTS.name, (("code", "2xx"),)), 0.0))
+
+    def write(self, lines: int, requests: int) -> None:
+        with open(self.log, "a") as log, open(self.access, "a") as access:
+            log.writelines(f"[INFO][FileMonitor] line {n}\n" for n in range(lines))
+            access.writelines(ACCESS_LINE.format(path="/status", status=200, duration="3ms") + "\n"
+                              for _ in range(requests))
+
+    def rotate_log(self) -> None:
+        """logrotate's rename and compression: the lines of the old file are no longer there to read again."""
+        with open(self.log, "rb") as old, gzip.open(f"{self.log}.1.gz", "wb") as copy:
+            copy.write(old.read())
+        self.log.unlink()
+        self.log.touch()
+
+    def wait_for(self, lines: float, requests: float) -> None:
+        wait_until(lambda: self.counts() == (lines, requests), timeout=30,
+                   message=f"{self.log.parent.name}: {lines:g} lines, {requests:g} requests")
+
+
+def test_two_exporters_under_one_home_each_continue_their_own_totals_across_restarts(tmp_path, spawn):
+    home = tmp_path / "home"
+    home.mkdir()
+    one, two = (StateSharingExporter(spawn, tmp_path, home, name) for name in ("one", "two"))
+    one.write(100, 3)
+    two.write(50, 7)
+    one.start().wait_for(100, 3)
+    two.start().wait_for(50, 7)
+    one.write(10, 1)
+    two.write(10, 1)
+    one.wait_for(110, 4)
+    two.wait_for(60, 8)
+    one.stop()  # each writes its state file as it stops: `one` first, then `two`
+    two.stop()
+    one.rotate_log()  # while both are down
+    one.write(5, 1)
+    two.write(5, 1)
+    one.start().wait_for(115, 5)
+    two.start().wait_for(65, 9)
+    assert len(list((home / ".local" / "state" / "devflow-monitor").glob("log-offsets-*.json"))) == 2
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
 
 from devflow_monitor.core import catalog
 from devflow_monitor.core.config import Config
@@ -34,7 +33,7 @@ from devflow_monitor.exporter.collectors.base import Collector, Worker
 from devflow_monitor.exporter.collectors.logcount import LogCounts
 from devflow_monitor.exporter.collectors.logrotation import TailedFile
 from devflow_monitor.exporter.collectors.logwatch import DirectoryWatcher
-from devflow_monitor.exporter.logstate import FileCounts, entry_state, load_state, parse_entry, state_document
+from devflow_monitor.exporter.logstate import FileCounts, entry_state, load_own_state, parse_entry, state_document
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,6 @@ class LogsCollector(Collector):
         settings = config.collectors.logs
         self._patterns = [os.path.expanduser(p) for p in config.devflow.log_files]
         self._access_path = os.path.expanduser(config.devflow.access_log) if config.devflow.access_log else None
-        self._state_path = Path(settings.state_file).expanduser() if settings.state_file else None
         self._poll = max(0.05, float(settings.poll_interval_seconds))  # only where inotify is unavailable
         self._rotate_wait = max(ROTATE_WAIT_SECONDS, 2 * self._poll)
         access = AccessLogParser(settings.access_log_pattern) if self._access_path else None
@@ -71,7 +69,10 @@ class LogsCollector(Collector):
         self._counts = LogCounts(self._access_path, access)
         self._files: dict[str, TailedFile] = {}
         # Entries of the state file whose path is not tracked: not found (yet), or cut by MAX_FILES.
-        self._saved: dict[str, dict] = load_state(self._state_path, self._counts.http) if self._state_path else {}
+        self._state_path, self._saved = None, {}
+        if settings.state_file:
+            self._state_path, self._saved = load_own_state(settings.state_file, config.devflow.database_path,
+                                                           self._counts.http)
         self._failing: dict[str, str] = {}  # path -> the bug last logged for it
         self._last_pass_failed = False  # set by a pass, read by `healthy`: one bool, no lock needed
         self._wake = threading.Event()  # a pass is due: set by file events, a used-up budget, a state file due
