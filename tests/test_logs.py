@@ -1172,6 +1172,23 @@ def test_serve_publishes_log_counts_on_metrics(tmp_path, spawn):
     wait_until(errors_counted, message="log counts on /metrics")
 
 
+def test_an_exporter_without_its_own_state_file_yet_continues_from_the_one_exporters_shared(tmp_path):
+    log = tmp_path / "server.log"
+    before = append(log, records(300, seed=3))
+    shared = make_collector(tmp_path, [log], state="log-offsets.json")
+    shared.read_once()
+    shared.close()
+    with open(log, "rb") as old, gzip.open(f"{log}.1.gz", "wb") as copy:  # rotated away while it was down
+        copy.write(old.read())
+    log.unlink()
+    after = append(log, records(50, seed=4, start=300))
+    own = make_collector(tmp_path, [log], state="log-offsets-{database}.json")
+    own.read_once()
+    assert levels_of(own, log) == add(before, after)
+    own.close()
+    assert len(list(tmp_path.glob("log-offsets-*.json"))) == 1
+
+
 class StateSharingExporter:
     """An exporter with the default state file under HOME, watching one database, one log and one access log."""
 
