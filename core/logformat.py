@@ -225,6 +225,68 @@ def _is_crash_key(key: bytes) -> bool:
     return len(key) > 1 and key != b'jsonrpc"' and not _WORD.fullmatch(key[:-1] if key[-1:] in b"] " else key)
 
 
+# --- what the server says about itself ---------------------------------------------------------------
+
+# The MCP initialize reply on stdout: {"result":{...,"serverInfo":{"name":"devflow-monitor","version":"0.1.0"}},...}
+_SERVER_INFO_KEY = b'"serverInfo"'
+_SERVER_VERSION = re.compile(rb'"serverInfo" *: *\{[^{}\n]*?"version" *: *"([^"\n]{1,64})"')
+# A monitor's start or stop on stderr: [INFO][FileMonitor] Monitor started (GitMonitor, TestMonitor alike).
+_MONITOR_KEY = b"] Monitor st"
+_MONITOR_LINE = re.compile(rb'\n\[\w+\] ?\[(File|Git|Test)\w*\] Monitor (started|stopped)\b')
+MONITORS = ("file", "git", "test")
+_MONITOR_STATE = {b"started": "active", b"stopped": "stopped"}
+
+
+class AppFacts:
+    """The server's version (its MCP initialize reply's serverInfo) and each monitor's state (its last
+    `Monitor started` or `Monitor stopped` line): what a server without an HTTP /status says in its logs."""
+
+    def __init__(self):
+        self.version: str | None = None
+        self.monitors: dict[str, str] = {}  # file/git/test -> active or stopped
+
+    def read(self, buf: bytes, start: int, end: int) -> bool:
+        """Take the facts of buf[start:end] (complete lines, after a newline); True if it held any.
+
+        Two substring searches decide whether a chunk is worth a regex: most hold neither.
+        """
+        found = False
+        if buf.find(_SERVER_INFO_KEY, start, end) >= 0:
+            versions = _SERVER_VERSION.findall(buf, start, end)
+            if versions:  # bounded label: a server bug must not mint endless series
+                self.version = re.sub(r"[^0-9A-Za-z._+-]", "_", versions[-1].decode("utf-8", "replace"))
+                found = True
+        if buf.find(_MONITOR_KEY, start, end) >= 0:
+            for name, state in _MONITOR_LINE.findall(buf, start, end):
+                self.monitors[name.decode().lower()] = _MONITOR_STATE[state]
+                found = True
+        return found
+
+    def merge(self, newer: AppFacts) -> None:
+        """Take what `newer`, read after these, says."""
+        self.version = newer.version or self.version
+        self.monitors.update(newer.monitors)
+
+    def copy(self) -> AppFacts:
+        other = AppFacts()
+        other.version, other.monitors = self.version, dict(self.monitors)
+        return other
+
+    def to_state(self) -> dict:
+        return {"version": self.version, "monitors": dict(self.monitors)}
+
+    def restore(self, state) -> None:
+        """Continue from to_state(); what is malformed is left out."""
+        if not isinstance(state, dict):
+            return
+        version, monitors = state.get("version"), state.get("monitors")
+        if isinstance(version, str) and 0 < len(version) <= 64:
+            self.version = version
+        if isinstance(monitors, dict):
+            self.monitors.update({monitor: value for monitor, value in monitors.items()
+                                  if monitor in MONITORS and value in _MONITOR_STATE.values()})
+
+
 # --- file names -----------------------------------------------------------------------------------
 
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".z", ".zip", ".7z", ".br")

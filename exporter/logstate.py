@@ -10,7 +10,8 @@ what was written while it was down. The state file maps each path to one entry:
                     "fingerprint": "<hex>", "head": "<hex>", "in_record": false},
          "rotated": [], "lines": {"error": 3, ...}, "protocol_messages": 0, "bytes": 18231,
          "read_errors": {...}, "rotations": {"rename": 1, "truncate": 0}, "last_error": 1754143201.0}},
-     "http": {...}}
+     "http": {...},
+     "app": {"version": "0.1.0", "monitors": {"file": "active", "git": "active"}}}
 
 A position is where one file (one inode) has been read to; collectors/logreader.py
 decides whether a file is the one a position belongs to.
@@ -28,7 +29,7 @@ import logging
 import os
 from pathlib import Path
 
-from devflow_monitor.core.logformat import LEVELS, HttpTotals
+from devflow_monitor.core.logformat import LEVELS, AppFacts, HttpTotals
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,8 @@ def state_path(template: str, database: Path) -> Path:
     return Path(template.replace(DATABASE_KEY, key)).expanduser()
 
 
-def load_own_state(template: str, database: Path, http: HttpTotals | None) -> tuple[Path, dict[str, dict]]:
+def load_own_state(template: str, database: Path, http: HttpTotals | None,
+                   app: AppFacts) -> tuple[Path, dict[str, dict]]:
     """This exporter's state file and its entries (see load_state).
 
     Where it does not exist yet, the entries of the file all exporters shared
@@ -134,12 +136,13 @@ def load_own_state(template: str, database: Path, http: HttpTotals | None) -> tu
     path = state_path(template, database)
     shared = path.with_name(SHARED_NAME)
     if DATABASE_KEY in template and not path.exists() and shared.exists():
-        return path, load_state(shared, None)
-    return path, load_state(path, http)
+        return path, load_state(shared, None, AppFacts())
+    return path, load_state(path, http, app)
 
 
-def load_state(path: Path, http: HttpTotals | None) -> dict[str, dict]:
-    """The saved entry of each file by path, and the HTTP totals restored into `http`; {} if missing or malformed.
+def load_state(path: Path, http: HttpTotals | None, app: AppFacts) -> dict[str, dict]:
+    """The saved entry of each file by path, the HTTP totals restored into `http` and the server's facts into
+    `app`; {} if missing or malformed.
 
     A file of the wrong shape is ignored as a whole (counting starts over), never half taken.
     """
@@ -159,12 +162,13 @@ def load_state(path: Path, http: HttpTotals | None) -> dict[str, dict]:
     if not valid:
         log.warning("logs: ignoring state file %s: not the shape this version writes", path)
         return {}
+    app.restore(state.get("app"))
     return files
 
 
-def state_document(files: dict[str, dict], http: HttpTotals | None) -> dict:
-    """What load_state() reads back: entries by path (entry_state()) and the HTTP totals."""
-    state = {"version": STATE_VERSION, "files": files}
+def state_document(files: dict[str, dict], http: HttpTotals | None, app: AppFacts) -> dict:
+    """What load_state() reads back: entries by path (entry_state()), the HTTP totals, the server's facts."""
+    state = {"version": STATE_VERSION, "files": files, "app": app.to_state()}
     if http is not None:
         state["http"] = http.to_state()
     return state

@@ -3,7 +3,9 @@
 The guide's shape is kept so its scripts and habits still work:
 `{"status", "uptime", "version", "monitors", "database", "memory": {"used", "total"}}`
 with memory in MB and uptime in seconds. Fields the exporter cannot observe
-are `null` or `"unknown"`, never invented.
+are `null` or `"unknown"`, never invented. `version` and `monitors` come from
+the app's /status, or, from a server without one (the public build), from what
+its logs say (its MCP initialize reply, its monitors' start and stop lines).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def guide_status(collector_set) -> dict:
     process = collector_set.get("process")
     database = collector_set.get("database")
     probe = collector_set.get("probe")
+    logs = collector_set.get("logs")
     app = getattr(probe, "last_status", None) or {}
 
     found = process.current() if process else None
@@ -40,7 +43,8 @@ def guide_status(collector_set) -> dict:
     # DevFlowEventsNotPersisted's condition (the public build's defect): active, yet storing nothing.
     events = persistence.judge_collectors(collector_set.get("logs"), None if process is None else proc is not None,
                                           db_scrape)
-    monitors = app.get("monitors") if isinstance(app.get("monitors"), dict) else {}
+    version, monitors = _version_and_monitors(app, logs.app_facts() if logs else None,
+                                              server_running=None if process is None else proc is not None)
 
     if proc is None and process is not None:
         status = "down"
@@ -52,13 +56,25 @@ def guide_status(collector_set) -> dict:
     return {
         "status": status,
         "uptime": uptime,
-        "version": app.get("version"),
+        "version": version,
         "monitors": {name: monitors.get(name, "unknown") for name in ("file", "git", "test")},
         "database": _database_word(db_state, server_running=None if process is None else proc is not None),
         "memory": {"used": memory_used, "total": _app_memory_total(app)},
         "events": {"state": events.state, "summary": events.summary},
         "observed_by": "devflow-monitor exporter",
     }
+
+
+def _version_and_monitors(app: dict, facts, server_running: bool | None) -> tuple[str | None, dict]:
+    """The app's own /status answer where it gave one; else what its logs said (logs.AppFacts), where a
+    monitor's last "started" means nothing once the server is gone."""
+    version = app.get("version") or (facts.version if facts else None)
+    if isinstance(app.get("monitors"), dict):
+        return version, app["monitors"]
+    monitors = dict(facts.monitors) if facts else {}
+    if server_running is False:
+        monitors = {name: "stopped" for name in monitors}
+    return version, monitors
 
 
 def _database_word(db_state: str | None, server_running: bool | None) -> str:

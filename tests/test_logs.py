@@ -1152,6 +1152,26 @@ def test_access_log_totals_continue_across_restarts(tmp_path):
     again.close()
 
 
+# --- what the server says of itself -------------------------------------------------------------------
+
+def test_the_servers_version_and_monitors_told_in_its_logs_survive_an_exporter_restart(tmp_path):
+    out, err = tmp_path / "devflow-monitor.out", tmp_path / "devflow-monitor.err"
+    out.write_bytes(b'{"result":{"protocolVersion":"2024-11-05","capabilities":{},'
+                    b'"serverInfo":{"name":"devflow-monitor","version":"0.1.0"}},"jsonrpc":"2.0","id":0}\n')
+    err.write_bytes(b"[INFO][FileMonitor] Monitor started\n[INFO][TestMonitor] Monitor started\n"
+                    b"[INFO][TestMonitor] Monitor stopped\n")
+    collector = make_collector(tmp_path, [out, err])
+    collector.read_once()
+    collector.close()
+    again = make_collector(tmp_path, [out, err])  # continues after the lines that told them
+    again.read_once()
+    assert again.app_fields() == {"version": "0.1.0", "monitors": {"file": {"active"}, "git": {"unknown"},
+                                                                   "test": {"stopped"}}}
+    assert value(again, catalog.APP_BUILD_INFO.name, version="0.1.0") == 1
+    assert value(again, catalog.APP_MONITOR_STATE.name, monitor="test", state="stopped") == 1
+    again.close()
+
+
 # --- in the exporter ----------------------------------------------------------------------------------
 
 def test_serve_publishes_log_counts_on_metrics(tmp_path, spawn):

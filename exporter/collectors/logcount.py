@@ -1,4 +1,5 @@
-"""The log reader's counters: records by level, JSON-RPC messages, bytes, read errors, rotations, HTTP requests.
+"""The log reader's counters: records by level, JSON-RPC messages, bytes, read errors, rotations, HTTP requests;
+and what the server's lines say about it (its version, its monitors).
 
 `LogCounts` is the `Tally` every TailedFile reports to: it counts the lines it
 is handed (levels in core/logformat.py, or the access log's requests) into the
@@ -10,8 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from devflow_monitor.core.logformat import (ERROR_LEVELS, PROTOCOL, AccessLogParser, HttpTotals, LevelCounter,
-                                            invalid_utf8_lines)
+from devflow_monitor.core.logformat import (ERROR_LEVELS, PROTOCOL, AccessLogParser, AppFacts, HttpTotals,
+                                            LevelCounter, invalid_utf8_lines)
 from devflow_monitor.exporter.collectors.logreader import Lines
 from devflow_monitor.exporter.logstate import FileCounts
 
@@ -27,11 +28,12 @@ class LogCounts:
         self._access_path = access_path
         self._access = access
         self._levels = LevelCounter()  # its level-word cache is the pass's
-        # lock guards `files` (the dict and each FileCounts) and `http`: a pass writes them while
-        # collect() and the state file writer read them.
+        # lock guards `files` (the dict and each FileCounts), `http` and `app`: a pass writes them while
+        # collect(), /status and the state file writer read them.
         self.lock = threading.Lock()
         self.files: dict[str, FileCounts] = {}
         self.http = HttpTotals() if access is not None else None
+        self.app = AppFacts()  # the last version and monitor states any log file told
         self.dirty = False  # changed since the state file was written: set by a pass, cleared by the writer
 
     def lines(self, path: str, lines: Lines) -> None:
@@ -51,6 +53,10 @@ class LogCounts:
                     errors["access_line_unparsed"] = unmatched
             else:
                 self._count(levels, lines.data, lines.end, lines.reader)
+                facts = AppFacts()
+                if facts.read(lines.data, 0, lines.end):
+                    with self.lock:
+                        self.app.merge(facts)
         if lines.long_line is not None:  # counted by its start
             if not access:
                 self._count(levels, lines.long_line, LINE_HEAD_BYTES, lines.reader)
