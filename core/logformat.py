@@ -138,6 +138,11 @@ LINE_TRAILER = re.compile(_TRAILER)
 _KEY_CACHE_LIMIT = 1024  # distinct short keys remembered; garbage words and crash lines are folded each time
 
 
+def has_protocol(buf: bytes, start: int, end: int) -> bool:
+    """buf[start:end] may hold a JSON-RPC message (stdout): only such chunks pay for looking for one."""
+    return buf.find(_PROTOCOL_KEY, start, end) >= 0
+
+
 def takes_following_lines(key: bytes) -> bool:
     """A record of this key (group 1 of the record start) is open until the next record start."""
     return len(key) > 1 and key[-1:] in b"] ^:"
@@ -159,19 +164,23 @@ class LevelCounter:
     def __init__(self):
         self._key_level: dict[bytes, str] = {b'jsonrpc"': PROTOCOL}
 
-    def count(self, buf: bytes, start: int, end: int, in_record: bool = False) -> tuple[dict[str, int], bool]:
+    def count(self, buf: bytes, start: int, end: int, in_record: bool = False,
+              protocol: bool | None = None) -> tuple[dict[str, int], bool]:
         """Records by level (and PROTOCOL messages) in buf[start:end], which begins and ends with a newline;
         and whether that ends inside a record that the next chunk may continue.
 
         The leading newline is the end of the previous line (or a stand-in at
         the start of a file); only records that start after it are counted.
         `in_record`: the previous chunk ended inside such a record, whose lines come first.
+        `protocol`: has_protocol() of the chunk, if the caller knows it.
         """
+        if protocol is None:
+            protocol = has_protocol(buf, start, end)
         if in_record:
             start = _SKIP_CONTINUATION.match(buf, start, end).end()
             if start >= end:
                 return {}, True
-        pattern = _RECORD_START_OR_PROTOCOL if buf.find(_PROTOCOL_KEY, start, end) >= 0 else _RECORD_START
+        pattern = _RECORD_START_OR_PROTOCOL if protocol else _RECORD_START
         keys = pattern.findall(buf, start, end)
         if not keys:
             return {}, False
@@ -245,13 +254,14 @@ class AppFacts:
         self.version: str | None = None
         self.monitors: dict[str, str] = {}  # file/git/test -> active or stopped
 
-    def read(self, buf: bytes, start: int, end: int) -> bool:
+    def read(self, buf: bytes, start: int, end: int, protocol: bool) -> bool:
         """Take the facts of buf[start:end] (complete lines, after a newline); True if it held any.
+        `protocol`: has_protocol() of the chunk (the initialize reply is a JSON-RPC message).
 
-        Two substring searches decide whether a chunk is worth a regex: most hold neither.
+        Substring searches decide whether a chunk is worth a regex: most hold neither.
         """
         found = False
-        if buf.find(_SERVER_INFO_KEY, start, end) >= 0:
+        if protocol and buf.find(_SERVER_INFO_KEY, start, end) >= 0:
             versions = _SERVER_VERSION.findall(buf, start, end)
             if versions:  # bounded label: a server bug must not mint endless series
                 self.version = re.sub(r"[^0-9A-Za-z._+-]", "_", versions[-1].decode("utf-8", "replace"))

@@ -12,7 +12,7 @@ import logging
 import threading
 
 from devflow_monitor.core.logformat import (ERROR_LEVELS, PROTOCOL, AccessLogParser, AppFacts, HttpTotals,
-                                            LevelCounter, invalid_utf8_lines)
+                                            LevelCounter, has_protocol, invalid_utf8_lines)
 from devflow_monitor.exporter.collectors.logreader import Lines
 from devflow_monitor.exporter.logstate import FileCounts
 
@@ -52,14 +52,20 @@ class LogCounts:
                 if unmatched:
                     errors["access_line_unparsed"] = unmatched
             else:
-                self._count(levels, lines.data, lines.end, lines.reader)
+                protocol = has_protocol(lines.data, 0, lines.end)
+                # Continues the record this file's last lines left open (a crash, an error's text).
+                counted, lines.reader.in_record = self._levels.count(lines.data, 0, lines.end,
+                                                                     lines.reader.in_record, protocol)
+                _add(levels, counted)
                 facts = AppFacts()
-                if facts.read(lines.data, 0, lines.end):
+                if facts.read(lines.data, 0, lines.end, protocol):
                     with self.lock:
                         self.app.merge(facts)
         if lines.long_line is not None:  # counted by its start
             if not access:
-                self._count(levels, lines.long_line, LINE_HEAD_BYTES, lines.reader)
+                counted, lines.reader.in_record = self._levels.count(lines.long_line, 0, LINE_HEAD_BYTES,
+                                                                     lines.reader.in_record)
+                _add(levels, counted)
             errors["line_too_long"] = errors.get("line_too_long", 0) + 1
         error_time = None
         if any(levels.get(level) for level in ERROR_LEVELS):
@@ -75,11 +81,6 @@ class LogCounts:
             if error_time is not None and (counts.last_error is None or error_time > counts.last_error):
                 counts.last_error = error_time
         self.dirty = True
-
-    def _count(self, levels: dict, data: bytes, end: int, reader) -> None:
-        """Count data[:end] into `levels`, continuing the record the reader's last lines left open."""
-        counted, reader.in_record = self._levels.count(data, 0, end, reader.in_record)
-        _add(levels, counted)
 
     def read_error(self, path: str, reason: str) -> None:
         with self.lock:
