@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, http_get, parse_metrics, voluntary_switches, wait_for_http, wait_until
+from test_ops_support import crash_like_the_public_build
 from devflow_monitor.core import catalog, config
 from devflow_monitor.exporter.collectors import CollectorSet
 from devflow_monitor.exporter.collectors import logreader
@@ -281,29 +282,6 @@ GIT_ERROR = (
     b"    parser: [Function: parser]\n"
     b"  }\n"
     b"}\n")
-
-
-def crash_like_the_public_build(workdir: Path, stderr: Path) -> int:
-    """Start a real Node server whose database module throws as better-sqlite3 does without <cwd>/data; its
-    stderr goes to `stderr`. Returns its exit status."""
-    install = workdir / "devflow"
-    module = install / "node_modules" / "better-sqlite3" / "lib" / "database.js"
-    module.parent.mkdir(parents=True)
-    module.write_text("'use strict';\nconst fs = require('fs');\nconst path = require('path');\n"
-                      "function Database(filename) {\n\tif (!fs.existsSync(path.dirname(filename))) {\n"
-                      "\t\tthrow new TypeError('Cannot open database because the directory does not exist');\n"
-                      "\t}\n}\nmodule.exports = Database;\n")
-    server = install / "dist" / "server" / "index.js"
-    server.parent.mkdir(parents=True)
-    server.write_text("import { createRequire } from 'module';\nconst require = createRequire(import.meta.url);\n"
-                      "const Database = require('../../node_modules/better-sqlite3/lib/database.js');\n"
-                      "console.error('[INFO] DevFlow Monitor MCP server starting');\n"
-                      "new Database(process.cwd() + '/data/devflow.db');\n")
-    (install / "package.json").write_text('{"type": "module"}\n')
-    project = workdir / "project"
-    project.mkdir()
-    with open(stderr, "ab") as err:
-        return subprocess.run(["node", str(server)], cwd=project, stderr=err, timeout=60).returncode
 
 
 @pytest.mark.parametrize("crash", list(CRASHES), ids=list(CRASHES))
