@@ -105,8 +105,12 @@ _CONTINUATION = rb'(?:\n(?!' + _BREAK + rb')[^\n]*)*(?:\n' + _TRAILER + rb'[^\n]
 #   - empty at the chunk's last newline, unless an open record took it: the chunk ends outside a record.
 # In a JSON line the first "severity" key wins: the audit log writes its own before any nested one.
 def _record_start(protocol: bool) -> bytes:
+    return rb'(?:' + _start_and_key(protocol) + rb'(?:(?<=[\] ^:])[^\n]*' + _CONTINUATION + rb')?|\Z)'
+
+
+def _start_and_key(protocol: bool) -> bytes:
+    """A record's level prefix, if any, and its key (group 1)."""
     return (
-        rb'(?:'
         rb'(?:\[(?!\d+:0x)(?:\d{4}-[^\]\n]*\] +\[)?'   # [LEVEL] or [ISO-8601] [LEVEL]
         rb'|' + _DATE + rb'[^ \n]* +\[?'               # YYYY-MM-DD HH:MM:SS LEVEL
         # A JSON-RPC message, before "severity" (a result may carry one); the greedy look-ahead is the fast one.
@@ -114,9 +118,7 @@ def _record_start(protocol: bool) -> bytes:
         + rb'|\{[ \t]*"[^\n]*?"severity" *: *"'        # JSON line: "severity": "LEVEL"
         rb'|)'                                          # none: a crash, or a line without a level
         rb'((?<=[^\n])(?:' + (rb'jsonrpc"|' if protocol else b'') + _WARN_OR_WORSE + rb'[\] ]|\w+(?=[\]" :\r\n]))'
-        rb'|(?<![^\n])(?:' + _CRASH_START + rb'|(?!<---|\[\d+:0x)[^\s\]})^:]))'
-        rb'(?:(?<=[\] ^:])[^\n]*' + _CONTINUATION + rb')?'
-        rb'|\Z)')
+        rb'|(?<![^\n])(?:' + _CRASH_START + rb'|(?!<---|\[\d+:0x)[^\s\]})^:]))')
 
 
 _RECORD_START = re.compile(b'\n' + _record_start(protocol=False))
@@ -128,10 +130,7 @@ _WORD = re.compile(rb'\w+')
 
 # The same rules for one line at a time, for the benchmark's per-line reference: the key of a line that
 # starts a record (a crash's location needs the two lines after it), and the lines that end an open record.
-LINE_RECORD_START = re.compile(rb'(?:\[(?!\d+:0x)(?:\d{4}-[^\]\n]*\] +\[)?|' + _DATE + rb'[^ \n]* +\[?'
-                               rb'|\{(?=[^\n]*"jsonrpc" *:)[^\n]*?"(?=jsonrpc")|\{[ \t]*"[^\n]*?"severity" *: *"|)'
-                               rb'((?<=[^\n])(?:jsonrpc"|' + _WARN_OR_WORSE + rb'[\] ]|\w+(?=[\]" :\r\n]))'
-                               rb'|(?<![^\n])(?:' + _CRASH_START + rb'|(?!<---|\[\d+:0x)[^\s\]})^:]))')
+LINE_RECORD_START = re.compile(_start_and_key(protocol=True))
 LINE_BREAK = re.compile(_BREAK)
 LINE_TRAILER = re.compile(_TRAILER)
 
