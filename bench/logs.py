@@ -3,8 +3,9 @@
 The file (~1 GB by default) mixes every DevFlow line format of docs/devflow.md in
 realistic shares: stderr `[LEVEL][Component]` lines, stdout `[ISO] [LEVEL]`
 lines, the guide's `YYYY-MM-DD HH:MM:SS LEVEL`, JSON audit lines, multi-line
-`[DEBUG] File event` dumps, errors with stack lines, records without a level,
-decoys that carry a level word inside the message and some Korean text. It is
+`[DEBUG] File event` dumps, errors with stack lines, simple-git errors with git's
+hint lines, Node crashes, records without a level, decoys that carry a level
+word inside the message and some Korean text. It is
 generated once, with its true counts, into ~/.cache/devflow-monitor-bench/
 (or $DEVFLOW_BENCH_CACHE) as logs-mixed-<MB>mb.log plus a .json sidecar.
 
@@ -13,11 +14,13 @@ time, CPU time (the method's own process; mtail is multi-threaded), lines and
 megabytes per wall second, and whether the counts equal the truth:
 - logs collector: LogsCollector.read_once() in this process (one thread), all
   levels of all formats, continuation lines not counted.
-- python readline + re.match: the obvious per-line loop with the same rules,
-  for reference.
+- python readline + re.match: the obvious per-line loop with the same rules
+  (a record that takes the lines after it is remembered from line to line), for
+  reference.
 - grep -c ERROR: one level only, the guide's way; it counts decoys and stack
   lines, so it is fast and wrong.
-- mtail -one_shot: bench/logs.mtail, the same rules as RE2 patterns; raw level
+- mtail -one_shot: bench/logs.mtail, the same rules as RE2 patterns where one
+  line says enough (a crash is counted by its `Node.js vX` line); raw level
   words folded into levels afterwards.
 
     python -m bench.logs [--size-mb 1024] [--no-mtail]
@@ -41,12 +44,13 @@ from pathlib import Path
 
 from devflow_monitor.core import config
 from devflow_monitor.exporter.collectors.logs import LogsCollector
-from devflow_monitor.core.logformat import LEVELS, LINE_RECORD_START, LevelCounter
+from devflow_monitor.core.logformat import (LEVELS, LINE_BREAK, LINE_RECORD_START, LINE_TRAILER, LevelCounter,
+                                            takes_following_lines)
 
 HERE = Path(__file__).resolve().parent
 MTAIL_PROGRAM = HERE / "logs.mtail"
 CACHE_DIR = Path(os.environ.get("DEVFLOW_BENCH_CACHE", "~/.cache/devflow-monitor-bench")).expanduser()
-FORMAT_VERSION = 1  # bump when the generator changes, so cached files are rebuilt
+FORMAT_VERSION = 2  # bump when the generator changes, so cached files are rebuilt
 BLOCKS = 8  # distinct blocks of generated text, repeated to the wanted size
 BLOCK_BYTES = 1 << 20
 DEFAULT_SIZE_MB = 1024
@@ -94,11 +98,28 @@ def generate_block(seed: int) -> tuple[bytes, Counter]:
             level = "debug"
             text = (f"[DEBUG] File event: file:change {{\n  type: 'change',\n  path: '/home/dev/app/src/m{i}.ts',\n"
                     f"  message: '{decoy} in file',\n}}\n")
-        elif roll < 0.97:  # an error and its stack: one record, four lines
+        elif roll < 0.95:  # an error and its stack: one record, four lines
             level = "error"
             text = (f"[ERROR][{comp}] Error processing commit {i:07x}: GitError: {decoy}\n"
                     f"GitError: fatal: ERROR not a git repository\n    at Git.run (git.js:{i % 97}:3)\n"
                     f"    at process.processTicksAndRejections (node:internal/process/task_queues:95:5)\n")
+        elif roll < 0.969:  # simple-git's error as console.error prints it: git's hint lines, a stack, its task
+            level = "error"
+            text = (f"[ERROR][GitMonitor] Error processing commit {i:040x}: GitError: fatal: ambiguous argument "
+                    f"'{i:040x}~1': unknown revision or path not in the working tree.\n"
+                    "Use '--' to separate paths from revisions, like this:\n"
+                    "'git <command> [<revision>...] -- [<file>...]'\n\n"
+                    "    at Object.action (/home/dev/devflow/node_modules/simple-git/dist/cjs/index.js:1266:25)\n"
+                    "    at process.processTicksAndRejections (node:internal/process/task_queues:95:5) {\n"
+                    "  task: {\n    commands: [ 'diff', '--stat=4096' ],\n    format: 'utf-8',\n"
+                    "    parser: [Function: parser]\n  }\n}\n")
+        elif roll < 0.97:  # a Node crash: one record, nine lines without a level field
+            level = "fatal"
+            text = ("/home/dev/devflow/node_modules/better-sqlite3/lib/database.js:65\n"
+                    "\t\tthrow new TypeError('Cannot open database because the directory does not exist');\n"
+                    "\t\t^\n\nTypeError: Cannot open database because the directory does not exist\n"
+                    "    at new Database (/home/dev/devflow/node_modules/better-sqlite3/lib/database.js:65:9)\n"
+                    f"    at file:///home/dev/devflow/dist/server/index.js:{i % 97}:3\n\nNode.js v20.11.1\n")
         else:
             level = "unknown"
             text = rnd.choice((f"[2026-11-26T11:37:33.000Z] #{i} no level {decoy}\n",
@@ -178,16 +199,45 @@ def count_with_collector(path: Path) -> tuple[dict, float, float]:
 
 
 def count_with_readline(path: Path) -> tuple[dict, float, float]:
-    """The obvious Python loop: readline and one anchored regex per line, same rules."""
-    pattern = LINE_RECORD_START
+    """The obvious Python loop: read lines, one anchored regex per line, same rules.
+
+    A record that takes the lines after it (an error's text, a crash) stays open
+    until a line that ends it; a crash's location line is read with the two after it.
+    """
     levels = LevelCounter()
     counts: Counter = Counter()
     wall, cpu = time.perf_counter(), time.process_time()
+    record_start, ends_record, trailer = LINE_RECORD_START.match, LINE_BREAK.match, LINE_TRAILER.match
     with open(path, "rb") as handle:
-        for line in handle:
-            match = pattern.match(line)
-            if match:
-                counts[match.group(1) or b""] += 1
+        lines: list[bytes] = []
+        in_record = False
+        skip = 0  # lines a crash's location line took with it
+        while True:
+            batch = handle.readlines(1 << 20)
+            lines = lines + (batch or [b"", b""])  # two lines left from the last batch, or the end
+            for i in range(len(lines) - 2):
+                if skip:
+                    skip -= 1
+                    continue
+                line = lines[i]
+                if line[-2:-1].isdigit():
+                    line += lines[i + 1] + lines[i + 2]  # perhaps a crash's location: its source line and caret
+                if in_record:
+                    if not ends_record(line):
+                        continue
+                    if trailer(line):
+                        in_record = False
+                        continue
+                match = record_start(line)
+                if match:
+                    key = match.group(1)
+                    counts[key] += 1
+                    in_record = takes_following_lines(key)
+                    if in_record and key[-1:] == b"^":
+                        skip = 2
+            if not batch:
+                break
+            lines = lines[-2:]
     result: Counter = Counter()
     for word, n in counts.items():
         result[levels.level_of(word)] += n

@@ -204,12 +204,13 @@ PROBE_DURATION = _histogram(
     "devflow_probe_duration_seconds", "Time the probe's request took.", "endpoint")
 PROBE_HTTP_STATUS = _gauge(
     "devflow_probe_http_status_code", "HTTP status of the last probe (0 when there was none).", "endpoint")
-APP_BUILD_INFO = _gauge("devflow_app_build_info", "Version the app reports on /status; always 1.", "version")
+APP_BUILD_INFO = _gauge("devflow_app_build_info", "Version the app reports on /status, or else in its MCP "
+                        "initialize reply in its logs; always 1.", "version")
 APP_UPTIME = _gauge("devflow_app_uptime_seconds", "Uptime the app reports on /status.")
 APP_HEALTHY = _gauge("devflow_app_healthy", "1 if the app reports status healthy.")
 APP_MONITOR_STATE = _gauge(
-    "devflow_app_monitor_state", "1 for each monitor's reported state (active, idle, stopped, error, unknown).",
-    "monitor", "state")
+    "devflow_app_monitor_state", "1 for each monitor's reported state (active, idle, stopped, error, unknown): "
+    "on /status, or else its last start or stop line in the logs.", "monitor", "state")
 APP_DB_CONNECTED = _gauge("devflow_app_database_connected", "1 if the app reports its database connected.")
 APP_MEMORY_USED = _gauge("devflow_app_memory_used_bytes", "Memory the app reports used.")
 APP_MEMORY_TOTAL = _gauge("devflow_app_memory_total_bytes", "Memory the app reports available to it.")

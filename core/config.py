@@ -92,7 +92,9 @@ class EventQueueCollectorConfig:
 @dataclass
 class LogsCollectorConfig:
     enabled: bool = True
-    state_file: str | None = "~/.local/state/devflow-monitor/log-offsets.json"  # empty: offsets kept in memory only
+    # Read offsets and counters. {database} is a short hash of the watched database's path: exporters of two
+    # DevFlow projects never share one file. Unset (null): offsets kept in memory only.
+    state_file: str | None = "~/.local/state/devflow-monitor/log-offsets-{database}.json"
     poll_interval_seconds: float = 2.0  # stat interval where inotify is unavailable; else read at each scrape
     access_log_pattern: str = DEFAULT_ACCESS_LOG_PATTERN
 

@@ -7,22 +7,29 @@ what was written while it was down. The state file maps each path to one entry:
     {"version": 1,
      "files": {"/var/log/devflow/server.log": {
          "reader": {"dev": 2049, "inode": 131, "offset": 18231, "skipping": false,
-                    "fingerprint": "<hex>", "head": "<hex>"},
+                    "fingerprint": "<hex>", "head": "<hex>", "in_record": false},
          "rotated": [], "lines": {"error": 3, ...}, "protocol_messages": 0, "bytes": 18231,
          "read_errors": {...}, "rotations": {"rename": 1, "truncate": 0}, "last_error": 1754143201.0}},
-     "http": {...}}
+     "http": {...},
+     "app": {"version": "0.1.0", "monitors": {"file": "active", "git": "active"}}}
 
 A position is where one file (one inode) has been read to; collectors/logreader.py
 decides whether a file is the one a position belongs to.
+
+The file belongs to one exporter: each rewrites it whole, so the default name
+holds a hash of the exporter's database (state_path()), and two exporters
+watching two DevFlow projects never resume from each other's stale copy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
-from devflow_monitor.core.logformat import LEVELS, HttpTotals
+from devflow_monitor.core.logformat import LEVELS, AppFacts, HttpTotals
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +96,10 @@ def parse_entry(state: dict) -> tuple[FileCounts, dict | None, list[dict]] | Non
     return counts, reader, rotated
 
 
-def _position_state(dev: int, inode: int, offset: int, skipping: bool, fingerprint: bytes, head: bytes) -> dict:
+def _position_state(dev: int, inode: int, offset: int, skipping: bool, fingerprint: bytes, head: bytes,
+                    in_record: bool) -> dict:
     return {"dev": dev, "inode": inode, "offset": offset, "skipping": skipping, "fingerprint": fingerprint.hex(),
-            "head": head.hex()}
+            "head": head.hex(), "in_record": in_record}
 
 
 def position(saved: dict) -> dict:
@@ -102,11 +110,39 @@ def position(saved: dict) -> dict:
         raise ValueError("offset before the end of its fingerprint")
     return {"dev": int(saved["dev"]), "inode": int(saved["inode"]), "offset": offset,
             "skipping": bool(saved.get("skipping")), "fingerprint": fingerprint,
-            "head": bytes.fromhex(saved.get("head", ""))}  # an entry may lack the head: it is read from the file
+            "head": bytes.fromhex(saved.get("head", "")),  # an entry may lack the head: it is read from the file
+            "in_record": bool(saved.get("in_record"))}
 
 
-def load_state(path: Path, http: HttpTotals | None) -> dict[str, dict]:
-    """The saved entry of each file by path, and the HTTP totals restored into `http`; {} if missing or malformed.
+DATABASE_KEY = "{database}"
+# The one file every exporter shared before the name held its database, taken over when its own is missing.
+SHARED_NAME = "log-offsets.json"
+
+
+def state_path(template: str, database: Path) -> Path:
+    """collectors.logs.state_file with {database} replaced by a short hash of the database's absolute path."""
+    key = hashlib.sha256(os.path.abspath(database).encode()).hexdigest()[:12]
+    return Path(template.replace(DATABASE_KEY, key)).expanduser()
+
+
+def load_own_state(template: str, database: Path, http: HttpTotals | None,
+                   app: AppFacts) -> tuple[Path, dict[str, dict]]:
+    """This exporter's state file and its entries (see load_state).
+
+    Where it does not exist yet, the entries of the file all exporters shared
+    before are taken over, so an upgrade does not count every log again; not its
+    HTTP totals, which were the last writer's.
+    """
+    path = state_path(template, database)
+    shared = path.with_name(SHARED_NAME)
+    if DATABASE_KEY in template and not path.exists() and shared.exists():
+        return path, load_state(shared, None, AppFacts())
+    return path, load_state(path, http, app)
+
+
+def load_state(path: Path, http: HttpTotals | None, app: AppFacts) -> dict[str, dict]:
+    """The saved entry of each file by path, the HTTP totals restored into `http` and the server's facts into
+    `app`; {} if missing or malformed.
 
     A file of the wrong shape is ignored as a whole (counting starts over), never half taken.
     """
@@ -126,12 +162,13 @@ def load_state(path: Path, http: HttpTotals | None) -> dict[str, dict]:
     if not valid:
         log.warning("logs: ignoring state file %s: not the shape this version writes", path)
         return {}
+    app.restore(state.get("app"))
     return files
 
 
-def state_document(files: dict[str, dict], http: HttpTotals | None) -> dict:
-    """What load_state() reads back: entries by path (entry_state()) and the HTTP totals."""
-    state = {"version": STATE_VERSION, "files": files}
+def state_document(files: dict[str, dict], http: HttpTotals | None, app: AppFacts) -> dict:
+    """What load_state() reads back: entries by path (entry_state()), the HTTP totals, the server's facts."""
+    state = {"version": STATE_VERSION, "files": files, "app": app.to_state()}
     if http is not None:
         state["http"] = http.to_state()
     return state

@@ -51,8 +51,11 @@ def build_collectors(config: Config) -> CollectorSet:
         if getattr(config.collectors, name).enabled:
             cls = _load_class(spec)
             collectors.append(cls(config, watcher) if name == "database" else cls(config))
+    probe = next((c for c in collectors if c.name == "probe"), None)
+    logs = next((c for c in collectors if c.name == "logs"), None)
+    if probe and logs:  # one publisher of the app's version and monitors: the probe, with the logs' where it has none
+        probe.fallback, logs.publishes_app_facts = logs.app_fields, False
     if config.collectors.eventqueue.enabled:
-        probe = next((c for c in collectors if c.name == "probe"), None)
         collectors.append(_load_class(EVENTQUEUE_CLASS)(config, watcher, probe))
     return CollectorSet(collectors, mode=config.devflow.mode)
 

@@ -3,7 +3,9 @@
 The guide's shape is kept so its scripts and habits still work:
 `{"status", "uptime", "version", "monitors", "database", "memory": {"used", "total"}}`
 with memory in MB and uptime in seconds. Fields the exporter cannot observe
-are `null` or `"unknown"`, never invented.
+are `null` or `"unknown"`, never invented. `version` and `monitors` come from
+the app's /status, or, from a server without one (the public build), from what
+its logs say (its MCP initialize reply, its monitors' start and stop lines).
 
 `status` is "down" when no server runs in daemon mode (devflow.mode; an outage)
 and "not_running" in on_demand mode (its MCP client is closed: normal). Added
@@ -32,6 +34,7 @@ def guide_status(collector_set) -> dict:
     process = collector_set.get("process")
     database = collector_set.get("database")
     probe = collector_set.get("probe")
+    logs = collector_set.get("logs")
     app = getattr(probe, "last_status", None) or {}
 
     found = process.current() if process else None
@@ -47,7 +50,8 @@ def guide_status(collector_set) -> dict:
     # only once the alert would fire; while it is pending, `events` says so and the status stays healthy.
     events = persistence.judge_collectors(collector_set.get("logs"), None if process is None else proc is not None,
                                           db_scrape, process_start=found[1].get("start_time") if found else None)
-    monitors = app.get("monitors") if isinstance(app.get("monitors"), dict) else {}
+    version, monitors = _version_and_monitors(app, logs.app_facts() if logs else None,
+                                              server_running=None if process is None else proc is not None)
 
     if proc is None and process is not None:
         status = "not_running" if collector_set.mode == "on_demand" else "down"
@@ -59,7 +63,7 @@ def guide_status(collector_set) -> dict:
     body = {
         "status": status,
         "uptime": uptime,
-        "version": app.get("version"),
+        "version": version,
         "monitors": {name: monitors.get(name, "unknown") for name in ("file", "git", "test")},
         "database": _database_word(db_state, server_running=None if process is None else proc is not None),
         "memory": {"used": memory_used, "total": _app_memory_total(app)},
@@ -87,6 +91,18 @@ def _process_fields(mode: str, process, proc) -> dict:
     fields["last_exit"] = None if last is None else {
         "reason": last.reason, "at": datetime.fromtimestamp(last.at, timezone.utc).isoformat(timespec="seconds")}
     return fields
+
+
+def _version_and_monitors(app: dict, facts, server_running: bool | None) -> tuple[str | None, dict]:
+    """The app's own /status answer where it gave one; else what its logs said (logs.AppFacts), where a
+    monitor's last "started" means nothing once the server is gone."""
+    version = app.get("version") or (facts.version if facts else None)
+    if isinstance(app.get("monitors"), dict):
+        return version, app["monitors"]
+    monitors = dict(facts.monitors) if facts else {}
+    if server_running is False:
+        monitors = {name: "stopped" for name in monitors}
+    return version, monitors
 
 
 def _database_word(db_state: str | None, server_running: bool | None) -> str:

@@ -4,8 +4,8 @@ rotated copies.
 Error records are recognised by `core.logformat`, the classifier the logs
 collector counts with, so doctor and the exporter agree: by the record's own
 level field in every format of docs/devflow.md, never by grepping for "ERROR" anywhere
-(which counts "0 errors" and misses `"severity":"error"`), and a multi-line dump
-counts once.
+(which counts "0 errors" and misses `"severity":"error"`); a multi-line dump, an
+error with its git text and stack, and a Node crash each count once.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import glob
 import os
 from pathlib import Path
 
-from devflow_monitor.core.logformat import LevelCounter, rotated_from
+from devflow_monitor.core.logformat import LevelCounter, exception_line, rotated_from
 
 
 def configured_files(patterns: list[str]) -> tuple[list[Path], list[str]]:
@@ -33,14 +33,19 @@ def configured_files(patterns: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def error_records(lines: list[str], error_levels: frozenset[str]) -> list[str]:
-    """The lines that start a record of one of `error_levels` (the settings' app.error_levels)."""
-    counter = LevelCounter()
-    errors = []
-    for line in lines:
-        data = b"\n" + line.encode("utf-8", "replace") + b"\n"
-        if any(level in error_levels for level in counter.count(data, 0, len(data))):
-            errors.append(line)
-    return errors
+    """The first line of each record of one of `error_levels` (the settings' app.error_levels); of a Node
+    crash, `crash: ` and the line that names its exception, which says more than the script's path.
+
+    The lines are read together: a crash or an error's text spans several.
+    """
+    data = b"".join(b"\n" + line.encode("utf-8", "replace") for line in lines) + b"\n"
+    found = []
+    for record in LevelCounter().records(data, 0, len(data)):
+        if record.level in error_levels:
+            exception = exception_line(data[record.start:record.end]) if record.crash else None
+            first = b"crash: " + exception if exception else data[record.start:data.index(b"\n", record.start)]
+            found.append(first.decode("utf-8", "replace"))
+    return found
 
 
 def tail_lines(path: Path, count: int, max_bytes: int = 4 << 20) -> list[str]:

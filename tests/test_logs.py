@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, http_get, voluntary_switches, wait_for_http, wait_until
+from conftest import free_port, http_get, parse_metrics, voluntary_switches, wait_for_http, wait_until
+from test_ops_support import crash_like_the_public_build
 from devflow_monitor.core import catalog, config
 from devflow_monitor.exporter.collectors import CollectorSet
 from devflow_monitor.exporter.collectors import logreader
@@ -178,11 +180,11 @@ def test_each_format_counts_by_its_own_level_field_not_by_words_in_the_message()
             b"[INFO][GitMonitor] New commit detected: e6d47ac - fix ERROR handling\n"
             b"[2026-11-26T11:37:33.687Z] [WARN] [ProjectManager] saw [ERROR] FATAL\n"
             b"2025-08-02 14:00:01 ERROR [StorageManager] INFO DEBUG\n"
+            b"GitError: fatal: ERROR\n    at run (git.js:1:2)\n"
             b'{"timestamp": "x", "message": "\\"severity\\": \\"error\\"", "severity": "fatal"}\n'
             b"[DEBUG] File event: file:change {\n  type: 'change',\n  message: '[ERROR] inside the dump',\n}\n"
-            b"GitError: fatal: ERROR\n    at run (git.js:1:2)\n"
             b"[GitMonitor] no level\n[TRACE] t\n")
-    counts = LevelCounter().count(b"\n" + text, 0, len(text) + 1)
+    counts, _ = LevelCounter().count(b"\n" + text, 0, len(text) + 1)
     assert counts == {"info": 2, "warn": 1, "error": 1, "fatal": 1, "debug": 2, "unknown": 1}
 
 
@@ -190,7 +192,7 @@ def test_json_level_is_the_first_severity_key_also_with_a_space_after_the_brace(
     text = (b'{"timestamp": "t", "severity": "info", "details": {"severity": "critical"}}\n'
             b'{ "timestamp": "t", "severity": "warning" }\n'
             b'{\t"eventType": "no severity"}\n')
-    counts = LevelCounter().count(b"\n" + text, 0, len(text) + 1)
+    counts, _ = LevelCounter().count(b"\n" + text, 0, len(text) + 1)
     assert counts == {"info": 1, "warn": 1, "unknown": 1}
 
 
@@ -212,6 +214,153 @@ def test_stdout_counts_json_rpc_messages_apart_and_plain_lines_as_unknown_record
     assert levels_of(collector, out) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1, "unknown": 2}
     assert value(collector, catalog.LOG_PROTOCOL_MESSAGES.name, file=out) == 3
     collector.close()
+
+
+# --- Node crashes and errors over several lines ------------------------------------------------------------
+
+# The public build's start-up crash without <cwd>/data (docs/devflow.md "Process"), as Node 20 prints it.
+START_UP_CRASH = (
+    b"/home/dev/devflow/node_modules/better-sqlite3/lib/database.js:65\n"
+    b"\t\tthrow new TypeError('Cannot open database because the directory does not exist');\n"
+    b"\t\t^\n"
+    b"\n"
+    b"TypeError: Cannot open database because the directory does not exist\n"
+    b"    at new Database (/home/dev/devflow/node_modules/better-sqlite3/lib/database.js:65:9)\n"
+    b"    at new StorageManager (file:///home/dev/devflow/dist/storage/index.js:21:19)\n"
+    b"    at file:///home/dev/devflow/dist/server/index.js:30:24\n"
+    b"    at ModuleJob.run (node:internal/modules/esm/module_job:325:25)\n"
+    b"\n"
+    b"Node.js v20.20.2\n")
+# Other crashes as Node 20 and V8 print them (each seen from `node` on this project's machines).
+CRASHES = {
+    "start_up": START_UP_CRASH,
+    "unhandled_rejection": (
+        b"node:internal/process/promises:389\n      new UnhandledPromiseRejection(reason);\n      ^\n\n"
+        b"UnhandledPromiseRejection: This error originated either by throwing inside of an async function without "
+        b"a catch block, or by rejecting a promise which was not handled with .catch(). The promise rejected with "
+        b"the reason \"boom\".\n    at throwUnhandledRejectionsMode (node:internal/process/promises:389:7)\n"
+        b"    at process.processTicksAndRejections (node:internal/process/task_queues:96:32) {\n"
+        b"  code: 'ERR_UNHANDLED_REJECTION'\n}\n\nNode.js v20.20.2\n"),
+    "module_not_found": (
+        b"node:internal/modules/esm/resolve:283\n    throw new ERR_MODULE_NOT_FOUND(\n          ^\n\n"
+        b"Error [ERR_MODULE_NOT_FOUND]: Cannot find module '/srv/devflow/dist/x.js' imported from /srv/t.mjs\n"
+        b"    at finalizeResolution (node:internal/modules/esm/resolve:283:11) {\n"
+        b"  code: 'ERR_MODULE_NOT_FOUND',\n  url: 'file:///srv/devflow/dist/x.js'\n}\n\nNode.js v20.20.2\n"),
+    "message_over_lines": (
+        b"file:///srv/devflow/dist/server/index.js:1\nthrow new Error('multi\\nline')\n      ^\n\n"
+        b"Error: multi\nline\n    at file:///srv/devflow/dist/server/index.js:1:7\n\nNode.js v20.20.2\n"),
+    "thrown_value": (
+        b"\nnode:internal/modules/run_main:123\n    triggerUncaughtException(\n    ^\n5\n"
+        b"(Use `node --trace-uncaught ...` to show where the exception was thrown)\n\nNode.js v20.20.2\n"),
+    "json_parse": (
+        b"<anonymous_script>:1\n{bad\n ^\n\nSyntaxError: Expected property name or '}' in JSON at position 1\n"
+        b"    at JSON.parse (<anonymous>)\n\nNode.js v20.20.2\n"),
+    "no_source_lines": b"TypeError: Cannot read properties of null (reading 'x')\n    at run (x.js:1:2)\n\nNode.js v20.20.2\n",
+    "seen_only_by_its_end": b"\nNode.js v20.20.2\n",
+    "out_of_memory": (
+        b"\n<--- Last few GCs --->\n\n[6447:0x45189e20]       52 ms: Mark-Compact 20.1 (36.7) -> 20.1 (36.7) MB, "
+        b"3.74 / 0.00 ms  (average mu = 0.332, current mu = 0.178) allocation failure\n\n\n"
+        b"<--- JS stacktrace --->\n\nFATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory\n"
+        b"----- Native stack trace -----\n\n 1: 0xb78db3 node::OOMErrorHandler(char const*) [node]\n"
+        b"10: 0x10b7fb4 v8::internal::FactoryBase<v8::internal::Factory>::NewFixedArrayWithFiller() [node]\n"),
+}
+# simple-git's error as console.error('[ERROR][GitMonitor] Error processing commit %s:', error) prints it:
+# git's own lines after the message, the stack, then the error's `task` (docs/devflow.md "Logs").
+GIT_ERROR = (
+    b"[ERROR][GitMonitor] Error processing commit 50c1a2b3c4d5e6f708192a3b4c5d6e7f80912345: GitError: fatal: "
+    b"ambiguous argument '50c1a2b3c4d5e6f708192a3b4c5d6e7f80912345~1': unknown revision or path not in the "
+    b"working tree.\n"
+    b"Use '--' to separate paths from revisions, like this:\n"
+    b"'git <command> [<revision>...] -- [<file>...]'\n"
+    b"\n"
+    b"    at Object.action (/home/dev/devflow/node_modules/simple-git/dist/cjs/index.js:1266:25)\n"
+    b"    at PluginStore.exec (/home/dev/devflow/node_modules/simple-git/dist/cjs/index.js:1301:29)\n"
+    b"    at process.processTicksAndRejections (node:internal/process/task_queues:95:5) {\n"
+    b"  task: {\n"
+    b"    commands: [ 'diff', '--stat=4096', '50c1a2b3c4d5e6f708192a3b4c5d6e7f80912345~1' ],\n"
+    b"    format: 'utf-8',\n"
+    b"    parser: [Function: parser]\n"
+    b"  }\n"
+    b"}\n")
+
+
+@pytest.mark.parametrize("crash", list(CRASHES), ids=list(CRASHES))
+def test_a_node_crash_is_one_fatal_record_between_the_servers_own_lines(crash):
+    text = b"[INFO][FileMonitor] Monitor started\n" + CRASHES[crash] + b"[INFO] DevFlow Monitor MCP server started\n"
+    counts, in_record = LevelCounter().count(b"\n" + text, 0, len(text) + 1)
+    assert counts == {"info": 2, "fatal": 1}
+    assert not in_record
+
+
+def test_the_real_start_up_crash_counts_one_fatal_record_and_nothing_else(tmp_path):
+    err = tmp_path / "devflow-monitor.err"
+    assert crash_like_the_public_build(tmp_path, err) != 0
+    assert b"TypeError: Cannot open database" in err.read_bytes() and b"\nNode.js v" in err.read_bytes()
+    collector = make_collector(tmp_path, [err])
+    collector.read_once()
+    assert levels_of(collector, err) == {**dict.fromkeys(LEVELS, 0), "info": 1, "fatal": 1}
+    assert value(collector, catalog.LOG_LAST_ERROR.name, file=err) is not None
+    collector.close()
+
+
+def test_git_error_text_after_an_error_record_continues_it(tmp_path):
+    log = tmp_path / "devflow-monitor.err"
+    log.write_bytes(b"[INFO][GitMonitor] New commit detected: e6d47ac - chore: update\n" + GIT_ERROR * 7
+                    + b"[ERROR][GitMonitor] Error processing commit 50c1: GitError: bad\n"
+                      b"GitError: fatal: not a git repository\n    at Git.run (git.js:1:2)\n"
+                    + b"[INFO][GitMonitor] New commit detected: 7f3a9c1 - feat: x\n")
+    collector = make_collector(tmp_path, [log])
+    collector.read_once()
+    assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 2, "error": 8}
+    collector.close()
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["live", "across_restart"])
+def test_a_crash_or_an_error_written_in_pieces_counts_once_wherever_a_read_falls(tmp_path, restart):
+    text = b"[INFO] started\n" + GIT_ERROR + START_UP_CRASH + CRASHES["no_source_lines"] + b"[WARN] again\n"
+    # Every line end, but those between a crash's location line and its caret: Node writes them, the
+    # exception and its stack in one write(2), and `Node.js vX` in a second (seen with strace).
+    location = text.index(START_UP_CRASH)
+    cuts = [i + 1 for i, byte in enumerate(text) if byte == ord("\n") and not location <= i < text.index(b"^", location)]
+    cuts = cuts[:-1]
+    for n, cut in enumerate(cuts):
+        log = tmp_path / f"cut-{n}.err"
+        log.write_bytes(text[:cut])
+        collector = make_collector(tmp_path, [log], state=f"state-{n}.json")
+        collector.read_once()
+        if restart:
+            collector.close()
+            collector = make_collector(tmp_path, [log], state=f"state-{n}.json")
+        with open(log, "ab") as app:
+            app.write(text[cut:])
+        collector.read_once()
+        assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1, "fatal": 2,
+                                             "warn": 1}, text[:cut].rsplit(b"\n", 2)[-2]
+        collector.close()
+
+
+def test_doctor_and_the_exporter_count_the_start_up_crash_as_one_fatal_record(tmp_path, spawn):
+    err = tmp_path / "crash.err"
+    crash_like_the_public_build(tmp_path, err)
+    skip = [arg for check in ("process", "port", "database", "wal", "disk", "events", "exporter")
+            for arg in ("--skip", check)]
+    doctor = subprocess.run([sys.executable, "-m", "devflow_monitor.cli", "doctor", "--json",
+                             "--devflow.log-files", str(err), *skip], capture_output=True, text=True, timeout=60)
+    logs = next(check for check in json.loads(doctor.stdout)["checks"] if check["name"] == "logs")
+    assert logs["details"]["errors_per_file"] == {str(err): 1}
+    assert logs["summary"].startswith("1 error lines") and "crash: TypeError: Cannot open database" in logs["summary"]
+
+    cfg = tmp_path / "config.yml"
+    cfg.write_text(f"collectors:\n  logs:\n    state_file: {tmp_path / 'state.json'}\n")
+    port = free_port()
+    spawn([sys.executable, "-m", "devflow_monitor.cli", "serve", "--config.file", str(cfg),
+           "--web.listen-address", f"127.0.0.1:{port}", "--devflow.log-files", str(err),
+           "--devflow.database", str(tmp_path / "none.db"), "--devflow.url", f"http://127.0.0.1:{free_port()}"])
+    wait_for_http(f"http://127.0.0.1:{port}/metrics")
+    fatal = f'{catalog.LOG_LINES.name}{{file="{err}",level="fatal"}} 1.0'
+    wait_until(lambda: fatal in http_get(f"http://127.0.0.1:{port}/metrics")[1], message="the crash on /metrics")
+    assert f'{catalog.LOG_LINES.name}{{file="{err}",level="unknown"}} 0.0' in http_get(
+        f"http://127.0.0.1:{port}/metrics")[1]
 
 
 def test_mixed_records_in_one_file_are_counted_exactly(tmp_path):
@@ -380,6 +529,26 @@ def test_deleted_log_is_read_to_its_end_and_released_in_the_same_pass(tmp_path, 
         assert fds_on_deleted_files(tmp_path, but=app.fileno()) == []
     expected = {"info": 1, "error": 1, "warn": 1 if recreate else 0}
     assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), **expected}
+    collector.close()
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["live", "across_restart"])
+def test_a_log_deleted_and_made_anew_is_no_rotation(tmp_path, restart):
+    log = tmp_path / "devflow-monitor.err"
+    with open(log, "ab", buffering=0) as server:  # the server holds its stderr open
+        server.write(b"[INFO] the first server\n")
+        collector = make_collector(tmp_path, [log])
+        collector.read_once()
+        if restart:
+            collector.close()
+        log.unlink()  # the user removes the log; the next server the editor starts writes a new one
+        log.write_bytes(b"[INFO] the next server\n")
+    if restart:
+        collector = make_collector(tmp_path, [log])
+    collector.read_once()
+    assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 2}
+    assert {kind: value(collector, catalog.LOG_ROTATIONS.name, file=log, kind=kind)
+            for kind in ("rename", "truncate")} == {"rename": 0, "truncate": 0}
     collector.close()
 
 
@@ -821,10 +990,11 @@ def test_compressed_and_rotated_files_are_never_read_even_when_a_glob_matches(tm
 
 def test_invalid_utf8_is_a_read_error_and_the_records_still_count(tmp_path):
     log = tmp_path / "app.log"
-    log.write_bytes(b"[INFO] ok\n[ERROR] bad \xff\xfe bytes\n[WARN] \xea\xb0\x80 is fine\n\xc3\n  \xff dump line\n")
+    log.write_bytes(b"[ERROR] bad \xff\xfe bytes\n[WARN] \xea\xb0\x80 is fine\n[INFO] ok\n\xc3\n  \xff dump line\n")
     collector = make_collector(tmp_path, [log])
     collector.read_once()
-    # The lone "\xc3" line has no level: a record all the same (unknown); the indented one continues it.
+    # The lone "\xc3" line after an info record has no level: a record all the same (unknown); the indented
+    # one continues it.
     assert levels_of(collector, log) == {**dict.fromkeys(LEVELS, 0), "info": 1, "error": 1, "warn": 1,
                                          "unknown": 1}
     assert value(collector, catalog.LOG_READ_ERRORS.name, file=log, reason="invalid_utf8") == 3
@@ -960,6 +1130,26 @@ def test_access_log_totals_continue_across_restarts(tmp_path):
     again.close()
 
 
+# --- what the server says of itself -------------------------------------------------------------------
+
+def test_the_servers_version_and_monitors_told_in_its_logs_survive_an_exporter_restart(tmp_path):
+    out, err = tmp_path / "devflow-monitor.out", tmp_path / "devflow-monitor.err"
+    out.write_bytes(b'{"result":{"protocolVersion":"2024-11-05","capabilities":{},'
+                    b'"serverInfo":{"name":"devflow-monitor","version":"0.1.0"}},"jsonrpc":"2.0","id":0}\n')
+    err.write_bytes(b"[INFO][FileMonitor] Monitor started\n[INFO][TestMonitor] Monitor started\n"
+                    b"[INFO][TestMonitor] Monitor stopped\n")
+    collector = make_collector(tmp_path, [out, err])
+    collector.read_once()
+    collector.close()
+    again = make_collector(tmp_path, [out, err])  # continues after the lines that told them
+    again.read_once()
+    assert again.app_fields() == {"version": "0.1.0", "monitors": {"file": {"active"}, "git": {"unknown"},
+                                                                   "test": {"stopped"}}}
+    assert value(again, catalog.APP_BUILD_INFO.name, version="0.1.0") == 1
+    assert value(again, catalog.APP_MONITOR_STATE.name, monitor="test", state="stopped") == 1
+    again.close()
+
+
 # --- in the exporter ----------------------------------------------------------------------------------
 
 def test_serve_publishes_log_counts_on_metrics(tmp_path, spawn):
@@ -978,6 +1168,94 @@ def test_serve_publishes_log_counts_on_metrics(tmp_path, spawn):
         _, body = http_get(f"http://127.0.0.1:{port}/metrics")
         return f'{catalog.LOG_LINES.name}{{file="{log}",level="error"}} {float(truth["error"])}' in body
     wait_until(errors_counted, message="log counts on /metrics")
+
+
+def test_an_exporter_without_its_own_state_file_yet_continues_from_the_one_exporters_shared(tmp_path):
+    log = tmp_path / "server.log"
+    before = append(log, records(300, seed=3))
+    shared = make_collector(tmp_path, [log], state="log-offsets.json")
+    shared.read_once()
+    shared.close()
+    with open(log, "rb") as old, gzip.open(f"{log}.1.gz", "wb") as copy:  # rotated away while it was down
+        copy.write(old.read())
+    log.unlink()
+    after = append(log, records(50, seed=4, start=300))
+    own = make_collector(tmp_path, [log], state="log-offsets-{database}.json")
+    own.read_once()
+    assert levels_of(own, log) == add(before, after)
+    own.close()
+    assert len(list(tmp_path.glob("log-offsets-*.json"))) == 1
+
+
+class StateSharingExporter:
+    """An exporter with the default state file under HOME, watching one database, one log and one access log."""
+
+    def __init__(self, spawn, root: Path, home: Path, name: str):
+        self.spawn, self.home = spawn, home
+        self.database = root / name / "data" / "devflow.db"
+        self.database.parent.mkdir(parents=True)
+        self.log, self.access = root / name / "devflow-monitor.err", root / name / "access.log"
+        self.proc, self.url = None, None
+
+    def start(self) -> StateSharingExporter:
+        port = free_port()
+        self.proc = self.spawn(
+            [sys.executable, "-m", "devflow_monitor.cli", "serve", "--web.listen-address", f"127.0.0.1:{port}",
+             "--devflow.database", str(self.database), "--devflow.log-files", str(self.log),
+             "--devflow.url", f"http://127.0.0.1:{free_port()}", "--devflow.process-pattern", "^no server$"],
+            env={**os.environ, "HOME": str(self.home), "DEVFLOW_MONITOR_DEVFLOW_ACCESS_LOG": str(self.access),
+                 "PYTHONUNBUFFERED": "1"})
+        self.url = f"http://127.0.0.1:{port}"
+        wait_for_http(self.url + "/metrics")
+        return self
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)  # stop() saves the state file
+        assert self.proc.wait(timeout=30) == 0
+
+    def counts(self) -> tuple[float, float]:
+        samples = parse_metrics(http_get(self.url + "/metrics")[1])
+        return (samples.get((catalog.LOG_LINES.name, (("file", str(self.log)), ("level", "info"))), 0.0),
+                samples.get((catalog.HTTP_REQUESTS.name, (("code", "2xx"),)), 0.0))
+
+    def write(self, lines: int, requests: int) -> None:
+        with open(self.log, "a") as log, open(self.access, "a") as access:
+            log.writelines(f"[INFO][FileMonitor] line {n}\n" for n in range(lines))
+            access.writelines(ACCESS_LINE.format(path="/status", status=200, duration="3ms") + "\n"
+                              for _ in range(requests))
+
+    def rotate_log(self) -> None:
+        """logrotate's rename and compression: the lines of the old file are no longer there to read again."""
+        with open(self.log, "rb") as old, gzip.open(f"{self.log}.1.gz", "wb") as copy:
+            copy.write(old.read())
+        self.log.unlink()
+        self.log.touch()
+
+    def wait_for(self, lines: float, requests: float) -> None:
+        wait_until(lambda: self.counts() == (lines, requests), timeout=30,
+                   message=f"{self.log.parent.name}: {lines:g} lines, {requests:g} requests")
+
+
+def test_two_exporters_under_one_home_each_continue_their_own_totals_across_restarts(tmp_path, spawn):
+    home = tmp_path / "home"
+    home.mkdir()
+    one, two = (StateSharingExporter(spawn, tmp_path, home, name) for name in ("one", "two"))
+    one.write(100, 3)
+    two.write(50, 7)
+    one.start().wait_for(100, 3)
+    two.start().wait_for(50, 7)
+    one.write(10, 1)
+    two.write(10, 1)
+    one.wait_for(110, 4)
+    two.wait_for(60, 8)
+    one.stop()  # each writes its state file as it stops: `one` first, then `two`
+    two.stop()
+    one.rotate_log()  # while both are down
+    one.write(5, 1)
+    two.write(5, 1)
+    one.start().wait_for(115, 5)
+    two.start().wait_for(65, 9)
+    assert len(list((home / ".local" / "state" / "devflow-monitor").glob("log-offsets-*.json"))) == 2
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Real stand-ins the operator-command tests share: a DevFlow-like writer process, a server
-process that looks like `node .../server/index.js`, and a fast builder for big event tables.
+process that looks like `node .../server/index.js`, a real Node server that crashes at start as
+the public build does, and a fast builder for big event tables.
 The tests in this file prove the stand-ins behave as the other tests assume.
 """
 
@@ -145,6 +146,29 @@ def start_fake_server(spawn, workdir: Path, **options) -> subprocess.Popen:
     return proc
 
 
+def crash_like_the_public_build(workdir: Path, stderr: Path) -> int:
+    """Start a real Node server whose database module throws as better-sqlite3 does without <cwd>/data; its
+    stderr goes to `stderr`. Returns its exit status."""
+    install = workdir / "devflow"
+    module = install / "node_modules" / "better-sqlite3" / "lib" / "database.js"
+    module.parent.mkdir(parents=True)
+    module.write_text("'use strict';\nconst fs = require('fs');\nconst path = require('path');\n"
+                      "function Database(filename) {\n\tif (!fs.existsSync(path.dirname(filename))) {\n"
+                      "\t\tthrow new TypeError('Cannot open database because the directory does not exist');\n"
+                      "\t}\n}\nmodule.exports = Database;\n")
+    server = install / "dist" / "server" / "index.js"
+    server.parent.mkdir(parents=True)
+    server.write_text("import { createRequire } from 'module';\nconst require = createRequire(import.meta.url);\n"
+                      "const Database = require('../../node_modules/better-sqlite3/lib/database.js');\n"
+                      "console.error('[INFO] DevFlow Monitor MCP server starting');\n"
+                      "new Database(process.cwd() + '/data/devflow.db');\n")
+    (install / "package.json").write_text('{"type": "module"}\n')
+    project = workdir / "project"
+    project.mkdir()
+    with open(stderr, "ab") as err:
+        return subprocess.run(["node", str(server)], cwd=project, stderr=err, timeout=60).returncode
+
+
 def build_events_db(path: Path, total: int, old: int, now_ms: int) -> None:
     """`total` events, the first `old` of them 31-90 days old, the rest 0-29 days old, ids in time order.
 
@@ -237,3 +261,13 @@ def test_builder_puts_old_rows_before_the_cutoff_and_new_rows_after(tmp_path):
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert os.path.getsize(db) > 0
+
+
+def test_crash_stand_in_is_node_failing_at_start_without_a_level_tag(tmp_path):
+    err = tmp_path / "devflow-monitor.err"
+    assert crash_like_the_public_build(tmp_path, err) == 1
+    lines = err.read_text().splitlines()
+    assert lines[0] == "[INFO] DevFlow Monitor MCP server starting"
+    assert lines[1].endswith("node_modules/better-sqlite3/lib/database.js:6") and lines[3].strip() == "^"
+    assert "TypeError: Cannot open database because the directory does not exist" in lines
+    assert lines[-1].startswith("Node.js v") and not (tmp_path / "project" / "data").exists()

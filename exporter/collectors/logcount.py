@@ -1,4 +1,5 @@
-"""The log reader's counters: records by level, JSON-RPC messages, bytes, read errors, rotations, HTTP requests.
+"""The log reader's counters: records by level, JSON-RPC messages, bytes, read errors, rotations, HTTP requests;
+and what the server's lines say about it (its version, its monitors).
 
 `LogCounts` is the `Tally` every TailedFile reports to: it counts the lines it
 is handed (levels in core/logformat.py, or the access log's requests) into the
@@ -10,8 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from devflow_monitor.core.logformat import (ERROR_LEVELS, PROTOCOL, AccessLogParser, HttpTotals, LevelCounter,
-                                            invalid_utf8_lines)
+from devflow_monitor.core.logformat import (ERROR_LEVELS, PROTOCOL, AccessLogParser, AppFacts, HttpTotals,
+                                            LevelCounter, has_protocol, invalid_utf8_lines)
 from devflow_monitor.exporter.collectors.logreader import Lines
 from devflow_monitor.exporter.logstate import FileCounts
 
@@ -27,11 +28,12 @@ class LogCounts:
         self._access_path = access_path
         self._access = access
         self._levels = LevelCounter()  # its level-word cache is the pass's
-        # lock guards `files` (the dict and each FileCounts) and `http`: a pass writes them while
-        # collect() and the state file writer read them.
+        # lock guards `files` (the dict and each FileCounts), `http` and `app`: a pass writes them while
+        # collect(), /status and the state file writer read them.
         self.lock = threading.Lock()
         self.files: dict[str, FileCounts] = {}
         self.http = HttpTotals() if access is not None else None
+        self.app = AppFacts()  # the last version and monitor states any log file told
         self.dirty = False  # changed since the state file was written: set by a pass, cleared by the writer
 
     def lines(self, path: str, lines: Lines) -> None:
@@ -50,10 +52,20 @@ class LogCounts:
                 if unmatched:
                     errors["access_line_unparsed"] = unmatched
             else:
-                _add(levels, self._levels.count(lines.data, 0, lines.end))
+                protocol = has_protocol(lines.data, 0, lines.end)
+                # Continues the record this file's last lines left open (a crash, an error's text).
+                counted, lines.reader.in_record = self._levels.count(lines.data, 0, lines.end,
+                                                                     lines.reader.in_record, protocol)
+                _add(levels, counted)
+                facts = AppFacts()
+                if facts.read(lines.data, 0, lines.end, protocol):
+                    with self.lock:
+                        self.app.merge(facts)
         if lines.long_line is not None:  # counted by its start
             if not access:
-                _add(levels, self._levels.count(lines.long_line, 0, LINE_HEAD_BYTES))
+                counted, lines.reader.in_record = self._levels.count(lines.long_line, 0, LINE_HEAD_BYTES,
+                                                                     lines.reader.in_record)
+                _add(levels, counted)
             errors["line_too_long"] = errors.get("line_too_long", 0) + 1
         error_time = None
         if any(levels.get(level) for level in ERROR_LEVELS):

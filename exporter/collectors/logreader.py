@@ -31,7 +31,8 @@ class Lines:
     `end` is 0 when no line was completed. `consumed` is how many bytes of the file
     these lines (and a skipped over-long line) take; `read` how many bytes came
     from the file. `long_line` is the start of a line over MAX_LINE_BYTES (from
-    its preceding newline), counted by that start and dropped.
+    its preceding newline), counted by that start and dropped. `reader` is the
+    Reader they come from: whoever counts them keeps its `in_record`.
     """
 
     data: bytes
@@ -40,6 +41,7 @@ class Lines:
     read: int
     long_line: bytes | None
     fd: int
+    reader: Reader
 
     def written_at(self) -> float:
         """When these bytes were written at the latest: the file's mtime, never later than now.
@@ -67,6 +69,9 @@ class Reader:
         self.fingerprint = fingerprint  # the file's bytes just before `consumed`
         self.head = head  # the file's first bytes read, up to HEAD_BYTES
         self.last_growth = time.monotonic()
+        # The lines handed out so far end inside a record that the next lines may continue (an error's
+        # multi-line text, a crash): the counting state of this file, saved with the offset.
+        self.in_record = False
         self.path_bytes_at_rotation = 0  # bytes its TailedFile had read at the path when this file was renamed away
         os.lseek(fd, offset, os.SEEK_SET)
 
@@ -102,7 +107,7 @@ class Reader:
             newline = data.find(b"\n")
             if newline < 0:
                 self._remember(data)
-                return Lines(b"", 0, self.consumed - consumed, read, None, self.fd)
+                return Lines(b"", 0, self.consumed - consumed, read, None, self.fd, self)
             self._remember(data[max(0, newline + 1 - FINGERPRINT_BYTES):newline + 1])
             self.skipping = False
             buf = data[newline:]
@@ -120,7 +125,7 @@ class Reader:
             pending = b"\n"
             self.skipping = True
         self.pending = pending
-        return Lines(buf, cut + 1 if cut > 0 else 0, self.consumed - consumed, read, long_line, self.fd)
+        return Lines(buf, cut + 1 if cut > 0 else 0, self.consumed - consumed, read, long_line, self.fd, self)
 
     def _keep_head(self, data: bytes) -> None:
         """`data` are the bytes about to be read at `pos`: keep those that fall in the head."""
@@ -135,6 +140,7 @@ class Reader:
 
     def restart(self) -> None:
         self.pos, self.pending, self.skipping, self.fingerprint, self.head = 0, b"\n", False, b"", b""
+        self.in_record = False
         os.lseek(self.fd, 0, os.SEEK_SET)
 
     def resume_at(self, saved: dict) -> bool:
@@ -146,7 +152,7 @@ class Reader:
         if saved["inode"] != self.ino:
             return False
         self.pos, self.skipping, self.fingerprint = saved["offset"], saved["skipping"], saved["fingerprint"]
-        self.head = saved["head"]
+        self.head, self.in_record = saved["head"], saved["in_record"]
         if saved["dev"] == self.dev or self.fingerprint_holds():
             os.lseek(self.fd, self.pos, os.SEEK_SET)
             return True
@@ -210,7 +216,7 @@ class Reader:
     def position(self) -> dict:
         """Where to continue, as logstate.position() reads it from the state file."""
         return {"dev": self.dev, "inode": self.ino, "offset": self.consumed, "skipping": self.skipping,
-                "fingerprint": self.fingerprint, "head": self.head}
+                "fingerprint": self.fingerprint, "head": self.head, "in_record": self.in_record}
 
     def close(self) -> None:
         try:

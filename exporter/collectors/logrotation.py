@@ -124,7 +124,8 @@ class TailedFile:
             return
         reader = self.reader
         if reader is not None and (reader.dev, reader.ino) != (st.st_dev, st.st_ino):
-            self._retire("rename")
+            # Another file at the path: ours was renamed away (a rotation), or deleted and the path made anew.
+            self._retire(None if _deleted(reader) else "rename")
             reader = None
         if reader is None:
             reader = self._open()
@@ -173,14 +174,17 @@ class TailedFile:
                 self._truncated(reader)
             elif not reader.head:
                 reader.read_head()
-        elif saved:  # another file at the path: ours was renamed away while we were down
-            rotated.insert(0, saved)
-            self._tally.rotation(self.path, "rename")
+        elif saved:  # another file at the path: ours was renamed away while we were down, or deleted
+            if self._adopt_rotated(saved):
+                self._tally.rotation(self.path, "rename")
         for position in rotated:
             self._adopt_rotated(position)
 
-    def _adopt_rotated(self, saved: dict) -> None:
-        """Find a file of the state file renamed away by rotation (same inode) and finish it from its offset."""
+    def _adopt_rotated(self, saved: dict) -> bool:
+        """Find a file of the state file renamed away by rotation (same inode) and finish it from its offset.
+
+        False when no file beside the path has its inode: it was deleted (or moved elsewhere).
+        """
         for _, path, st in _uncompressed_files(os.path.dirname(self.path)):
             if st.st_ino != saved["inode"] or path == self.path:
                 continue
@@ -196,24 +200,25 @@ class TailedFile:
                     reader.close()
             if ours:
                 self.rotated.append(reader)  # _drain_rotated checks it for truncation, then reads it
-                return
+                return True
         self._tally.read_error(self.path, "vanished")  # what was written to it after our offset is lost
+        return False
 
     def _path_gone(self) -> None:
         """The path does not exist: rotation in progress (renamed) or the file was deleted."""
         self.size = self.mtime = None
         if self.reader is None:
             return
-        try:
-            deleted = os.fstat(self.reader.fd).st_nlink == 0
-        except OSError:
-            deleted = True
+        deleted = _deleted(self.reader)
         if deleted:
             self._problem("vanished")
         self._retire(None if deleted else "rename")
 
     def _retire(self, kind: str | None) -> None:
-        """The path now names another file (or none): _drain_rotated reads ours on until the app moves on."""
+        """The path now names another file (or none): _drain_rotated reads ours on until the app moves on.
+
+        `kind` is the rotation to count: "rename", or None for a deleted file (a deletion is no rotation).
+        """
         reader = self.reader
         self.reader = None
         reader.last_growth = time.monotonic()
@@ -286,6 +291,7 @@ class TailedFile:
             except OSError:
                 continue
             copy = Reader(fd, os.fstat(fd), reader.consumed, reader.skipping, reader.fingerprint)
+            copy.in_record = reader.in_record
             try:
                 if copy.fingerprint_holds():
                     self._read(copy, budget=None)
@@ -318,6 +324,14 @@ class TailedFile:
         if self.problem != reason:
             self.problem = reason
             self._tally.read_error(self.path, reason)
+
+
+def _deleted(reader: Reader) -> bool:
+    """No name links to the reader's file any more."""
+    try:
+        return os.fstat(reader.fd).st_nlink == 0
+    except OSError:
+        return True
 
 
 def _open(path: str) -> int:

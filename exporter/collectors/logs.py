@@ -15,6 +15,15 @@ Sample output:
     devflow_log_rotations_total{file="/var/log/devflow/server.log",kind="rename"} 1.0
     devflow_http_requests_total{code="2xx"} 1042.0
     devflow_http_request_duration_seconds_bucket{le="0.1"} 1017.0
+    devflow_app_build_info{version="0.1.0"} 1.0
+    devflow_app_monitor_state{monitor="file",state="active"} 1.0
+
+The last two are what the server says of itself in its logs (core/logformat.py
+AppFacts): its version in its MCP initialize reply on stdout, each monitor's
+last `Monitor started` / `Monitor stopped` on stderr. A server with an HTTP
+/status says them there: where a probe collector runs, it publishes them, its
+own answer first and these where it has none (serve.py wires `app_fields` to
+it); this collector publishes them only where no probe runs.
 """
 
 from __future__ import annotations
@@ -24,17 +33,17 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
 
 from devflow_monitor.core import catalog
 from devflow_monitor.core.config import Config
 from devflow_monitor.core.files import write_json_atomic
-from devflow_monitor.core.logformat import AccessLogParser, is_compressed, rotated_from
+from devflow_monitor.core.logformat import MONITORS, AccessLogParser, AppFacts, is_compressed, rotated_from
 from devflow_monitor.exporter.collectors.base import Collector, Worker
 from devflow_monitor.exporter.collectors.logcount import LogCounts
 from devflow_monitor.exporter.collectors.logrotation import TailedFile
 from devflow_monitor.exporter.collectors.logwatch import DirectoryWatcher
-from devflow_monitor.exporter.logstate import FileCounts, entry_state, load_state, parse_entry, state_document
+from devflow_monitor.exporter.collectors.probe import MONITOR_STATES
+from devflow_monitor.exporter.logstate import FileCounts, entry_state, load_own_state, parse_entry, state_document
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +69,6 @@ class LogsCollector(Collector):
         settings = config.collectors.logs
         self._patterns = [os.path.expanduser(p) for p in config.devflow.log_files]
         self._access_path = os.path.expanduser(config.devflow.access_log) if config.devflow.access_log else None
-        self._state_path = Path(settings.state_file).expanduser() if settings.state_file else None
         self._poll = max(0.05, float(settings.poll_interval_seconds))  # only where inotify is unavailable
         self._rotate_wait = max(ROTATE_WAIT_SECONDS, 2 * self._poll)
         access = AccessLogParser(settings.access_log_pattern) if self._access_path else None
@@ -71,7 +79,10 @@ class LogsCollector(Collector):
         self._counts = LogCounts(self._access_path, access)
         self._files: dict[str, TailedFile] = {}
         # Entries of the state file whose path is not tracked: not found (yet), or cut by MAX_FILES.
-        self._saved: dict[str, dict] = load_state(self._state_path, self._counts.http) if self._state_path else {}
+        self._state_path, self._saved = None, {}
+        if settings.state_file:
+            self._state_path, self._saved = load_own_state(settings.state_file, config.devflow.database_path,
+                                                           self._counts.http, self._counts.app)
         self._failing: dict[str, str] = {}  # path -> the bug last logged for it
         self._last_pass_failed = False  # set by a pass, read by `healthy`: one bool, no lock needed
         self._wake = threading.Event()  # a pass is due: set by file events, a used-up budget, a state file due
@@ -82,6 +93,8 @@ class LogsCollector(Collector):
         self._state_written = 0.0
         self._worker = Worker("logs-reader", self._run, join_seconds=STOP_SECONDS, wake=self._wake)
         self.workers.append(self._worker)
+        # False where a probe collector publishes the server's version and monitors (then with app_fields()).
+        self.publishes_app_facts = True
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -304,7 +317,7 @@ class LogsCollector(Collector):
         with self._counts.lock:
             files.update({path: entry_state(self._counts.files[path], *tailed.positions())
                           for path, tailed in self._files.items()})
-            state = state_document(files, self._counts.http)
+            state = state_document(files, self._counts.http, self._counts.app)
         self._counts.dirty = False
         try:
             write_json_atomic(self._state_path, state, indent=None)
@@ -323,6 +336,21 @@ class LogsCollector(Collector):
         with self._counts.lock:
             counts = self._counts.files.get(str(path))
             return counts.copy() if counts is not None else None
+
+    def app_facts(self) -> AppFacts:
+        """A copy of what the server's log lines said of its version and monitors, so far."""
+        with self._counts.lock:
+            return self._counts.app.copy()
+
+    def app_fields(self) -> dict:
+        """app_facts() in the probe's field shapes (probe.parse_fields): {"version": str, "monitors": {monitor:
+        {state}}}, a field only once the logs told it; a monitor the logs never named is "unknown"."""
+        facts, fields = self.app_facts(), {}
+        if facts.version:
+            fields["version"] = facts.version
+        if facts.monitors:
+            fields["monitors"] = {monitor: {facts.monitors.get(monitor, "unknown")} for monitor in MONITORS}
+        return fields
 
     def collect(self):
         self._read_at_scrape()
@@ -352,6 +380,8 @@ class LogsCollector(Collector):
                 durations = self._counts.http.durations
                 http = (dict(self._counts.http.requests), durations.cumulative(), durations.sum)
         yield from (lines, protocol, nbytes, last_error, errors, size, rotations, modified)
+        if self.publishes_app_facts:
+            yield from app_families(self.app_fields())
         if http is not None:
             requests, buckets, total = http
             family = catalog.HTTP_REQUESTS.family()
@@ -366,6 +396,21 @@ class LogsCollector(Collector):
     def healthy(self) -> bool:
         """False while the last pass met a bug or the reader thread is down (success 0 at the scrape)."""
         return super().healthy and not self._last_pass_failed
+
+
+def app_families(fields: dict):
+    """devflow_app_build_info and devflow_app_monitor_state from fields in the probe's shapes; none for a field
+    that is absent (never stale)."""
+    if "version" in fields:
+        info = catalog.APP_BUILD_INFO.family()
+        info.add_metric([fields["version"]], 1.0)
+        yield info
+    if "monitors" in fields:
+        monitors = catalog.APP_MONITOR_STATE.family()
+        for monitor, states in fields["monitors"].items():
+            for name in MONITOR_STATES:
+                monitors.add_metric([monitor, name], 1.0 if name in states else 0.0)
+        yield monitors
 
 
 def _mtime(path: str) -> float:

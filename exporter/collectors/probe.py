@@ -85,6 +85,8 @@ class ProbeCollector(Collector):
         self._results: dict[str, ProbeResult] = {}
         self._durations = {endpoint: Histogram(DURATION_BUCKETS) for endpoint in ENDPOINTS}
         self._lock = threading.Lock()
+        # () -> fields the app may say elsewhere (the logs: version, monitors), published where it did not answer.
+        self.fallback = None
         if self.interval > 0:  # 0: a scrape probes itself
             self.workers.append(Worker("probe", self._probe_on_schedule, join_seconds=self.timeout + 1.0))
 
@@ -137,6 +139,9 @@ class ProbeCollector(Collector):
         for endpoint in ("status", "health"):
             if endpoint in results:
                 fields.update(results[endpoint].fields)
+        if self.fallback is not None:
+            for key, value in self.fallback().items():
+                fields.setdefault(key, value)
         yield from _app_families(fields)
 
 
