@@ -748,6 +748,23 @@ def test_restart_while_the_log_directory_is_missing_keeps_its_totals_until_the_f
     assert json.loads((tmp_path / "state.json").read_text())["files"][str(log)]["lines"] == expected
 
 
+def test_a_globbed_log_deleted_from_a_directory_that_exists_leaves_the_state_file(tmp_path):
+    """A dated log logrotate removed is not kept forever; one in a missing directory (above) is."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    dated, live = logs / "audit-2026-12-01.log", logs / "server.log"
+    append(dated, records(10, seed=1))
+    append(live, records(10, seed=2))
+    collector = make_collector(tmp_path, [logs / "*.log"])
+    collector.read_once()
+    collector.close()
+    dated.unlink()
+    again = make_collector(tmp_path, [logs / "*.log"])  # restarted after logrotate removed it
+    again.read_once()
+    again.close()
+    assert set(json.loads((tmp_path / "state.json").read_text())["files"]) == {str(live)}
+
+
 KILLED_CHILD = """
 import sys, time
 from devflow_monitor.core import config

@@ -311,9 +311,12 @@ class LogsCollector(Collector):
         self._state_written = time.monotonic()
         if self._state_path is None:
             return
-        # Entries of paths not tracked are kept whether their file exists or not: a file (or its
-        # directory) missing now may appear later, and then continues its totals.
-        files = dict(self._saved)
+        # Entries of paths not tracked are kept while their file exists (cut by MAX_FILES), is named in the
+        # configuration, or its directory is missing (it may come back, and then continues its totals). A globbed
+        # file deleted from a directory that exists (a dated log logrotate removed) is forgotten, so the
+        # state file does not grow forever.
+        files = {path: entry for path, entry in self._saved.items()
+                 if os.path.lexists(path) or path in self._named() or not os.path.isdir(os.path.dirname(path))}
         with self._counts.lock:
             files.update({path: entry_state(self._counts.files[path], *tailed.positions())
                           for path, tailed in self._files.items()})
@@ -323,6 +326,11 @@ class LogsCollector(Collector):
             write_json_atomic(self._state_path, state, indent=None)
         except OSError as exc:
             self._warn_once("state", "logs: cannot write state file %s: %s", self._state_path, exc)
+
+    def _named(self) -> set[str]:
+        """The log files the configuration names without a glob."""
+        named = {p for p in self._patterns if not glob.has_magic(p)}
+        return named | ({self._access_path} if self._access_path else set())
 
     def _warn_once(self, key: str, message: str, *args) -> None:
         if key not in self._warned:

@@ -55,7 +55,8 @@ class DirectoryWatcher:
 
     def watch_new_dirs(self) -> None:
         """Watch the directory of every pattern once it exists (a missing /var/log/devflow may appear later)."""
-        if self._observer is None:
+        observer = self._observer  # stop() may set it to None meanwhile
+        if observer is None:
             return
         from watchdog import events
         for directory, recursive in (_static_dir(p) for p in self._patterns):
@@ -63,7 +64,7 @@ class DirectoryWatcher:
                 continue
             try:
                 # Creations, renames and deletions only: no IN_MODIFY (a line), IN_ATTRIB or IN_CLOSE_WRITE.
-                self._observer.schedule(_Wakeup(self._matches, self._wake, recursive), directory,
+                observer.schedule(_Wakeup(self._matches, self._wake, recursive), directory,
                                         recursive=recursive,
                                         event_filter=[events.FileCreatedEvent, events.FileMovedEvent,
                                                       events.FileDeletedEvent, events.DirCreatedEvent,
