@@ -45,6 +45,7 @@ PROGRAMS = (
     Program("systemd-analyze", "systemd", None),
     Program("chromium", "chromium", "--cask chromium", ("chromium-browser",)),
     Program("chromedriver", "chromium-driver", "--cask chromedriver"),
+    Program("node", "nodejs", "node"),  # the tests' stand-in for the public build's start-up crash
 )
 BY_COMMAND = {program.command: program for program in PROGRAMS}
 # Packages whose install starts a daemon on the stack's or the tests' ports (where an init system runs).

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, http_get, parse_metrics, voluntary_switches, wait_for_http, wait_until
+from conftest import free_port, http_get, parse_metrics, requires, voluntary_switches, wait_for_http, wait_until
 from test_ops_support import crash_like_the_public_build
 from devflow_monitor.core import catalog, config
 from devflow_monitor.exporter.collectors import CollectorSet
@@ -292,6 +292,7 @@ def test_a_node_crash_is_one_fatal_record_between_the_servers_own_lines(crash):
     assert not in_record
 
 
+@requires("node")
 def test_the_real_start_up_crash_counts_one_fatal_record_and_nothing_else(tmp_path):
     err = tmp_path / "devflow-monitor.err"
     assert crash_like_the_public_build(tmp_path, err) != 0
@@ -339,6 +340,7 @@ def test_a_crash_or_an_error_written_in_pieces_counts_once_wherever_a_read_falls
         collector.close()
 
 
+@requires("node")
 def test_doctor_and_the_exporter_count_the_start_up_crash_as_one_fatal_record(tmp_path, spawn):
     err = tmp_path / "crash.err"
     crash_like_the_public_build(tmp_path, err)

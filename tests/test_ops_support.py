@@ -17,7 +17,7 @@ import sysconfig
 import time
 from pathlib import Path
 
-from conftest import free_port, wait_until
+from conftest import free_port, requires, wait_until
 from devflow_monitor.core.devflow_db import EVENT_TYPES, SCHEMA
 
 DAY_MS = 86_400_000
@@ -263,6 +263,7 @@ def test_builder_puts_old_rows_before_the_cutoff_and_new_rows_after(tmp_path):
     assert os.path.getsize(db) > 0
 
 
+@requires("node")
 def test_crash_stand_in_is_node_failing_at_start_without_a_level_tag(tmp_path):
     err = tmp_path / "devflow-monitor.err"
     assert crash_like_the_public_build(tmp_path, err) == 1
