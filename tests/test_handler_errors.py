@@ -17,36 +17,38 @@ from devflow_monitor.webdash import sources
 from devflow_monitor.webdash.http import WebdashServer
 
 
-def test_a_handler_bug_is_logged_at_error_and_answered_500(monkeypatch, caplog):
-    def bug(*_args, **_kwargs):
-        raise KeyError("a bug in the handler")
+def bug(*_args, **_kwargs):
+    raise KeyError("a bug in the handler")
 
+
+def answer_of(url: str, logger: str, caplog) -> tuple[int, str]:
+    """GET `url`; the answer, after checking the bug was logged at ERROR with its traceback."""
+    with caplog.at_level(logging.ERROR, logger=logger):
+        answer = http_get(url)
+    assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records), "the traceback is logged"
+    return answer
+
+
+def test_a_webdash_handler_bug_is_logged_at_error_and_answered_500(monkeypatch, caplog):
     monkeypatch.setattr(sources, "guide_metrics", bug)
     server = WebdashServer(("127.0.0.1", 0), prometheus_url=f"http://127.0.0.1:{free_port()}",
                            alertmanager_url=None, dashboards=None, web_config=None)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with caplog.at_level(logging.ERROR, logger="devflow_monitor.webdash"):
-            status, body = http_get(f"http://127.0.0.1:{server.server_port}/dashboard/api/metrics")
+        code, body = answer_of(f"http://127.0.0.1:{server.server_port}/dashboard/api/metrics",
+                               "devflow_monitor.webdash", caplog)
     finally:
         server.shutdown()
         server.server_close()
-    assert status == 500 and "internal error" in body
-    assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records), "the traceback is logged"
+    assert code == 500 and "internal error" in body
 
 
 def test_an_exporter_handler_bug_is_logged_at_error_and_answered_500(monkeypatch, caplog):
-    def bug(*_args, **_kwargs):
-        raise KeyError("a bug in the handler")
-
     monkeypatch.setattr(status, "guide_status", bug)
     server = make_server("127.0.0.1", 0, Config(), CollectorRegistry(), CollectorSet([]), None)
     server.start()
     try:
-        with caplog.at_level(logging.ERROR, logger="devflow_monitor.exporter"):
-            status_code, body = http_get(f"http://127.0.0.1:{server.server_port}/status")
+        code, body = answer_of(f"http://127.0.0.1:{server.server_port}/status", "devflow_monitor.exporter", caplog)
     finally:
         server.stop()
-    assert status_code == 500 and "internal error" in body
-    assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records), "the traceback is logged"
+    assert code == 500 and "internal error" in body

@@ -42,7 +42,7 @@ from devflow_monitor.exporter.collectors.base import Collector, Worker
 from devflow_monitor.exporter.collectors.logcount import LogCounts
 from devflow_monitor.exporter.collectors.logrotation import TailedFile
 from devflow_monitor.exporter.collectors.logwatch import DirectoryWatcher
-from devflow_monitor.exporter.collectors.probe import MONITOR_STATES
+from devflow_monitor.exporter.collectors.probe import monitors_family, version_family
 from devflow_monitor.exporter.logstate import FileCounts, entry_state, load_own_state, parse_entry, state_document
 
 log = logging.getLogger(__name__)
@@ -409,16 +409,8 @@ class LogsCollector(Collector):
 def app_families(fields: dict):
     """devflow_app_build_info and devflow_app_monitor_state from fields in the probe's shapes; none for a field
     that is absent (never stale)."""
-    if "version" in fields:
-        info = catalog.APP_BUILD_INFO.family()
-        info.add_metric([fields["version"]], 1.0)
-        yield info
-    if "monitors" in fields:
-        monitors = catalog.APP_MONITOR_STATE.family()
-        for monitor, states in fields["monitors"].items():
-            for name in MONITOR_STATES:
-                monitors.add_metric([monitor, name], 1.0 if name in states else 0.0)
-        yield monitors
+    yield from version_family(fields)
+    yield from monitors_family(fields)
 
 
 def _mtime(path: str) -> float:

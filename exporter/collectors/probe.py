@@ -376,24 +376,34 @@ def _probe_families(results: dict[str, ProbeResult], durations: dict):
     return success, state, http_status, duration
 
 
-def _app_families(fields: dict):
-    """Only what the app reported: a failed probe leaves these absent, never stale."""
+def version_family(fields: dict):
+    """devflow_app_build_info from a `version` field (the app's /status, or its logs); none without one."""
     if "version" in fields:
         info = catalog.APP_BUILD_INFO.family()
         info.add_metric([fields["version"]], 1.0)
         yield info
-    for key, metric in (("uptime", catalog.APP_UPTIME), ("status", catalog.APP_HEALTHY),
-                        ("database", catalog.APP_DB_CONNECTED)):
-        if key in fields:
-            family = metric.family()
-            family.add_metric([], float(fields[key]))
-            yield family
+
+
+def monitors_family(fields: dict):
+    """devflow_app_monitor_state from a `monitors` field ({monitor: states}); none without one."""
     if "monitors" in fields:
         monitors = catalog.APP_MONITOR_STATE.family()
         for monitor, states in fields["monitors"].items():
             for name in MONITOR_STATES:
                 monitors.add_metric([monitor, name], 1.0 if name in states else 0.0)
         yield monitors
+
+
+def _app_families(fields: dict):
+    """Only what the app reported: a failed probe leaves these absent, never stale."""
+    yield from version_family(fields)
+    for key, metric in (("uptime", catalog.APP_UPTIME), ("status", catalog.APP_HEALTHY),
+                        ("database", catalog.APP_DB_CONNECTED)):
+        if key in fields:
+            family = metric.family()
+            family.add_metric([], float(fields[key]))
+            yield family
+    yield from monitors_family(fields)
     memory = fields.get("memory", {})
     for key, metric in (("used", catalog.APP_MEMORY_USED), ("total", catalog.APP_MEMORY_TOTAL)):
         if key in memory:
