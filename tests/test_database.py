@@ -228,7 +228,7 @@ class DirectoryEvents(FileSystemEventHandler):
 
 
 def test_reading_a_closed_database_creates_and_writes_no_file_beside_it(tmp_path, start_exporter):
-    """Issue 11 item 17: a plain `mode=ro` open created -wal/-shm and wrote -shm in the server's directory."""
+    """A plain `mode=ro` open would create -wal/-shm and write -shm in the server's directory."""
     data = tmp_path / "data"
     db = data / "devflow.db"
     database_with_events(db, 20, "git:commit")  # a clean close checkpoints and removes -wal and -shm
@@ -260,7 +260,7 @@ def test_reading_a_closed_database_creates_and_writes_no_file_beside_it(tmp_path
 
 
 def test_an_unreadable_database_is_not_a_failed_integrity_check(tmp_path, start_exporter):
-    """Issue 11 item 15: a path that cannot be opened (here a symlink to a directory; chmod 000 is the
+    """A path that cannot be opened (here a symlink to a directory; chmod 000 is the
     same to SQLite, but root ignores it) is state `unreadable`, and no integrity result is published."""
     db = tmp_path / "devflow.db"
     create_database(db).close()
@@ -279,7 +279,7 @@ def test_an_unreadable_database_is_not_a_failed_integrity_check(tmp_path, start_
 
 
 def test_a_missing_database_drops_its_counts_and_check_and_a_symlink_loop_is_unreadable(tmp_path, start_exporter):
-    """Issue 11 item 16: a deleted database kept exporting integrity_check_ok 1 and its row counts."""
+    """A deleted database exports no integrity_check_ok 1 or row counts of the file that was there."""
     db = database_with_events(tmp_path / "devflow.db", 1, "git:commit")
     exporter = start_exporter("--devflow.database", str(db))
     wait_until(lambda: exporter.value(catalog.DB_INTEGRITY_OK.name) == 1 and stored(exporter.scrape()),
