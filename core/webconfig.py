@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,14 @@ CLIENT_AUTH_TYPES = {"NoClientCert": ssl.CERT_NONE, "VerifyClientCertIfGiven": s
                      "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+# Each step of bcrypt's cost doubles a check: 14 takes about a second, 31 keeps a core busy over a day.
+MAX_BCRYPT_COST = 14
+# Modular crypt format: variant, two-digit cost, 22 characters of salt and 31 of hash in bcrypt's base64.
+# The last salt and hash characters carry unused bits, so only some letters are canonical there: bcrypt
+# refuses any other salt ending ("Invalid salt" at every request), and no password matches any other
+# hash ending.
+BCRYPT_HASH = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{21}[.Oeu][./A-Za-z0-9]{30}[.CGKOSWaeimquy26]\Z")
+BCRYPT_FORMAT = "$2a$, $2b$ or $2y$, a two-digit cost, then 53 characters of ./A-Za-z0-9"
 
 
 def load_web_config(path: str) -> dict:
@@ -61,11 +70,29 @@ def load_web_config(path: str) -> dict:
             _ssl_context(tls, Path(path).expanduser().parent)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"{path}: cannot load TLS certificate or key: {exc}") from None
-    users = data.get("basic_auth_users") or {}
-    if not isinstance(users, dict) or not all(isinstance(h, str) and h.startswith("$2") for h in users.values()):
-        raise ConfigError(f"{path}: basic_auth_users must map user names to bcrypt hashes")
+    _check_users(path, data.get("basic_auth_users") or {})
     data["_base_dir"] = str(Path(path).expanduser().resolve().parent)
     return data
+
+
+def _check_users(path: str, users) -> None:
+    """Refuse what would fail at every request instead: a user who can never log in, a hash bcrypt
+    cannot read or that no password matches, a cost that makes each check a denial of service."""
+    if not isinstance(users, dict):
+        raise ConfigError(f"{path}: basic_auth_users must map user names to bcrypt hashes")
+    for user, hashed in users.items():
+        if not isinstance(user, str) or not user or ":" in user:
+            # Basic auth sends "user:password", so a name with ":" is cut there and never matches.
+            raise ConfigError(f"{path}: basic_auth_users: user name {user!r} must be a non-empty string "
+                              f"without ':' (quote it in YAML)")
+        match = BCRYPT_HASH.match(hashed) if isinstance(hashed, str) else None
+        if not match:
+            # The hash itself is not echoed: it is a secret's digest.
+            raise ConfigError(f"{path}: basic_auth_users.{user}: not a bcrypt hash ({BCRYPT_FORMAT})")
+        cost = int(match.group(1))
+        if not 4 <= cost <= MAX_BCRYPT_COST:
+            raise ConfigError(f"{path}: basic_auth_users.{user}: bcrypt cost {cost} is outside 4-{MAX_BCRYPT_COST}; "
+                              f"hash the password again, e.g. with cost 10")
 
 
 def _ssl_context(tls: dict, base_dir: Path) -> ssl.SSLContext:

@@ -156,7 +156,7 @@ def _answers(get, password):
 
 
 BAD_WEB_CONFIGS = {
-    "basic_auth_users:\n  admin: plaintext\n": "bcrypt hashes",
+    "basic_auth_users:\n  admin: plaintext\n": "not a bcrypt hash",
     "tls_server_config: [cert_file]\n": "must be a mapping",
     "tls_server_config:\n  cert_file: 1\n  key_file: k.pem\n": "needs cert_file",
     "tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n  client_auth_type: RequireAndVerifyClientCertt\n":
