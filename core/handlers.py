@@ -1,10 +1,14 @@
-"""What both HTTP servers (the exporter's and webdash's) do with a request that fails."""
+"""What both HTTP servers (the exporter's and webdash's) share in answering: HEAD, the Server header, and
+what they do with a request that fails."""
 
 from __future__ import annotations
 
 import logging
 import ssl
+from http.server import BaseHTTPRequestHandler
 from typing import Callable
+
+PRODUCT = "devflow-monitor"
 
 # A client that hung up, timed out, or spoke plain HTTP to a TLS port: its problem, not a traceback.
 CLIENT_GONE = (ConnectionError, TimeoutError, ssl.SSLError)
@@ -30,3 +34,23 @@ def log_failed_request(log: logging.Logger, client_address, error: BaseException
         log.debug("client %s went away: %s", client_address, error)
     else:
         log.error("request from %s failed", client_address, exc_info=error)
+
+
+class RequestHandler(BaseHTTPRequestHandler):
+    """The base of both servers' handlers: HEAD answers as GET would, without the body; the Server header
+    names the product only, since error pages reach clients before authentication and a version tells
+    them which known flaws to try."""
+
+    server_version = PRODUCT
+    sys_version = ""
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def do_HEAD(self):
+        self.do_GET()
+
+    def write_body(self, body: bytes) -> None:
+        """Send `body` after the headers, unless the request was a HEAD (its Content-Length is still GET's)."""
+        if self.command != "HEAD":
+            self.wfile.write(body)

@@ -122,10 +122,11 @@ class BasicAuth:
     def allows(self, header: str | None) -> bool:
         if not self.users:
             return True
-        if not header or not header.startswith("Basic "):
+        scheme, _, credentials = (header or "").strip().partition(" ")
+        if scheme.lower() != "basic":  # auth schemes are case-insensitive (RFC 7617, RFC 9110 11.1)
             return False
         try:
-            user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+            user, _, password = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
         digest = hashlib.sha256(f"{user}\0{password}".encode()).digest()

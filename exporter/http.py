@@ -13,7 +13,7 @@ import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 from prometheus_client.exposition import choose_encoder
 
@@ -21,7 +21,7 @@ from devflow_monitor.core import __version__
 from devflow_monitor.exporter import runbook
 from devflow_monitor.exporter.exposition import render_text
 from devflow_monitor.core.config import Config
-from devflow_monitor.core.handlers import answer, log_failed_request
+from devflow_monitor.core.handlers import RequestHandler, answer, log_failed_request
 from devflow_monitor.core.webconfig import BasicAuth, authorized, serve_tls
 
 log = logging.getLogger(__name__)
@@ -118,9 +118,8 @@ class ExporterServer(ThreadingHTTPServer):
         log_failed_request(log, client_address, sys.exc_info()[1])
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(RequestHandler):
     server: ExporterServer
-    server_version = f"devflow-monitor/{__version__}"
     timeout = 30  # a client that connects and says nothing must not hold its thread forever
     # Headers and a body under 64 KiB leave in one write (flushed when the request ends), not two.
     wbufsize = 64 * 1024
@@ -205,7 +204,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        self.write_body(body)
 
     def log_message(self, format, *args):
         if log.isEnabledFor(logging.DEBUG):

@@ -20,12 +20,12 @@ import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from devflow_monitor.core import __version__
-from devflow_monitor.core.handlers import answer, log_failed_request
+from devflow_monitor.core.handlers import RequestHandler, answer, log_failed_request
 from devflow_monitor.core.settings import Settings
 from devflow_monitor.core.webconfig import BasicAuth, authorized, serve_tls
 from devflow_monitor.dashboards import DASHBOARDS
@@ -112,9 +112,8 @@ class WebdashServer(ThreadingHTTPServer):
         log_failed_request(log, client_address, sys.exc_info()[1])
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(RequestHandler):
     server: WebdashServer
-    server_version = f"devflow-monitor-webdash/{__version__}"
     timeout = 30
 
     def do_GET(self):
@@ -177,7 +176,7 @@ class Handler(BaseHTTPRequestHandler):
         if cache:
             self.send_header("Cache-Control", cache)
         self.end_headers()
-        self.wfile.write(body)
+        self.write_body(body)
 
     def log_message(self, format, *args):
         log.debug("%s %s", self.address_string(), format % args)
