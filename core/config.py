@@ -30,6 +30,20 @@ DEFAULT_ACCESS_LOG_PATTERN = (
 )
 
 
+MINUTE, HOUR, DAY = 60, 3600, 86400
+# Paths the exporter serves besides its metrics (exporter/http.py): a telemetry_path among them hides the metrics.
+RUNBOOK_PATH = "/runbook"  # where the exporter serves docs/runbook.md
+SERVED_PATHS = ("/", "/health", "/status", RUNBOOK_PATH)
+# RFC 3986 path characters without percent-encoding: the server compares the request path as sent, undecoded.
+_TELEMETRY_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*")
+
+
+def between(low: float, high: float, default: float, *, zero_is_off: bool = False):
+    """A duration field valid from `low` to `high` (and at 0 when 0 turns its work off). Both ends matter: a
+    sleep of 1e-9 s spins a core, and one past about 9.2e9 s raises OverflowError in the thread that sleeps."""
+    return field(default=default, metadata={"between": (low, high), "zero_is_off": zero_is_off})
+
+
 @dataclass
 class WebConfig:
     listen_address: str = "127.0.0.1:9764"
@@ -68,18 +82,21 @@ class DevflowConfig:
 class ProcessCollectorConfig:
     enabled: bool = True
     # Pace of the background look for the server while none runs; 10 times slower for a second one.
-    scan_interval_seconds: float = 5.0
+    # 10 ms to 1 day: a look is a walk of /proc, cheap at 100 a second, pointless when rarer than daily.
+    scan_interval_seconds: float = between(0.01, DAY, 5.0)
     # on_demand: how long the server's MCP client may outlive it before its exit counts as a crash (a client
-    # that closes stops its server first, then exits itself).
-    exit_grace_seconds: float = 5.0
+    # that closes stops its server first, then exits itself). 10 ms to 1 hour: a client closes within seconds.
+    exit_grace_seconds: float = between(0.01, HOUR, 5.0)
 
 
 @dataclass
 class DatabaseCollectorConfig:
     enabled: bool = True
-    busy_timeout_ms: int = 100
-    counts_interval_seconds: float = 60.0  # background full count of rows, types, outbox
-    integrity_interval_seconds: float = 3600.0
+    busy_timeout_ms: int = between(0, MINUTE * 1000, 100)  # a scrape waits no more than a minute for a lock
+    # Background full count of rows, types, outbox: 100 ms to 1 day (it runs at least 10 times its own duration apart).
+    counts_interval_seconds: float = between(0.1, DAY, 60.0)
+    # 0 turns the scheduled check off; else 1 second to 1 week (each check reads the whole file).
+    integrity_interval_seconds: float = between(1, 7 * DAY, 3600.0, zero_is_off=True)
     integrity_check: str = "quick"  # quick_check or the full integrity_check
     max_event_types: int = 64  # distinct type labels before the rest fold into "other"
 
@@ -95,15 +112,16 @@ class LogsCollectorConfig:
     # Read offsets and counters. {database} is a short hash of the watched database's path: exporters of two
     # DevFlow projects never share one file. Unset (null): offsets kept in memory only.
     state_file: str | None = "~/.local/state/devflow-monitor/log-offsets-{database}.json"
-    poll_interval_seconds: float = 2.0  # stat interval where inotify is unavailable; else read at each scrape
+    # Stat interval where inotify is unavailable, else read at each scrape: 10 ms (a stat) to 1 hour.
+    poll_interval_seconds: float = between(0.01, HOUR, 2.0)
     access_log_pattern: str = DEFAULT_ACCESS_LOG_PATTERN
 
 
 @dataclass
 class ProbeCollectorConfig:
     enabled: bool = True
-    timeout_seconds: float = 2.0
-    interval_seconds: float = 15.0  # 0 probes on every scrape
+    timeout_seconds: float = between(0.01, 5 * MINUTE, 2.0)  # a /health slower than 5 minutes is down
+    interval_seconds: float = between(0.01, DAY, 15.0, zero_is_off=True)  # 0 probes on every scrape
 
 
 @dataclass
@@ -124,7 +142,7 @@ class CollectorsConfig:
 @dataclass
 class BackupConfig:
     directory: str = "~/.config/mcp/devflow-monitor/backups"
-    retention_days: int = 30
+    retention_days: int = between(1, 100 * 366, 30, zero_is_off=True)  # 0 keeps every backup; a century at most
     # One entry per database backed up (core/backup_status.py): shared by several DevFlows, each exporter reads its own.
     status_file: str = "~/.local/state/devflow-monitor/backup-status.json"
 
@@ -189,8 +207,13 @@ def _validate(config: Config, origins: dict[str, str]) -> None:
     if config.log_level not in LOG_LEVELS:
         fail("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}")
     parse_listen_address(config.web.listen_address, where("web.listen_address"))
-    if not config.web.telemetry_path.startswith("/") or config.web.telemetry_path in ("/", "/health", "/status"):
-        fail("web.telemetry_path", f"must be a path like /metrics, got {config.web.telemetry_path!r}")
+    telemetry_path = config.web.telemetry_path
+    if not _TELEMETRY_PATH.fullmatch(telemetry_path):
+        fail("web.telemetry_path", "must be a path like /metrics, of letters, digits and -._~!$&'()*+,;=:@/, "
+                                   f"got {telemetry_path!r}")
+    if telemetry_path in SERVED_PATHS:
+        fail("web.telemetry_path", f"{telemetry_path!r} is a page the exporter serves itself "
+                                   f"({', '.join(SERVED_PATHS)}): choose another, like /metrics")
     web_config = config.web.config_file
     if web_config and not path_test("web.config_file", lambda: Path(web_config).expanduser().is_file()):
         fail("web.config_file", f"{web_config!r} does not exist")
@@ -210,10 +233,11 @@ def _validate(config: Config, origins: dict[str, str]) -> None:
     try:
         url = urlparse(config.devflow.url)
         valid_url = url.scheme in ("http", "https") and url.hostname
-    except ValueError:  # an unclosed [IPv6 host
-        valid_url = False
-    if not valid_url:
-        fail("devflow.url", f"must be an http(s) URL, got {config.devflow.url!r}")
+        port = url.port  # None when absent; ValueError when out of range or not a number
+    except ValueError:  # an unclosed [IPv6 host, a port like :abc or :99999
+        valid_url, port = False, None
+    if not valid_url or port == 0:
+        fail("devflow.url", f"must be an http(s) URL with a port from 1 to 65535 if any, got {config.devflow.url!r}")
     workdir = config.devflow.workdir
     if workdir and not path_test("devflow.workdir", lambda: Path(workdir).expanduser().is_dir()):
         fail("devflow.workdir", f"{workdir!r} is not a directory")
@@ -226,13 +250,22 @@ def _validate(config: Config, origins: dict[str, str]) -> None:
              f"must be quick or full, got {collectors.database.integrity_check!r}")
     if collectors.database.max_event_types < 1:
         fail("collectors.database.max_event_types", "must be at least 1")
-    for dotted, value in (("collectors.process.scan_interval_seconds", collectors.process.scan_interval_seconds),
-                          ("collectors.process.exit_grace_seconds", collectors.process.exit_grace_seconds),
-                          ("collectors.database.counts_interval_seconds", collectors.database.counts_interval_seconds),
-                          ("collectors.logs.poll_interval_seconds", collectors.logs.poll_interval_seconds),
-                          ("collectors.probe.timeout_seconds", collectors.probe.timeout_seconds)):
-        if value <= 0:
-            fail(dotted, f"must be positive, got {value:g}")
+    for dotted, (value, (low, high), zero_is_off) in _bounded(config).items():
+        if not (low <= value <= high or (zero_is_off and value == 0)):
+            off = "0 (off) or " if zero_is_off else ""
+            fail(dotted, f"must be {off}between {low:g} and {high:g}, got {value:g}")
+
+
+def _bounded(tree, prefix: str = "") -> dict[str, tuple]:
+    """Every field declared with `between()`, by dotted name: (value, (low, high), zero_is_off)."""
+    bounded = {}
+    for f in dataclasses.fields(tree):
+        value = getattr(tree, f.name)
+        if dataclasses.is_dataclass(value):
+            bounded.update(_bounded(value, f"{prefix}{f.name}."))
+        elif "between" in f.metadata:
+            bounded[prefix + f.name] = (value, f.metadata["between"], f.metadata["zero_is_off"])
+    return bounded
 
 
 def parse_listen_address(address: str, source: str = "listen address") -> tuple[str, int]:

@@ -33,6 +33,9 @@ import yaml
 _DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?",
                        re.ASCII)
 _DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1)
+# The longest duration a settings file may give: rule windows, `for` and Alertmanager intervals beyond a year
+# are mistakes, and past about 292 years Prometheus' own duration type overflows.
+MAX_DURATION, MAX_DURATION_TEXT = 366 * 86400, "366d"
 _SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([kMGT]B|[KMGT]iB|B)?", re.ASCII)
 _SIZE_UNITS = {None: 1, "B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
                "KiB": 2 ** 10, "MiB": 2 ** 20, "GiB": 2 ** 30, "TiB": 2 ** 40}
@@ -65,11 +68,14 @@ def size(text: str) -> float:
 
 
 def check_duration(text: str, where: str) -> float:
-    """`seconds(text)`, with `where` ("SOURCE: key.path") in front of the error."""
+    """`seconds(text)`, at most MAX_DURATION, with `where` ("SOURCE: key.path") in front of the error."""
     try:
-        return seconds(text)
+        duration = seconds(text)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    if duration > MAX_DURATION:
+        raise ConfigError(f"{where}: must be between 0s and {MAX_DURATION_TEXT}, got {describe(text, kind=False)}")
+    return duration
 
 
 def read_text(path: str | Path) -> str:
@@ -81,11 +87,33 @@ def read_text(path: str | Path) -> str:
         raise ConfigError(f"{path}: not UTF-8 text") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently, so
+    the first setting would look set and be ignored). Keys merged in with `<<` may still be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: the base constructor reports it
+                    continue
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {describe(key, kind=False)} (first on line {first.start_mark.line + 1})",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path):
-    """The file's YAML document as plain data (None for an empty file)."""
+    """The file's YAML document as plain data (None for an empty file); a key given twice is an error."""
     text = read_text(path)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

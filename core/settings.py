@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # The loader the exporter's configuration uses too: the same types, errors and hints for both files.
-from devflow_monitor.core.config import WebConfig
+from devflow_monitor.core.config import RUNBOOK_PATH, WebConfig
 from devflow_monitor.core.loader import (ConfigError, check_duration, merge, read_text, read_yaml, seconds,
                                          to_dict)
 from devflow_monitor.core.logformat import ERROR_LEVELS, LEVELS
@@ -39,7 +39,6 @@ SEVERITIES = ("critical", "warning", "info")
 
 SettingsError = ConfigError  # the name alerting's callers catch and raise
 
-RUNBOOK_PATH = "/runbook"  # where the exporter serves docs/runbook.md
 # An absolute link is clickable in Slack, e-mail and Alertmanager: the page the exporter serves at its default address.
 DEFAULT_RUNBOOK_URL = f"http://{WebConfig.listen_address}{RUNBOOK_PATH}#{{anchor}}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,22 @@ BAD_CONFIGS = {
     "database is a directory": ("devflow:\n  database: /tmp\n", "is a directory"),
     "bad url": ("devflow:\n  url: localhost:3000\n", "http(s) URL"),
     "negative interval": ("collectors:\n  process:\n    scan_interval_seconds: -1\n", "must not be negative, got -1"),
-    "zero interval": ("collectors:\n  process:\n    scan_interval_seconds: 0\n", "must be positive"),
+    "zero interval": ("collectors:\n  process:\n    scan_interval_seconds: 0\n",
+                      "collectors.process.scan_interval_seconds: must be between 0.01 and 86400, got 0"),
+    "interval that would overflow a sleep": ("collectors:\n  database:\n    counts_interval_seconds: 300y\n",
+                                             "counts_interval_seconds: must be between 0.1 and 86400, got 9.4608e+09"),
+    "duplicate key": ("devflow:\n  port: 3000\nlog_level: info\ndevflow:\n  port: 4000\n",
+                      "bad.yml: line 4, column 1: invalid YAML: duplicate key 'devflow' (first on line 1)"),
+    "duplicate nested key": ("collectors:\n  probe:\n    timeout_seconds: 1\n    timeout_seconds: 2\n",
+                             "line 4, column 5: invalid YAML: duplicate key 'timeout_seconds' (first on line 3)"),
+    "url port out of range": ("devflow:\n  url: http://127.0.0.1:99999\n", "devflow.url: must be an http(s) URL with a port"),
+    "url port not a number": ("devflow:\n  url: http://127.0.0.1:abc\n", "got 'http://127.0.0.1:abc'"),
+    "url port zero": ("devflow:\n  url: http://127.0.0.1:0/\n", "port from 1 to 65535"),
+    "telemetry path with a query": ("web:\n  telemetry_path: /metrics?x=1\n", "web.telemetry_path: must be a path like"),
+    "telemetry path with a fragment": ("web:\n  telemetry_path: '/metrics#x'\n", "got '/metrics#x'"),
+    "telemetry path with a space": ("web:\n  telemetry_path: /my metrics\n", "got '/my metrics'"),
+    "telemetry path of the health page": ("web:\n  telemetry_path: /health\n",
+                                          "web.telemetry_path: '/health' is a page the exporter serves itself"),
     "infinite interval": ("collectors:\n  database:\n    counts_interval_seconds: .inf\n", "expected a number"),
     "fractional port": ("devflow:\n  port: 3000.9\n", "expected an integer"),
     "empty pattern": ("devflow:\n  process_pattern: ''\n", "bad.yml: devflow.process_pattern: must not be empty"),
@@ -123,3 +139,49 @@ def test_seconds_take_a_duration_and_empty_optional_text_unsets(tmp_path):
     assert config.collectors.probe.interval_seconds == 120.0
     assert config.collectors.process.scan_interval_seconds == 90.0
     assert config.devflow.access_log is None
+
+
+def test_a_telemetry_path_flag_that_would_hide_the_metrics_is_refused():
+    for path in ("/runbook", "/status", "/"):
+        result = cli("check-config", "--web.telemetry-path", path)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert f"command line: web.telemetry_path: {path!r} is a page the exporter serves itself" in result.stderr
+
+
+# The attack run's values: past about 9.2e9 s a sleep raises OverflowError, 1e-9 s spins a core, nan and inf.
+OUT_OF_RANGE = ("1e12", "9.3e9", "1e-9", "nan", "inf")
+
+
+def _fields(tree=Config(), prefix=""):
+    for f in dataclasses.fields(tree):
+        value = getattr(tree, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _fields(value, f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name, f.metadata.get("between"), value
+
+
+def test_every_duration_setting_has_both_bounds():
+    bounded = {dotted: (bounds, default) for dotted, bounds, default in _fields() if bounds}
+    durations = {dotted for dotted, _, _ in _fields() if dotted.endswith(("_seconds", "_ms", "_days"))}
+    assert set(bounded) == durations and len(durations) == 9
+    for dotted, ((low, high), default) in bounded.items():
+        for outside in (low / 2, high * 2, 1e12, 9.3e9, 1e-9):
+            if outside and not low <= outside <= high and (isinstance(default, float) or float(outside).is_integer()):
+                with pytest.raises(ConfigError, match=rf"^command line: {dotted}: must be .*between "):
+                    load(env={}, overrides={dotted: repr(outside)})
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE)
+def test_an_out_of_range_duration_fails_check_config_in_one_line(tmp_path, value):
+    config_file = tmp_path / "c.yml"
+    config_file.write_text(f"collectors:\n  probe:\n    timeout_seconds: {value}\n")
+    from_file = cli("check-config", "--config.file", str(config_file))
+    variable = "DEVFLOW_MONITOR_COLLECTORS_PROCESS_SCAN_INTERVAL_SECONDS"
+    from_env = cli("check-config", env={variable: value, "PATH": "/usr/bin:/bin"})
+    for result, where in ((from_file, f"{config_file}: collectors.probe.timeout_seconds: "),
+                          (from_env, f"environment variable {variable}: collectors.process.scan_interval_seconds: ")):
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"devflow-monitor: error: {where}")
+        problem = result.stderr.split(where, 1)[1]
+        assert problem.startswith("must be between " if value[0].isdigit() else "expected a number"), problem

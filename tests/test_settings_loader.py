@@ -160,12 +160,14 @@ def test_any_alert_settings_file_loads_or_fails_in_one_line(tmp_path, document):
 
 @PROPERTY
 @given(number=st.floats() | st.integers(min_value=-10 ** 400, max_value=10 ** 400))
-def test_a_number_loads_exactly_when_finite_and_not_negative(number):
+def test_a_number_loads_exactly_when_finite_and_within_its_bounds(number):
     try:
         as_float = float(number)
     except OverflowError:
         as_float = math.inf
-    acceptable = math.isfinite(as_float) and as_float >= 0
+    low, high = next(f for f in dataclasses.fields(config.ProbeCollectorConfig)
+                     if f.name == "interval_seconds").metadata["between"]
+    acceptable = as_float == 0 or low <= as_float <= high  # 0 probes inside every scrape
     try:
         loaded = config.load(env={}, overrides={"collectors.probe.interval_seconds": number})
     except ConfigError:
@@ -182,3 +184,32 @@ def test_jsonnet_settings_without_the_build_extra_fail_in_one_line(tmp_path, mon
         settings.load(override)
     assert str(raised.value) == (f"{override}: Jsonnet settings need the jsonnet package: "
                                  "pip install 'devflow-monitor[build]', or use a YAML file")
+
+
+def _build_alerts(tmp_path, text):
+    settings_file = tmp_path / "settings.yml"
+    settings_file.write_text(text)
+    result = subprocess.run([sys.executable, "-m", "devflow_monitor.alerting.build", "--settings", str(settings_file),
+                             "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return settings_file, result
+
+
+@pytest.mark.parametrize("duration", ["367d", "300y", "9999999999999s"])
+def test_a_settings_duration_beyond_a_year_fails_in_one_line(tmp_path, duration):
+    settings_file, result = _build_alerts(tmp_path, f"alerts: {{DevFlowProcessDown: {{for: {duration}}}}}\n")
+    assert result.returncode == 2
+    assert result.stderr == (f"alerting.build: error: {settings_file}: alerts.DevFlowProcessDown.for: "
+                             f"must be between 0s and 366d, got '{duration}'\n")
+
+
+def test_a_duplicate_key_in_the_alert_settings_fails_in_one_line(tmp_path):
+    settings_file, result = _build_alerts(tmp_path, "rate_window: 5m\nrate_window: 10m\n")
+    assert result.returncode == 2
+    assert result.stderr == (f"alerting.build: error: {settings_file}: line 2, column 1: "
+                             "invalid YAML: duplicate key 'rate_window' (first on line 1)\n")
+
+
+def test_keys_merged_in_with_yaml_anchors_may_still_be_overridden(tmp_path):
+    config_file = tmp_path / "c.yml"
+    config_file.write_text("collectors:\n  process: &on {enabled: true}\n  probe:\n    <<: *on\n    enabled: false\n")
+    assert config.load(config_file, env={}).collectors.probe.enabled is False
