@@ -388,16 +388,16 @@ def _remove_partials(directory: Path) -> None:
             shutil.rmtree(entry.path)
 
 
-def config_candidates(config: Config, options: Options) -> list[Path]:
+def config_candidates(config: Config, config_file: Path | None, include: list[Path]) -> list[Path]:
     """Config files worth keeping: the guide's (.env, servers.json), the exporter's, and --include."""
     db_dir = config.devflow.database_path.parent
     candidates = [db_dir / ".env"]
     if config.devflow.workdir:
         candidates.append(Path(config.devflow.workdir).expanduser() / ".env")
     candidates.append(Path("~/.config/mcp/servers.json").expanduser())
-    if options.config_file:
-        candidates.append(options.config_file)
-    candidates.extend(options.include)
+    if config_file:
+        candidates.append(config_file)
+    candidates.extend(include)
     unique = []
     for path in candidates:
         if path.resolve() not in [p.resolve() for p in unique]:
@@ -407,7 +407,7 @@ def config_candidates(config: Config, options: Options) -> list[Path]:
 
 def _copy_config_files(config: Config, options: Options, work: Path, files: list, skipped: list) -> None:
     folder = work / "config"
-    for index, path in enumerate(config_candidates(config, options)):
+    for index, path in enumerate(config_candidates(config, options.config_file, options.include)):
         if not path.is_file():
             if path in options.include or path == options.config_file:
                 raise common.OpsError(f"config file to back up not found: {path}")

@@ -16,6 +16,9 @@ the swaps are printed.
 Each database goes where the configuration puts it (`devflow_db.server_databases`),
 by its role in the manifest. A backup made when only the main database was
 copied restores that one; a database the backup does not hold is left as it is.
+The manifest is checked whole and every file it names must lie inside the backup
+folder before anything changes (ops/restore_manifest.py); config files go back
+only to the paths this configuration backs up.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 
 from devflow_monitor.core import devflow_db
 from devflow_monitor.core.config import Config
-from devflow_monitor.ops import backup, common, target
+from devflow_monitor.ops import backup, common, restore_manifest, target
 from devflow_monitor.core.commands import add_command, config_from_args
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -47,19 +50,29 @@ def register(subparsers) -> None:
                         help="shell command that starts DevFlow again after the swap "
                              "(e.g. 'systemctl start devflow-monitor')")
     parser.add_argument("--config-files", action="store_true",
-                        help="also put the backup's config files back where they came from")
+                        help="also put the backup's config files back: those this configuration backs up "
+                             "(its config file, .env files, servers.json) and --include")
+    parser.add_argument("--include", action="append", default=[], metavar="FILE",
+                        help="a config file the backup holds through backup's --include, to put back too "
+                             "(repeatable)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args) -> int:
     """Verify BACKUP (checksum, integrity), refuse while DevFlow runs unless --stop, keep each replaced database (and
     its -wal/-shm) beside it, swap each atomically and print how to undo. Exit status 0 when restored, 1 when
-    refused or failed (the databases are then unchanged)."""
+    refused or failed (the databases are then unchanged). A malformed manifest, or one naming a file outside
+    the backup folder or a config file this configuration does not back up, is refused."""
     config = config_from_args(args)
+    config_files = None
+    if args.config_files:
+        config_files = backup.config_candidates(
+            config, Path(args.config_file).expanduser() if args.config_file else None,
+            [Path(p).expanduser() for p in args.include])
     try:
         result = restore(config, Path(args.backup).expanduser().absolute(), stop=args.stop,
                          stop_timeout=args.stop_timeout,
-                         restart_command=args.restart_command, config_files=args.config_files)
+                         restart_command=args.restart_command, config_files=config_files)
     except common.OpsError as exc:
         return common.fail("restore", str(exc), as_json=args.json)
     except OSError as exc:
@@ -90,9 +103,13 @@ class Swap:
 
 
 def restore(config: Config, source: Path, *, stop: bool, stop_timeout: float, restart_command: str | None,
-            config_files: bool) -> dict:
-    """Verify, stop if asked, swap, restart if asked. Raises OpsError with nothing changed on refusal."""
+            config_files: list[Path] | None) -> dict:
+    """Verify, stop if asked, swap, restart if asked; `config_files` are the paths the backup's config files
+    may go back to (None: leave config files alone). Raises OpsError with nothing changed on refusal."""
     copies, manifest = locate(source)
+    planned_configs = []
+    if config_files is not None and manifest is not None and source.is_dir():
+        planned_configs = restore_manifest.config_destinations(source, manifest, config_files)
     targets = dict(devflow_db.server_databases(config.devflow.database_path))
     swaps = []
     for role, db_file, entry in copies:
@@ -119,7 +136,7 @@ def restore(config: Config, source: Path, *, stop: bool, stop_timeout: float, re
                                 "the databases were not changed", stopped, restart_command)
     try:
         swap_databases(swaps)
-        restored_configs = restore_config_files(source, manifest) if config_files and manifest else []
+        restored_configs = restore_config_files(planned_configs)
     except common.OpsError as exc:
         raise _with_restart(str(exc), stopped, restart_command) from None
     databases = [swap.describe() for swap in swaps]
@@ -142,10 +159,12 @@ def locate(source: Path) -> tuple[list[tuple[str, Path, dict | None]], dict | No
         if manifest is None:
             raise common.OpsError(f"{source} has no valid {backup.MANIFEST}: not a devflow-monitor backup "
                                   "(pass the database file itself to restore it without a checksum)")
-        return [(entry["role"], source / entry["file"], entry) for entry in backup.manifest_databases(manifest)], \
-            manifest
+        restore_manifest.check(source, manifest)
+        return [(entry["role"], restore_manifest.inside(source, entry["file"]), entry)
+                for entry in backup.manifest_databases(manifest)], manifest
     manifest = backup.read_manifest(source.parent)
     if manifest is not None:
+        restore_manifest.check(source.parent, manifest)
         for entry in backup.manifest_databases(manifest):
             if entry["file"] == source.name:
                 return [(entry["role"], source, entry)], manifest
@@ -283,18 +302,11 @@ def undo_commands(db: Path, kept_db: Path | None, kept: list[Path]) -> list[str]
     return commands
 
 
-def restore_config_files(folder: Path, manifest: dict) -> list[dict]:
-    """Put the backup's config files back, keeping each replaced one beside it."""
+def restore_config_files(planned: list[tuple[Path, Path]]) -> list[dict]:
+    """Put the backup's verified config files back, keeping each replaced one beside it."""
     restored = []
     stamp = common.utc_stamp()
-    for entry in manifest.get("files", []):
-        if entry.get("role") != "config":
-            continue
-        copy = folder / entry["file"]
-        destination = Path(entry["source"])
-        if not copy.is_file() or common.sha256_file(copy) != entry["sha256"]:
-            raise common.OpsError(f"database restored, but config file {copy} is missing or fails its checksum; "
-                                  "config files left as they were")
+    for copy, destination in planned:
         kept = None
         if destination.exists():
             kept = destination.with_name(f"{destination.name}.before-restore-{stamp}")

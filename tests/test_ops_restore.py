@@ -213,7 +213,7 @@ def test_restore_with_config_files_puts_them_back_and_keeps_the_replaced_ones(tm
     db = tmp_path / "app" / "devflow.db"
     create_database(db).close()
 
-    result = restore(db, folder, "--config-files", "--json")
+    result = restore(db, folder, "--config-files", "--include", str(settings), "--json")
     assert result.returncode == 0, result.stderr
     restored = json.loads(result.stdout)["config_files"]
     assert [Path(item["file"]) for item in restored] == [settings]
@@ -344,3 +344,149 @@ def test_a_failing_swap_puts_back_the_databases_already_swapped(tmp_path):
     assert "the databases already swapped were put back" in line
     assert tree(workdir) == before, "every database and its -wal as it was, no copy or kept file left"
     assert events_in(live["main"]) == 8
+
+
+def backup_with_settings(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A real backup of a database and of a config file given with --include; returns the folder, the
+    config file (changed since) and a live database."""
+    source = tmp_path / "source.db"
+    create_database(source).close()
+    settings = tmp_path / "settings.env"
+    settings.write_text("LEVEL=info\n")
+    made = cli("backup", "--devflow.database", str(source), "--dir", str(tmp_path / "backups"), "--no-logs",
+               "--include", str(settings), "--status-file", str(tmp_path / "s.json"), "--json")
+    assert made.returncode == 0, made.stderr
+    settings.write_text("LEVEL=debug\n")
+    db = tmp_path / "app" / "devflow.db"
+    conn = create_database(db)
+    insert_event(conn, "git:commit")
+    conn.close()
+    return Path(json.loads(made.stdout)["path"]), settings, db
+
+
+def tamper(folder: Path, change) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def outside_database(tmp_path: Path) -> Path:
+    """A valid DevFlow database outside the backup folder, which a tampered manifest points at."""
+    other = tmp_path / "elsewhere" / "other.db"
+    conn = create_database(other)
+    for i in range(7):
+        insert_event(conn, "file:created", seq=i)
+    conn.close()
+    return other
+
+
+def point_databases_at(manifest: dict, file: str, copy: Path) -> None:
+    for entry in (manifest["database"], *manifest["databases"]):
+        entry.update(file=file, sha256=sha256(copy), size_bytes=copy.stat().st_size)
+
+
+def config_entry(manifest: dict) -> dict:
+    return next(entry for entry in manifest["files"] if entry["role"] == "config")
+
+
+def attack(name: str, folder: Path, tmp_path: Path) -> Path:
+    """Tamper with the backup as attack `name` does; returns the file the attacker wants written."""
+    wanted = tmp_path / "victim" / "authorized_keys"
+    secret = tmp_path / "elsewhere" / "secret.txt"
+    secret.parent.mkdir(exist_ok=True)
+    secret.write_text("not the backup's to give\n")
+    if name == "config-to-a-path-of-the-manifest":
+        tamper(folder, lambda m: config_entry(m).update(source=str(wanted)))
+    elif name == "config-read-from-outside":
+        tamper(folder, lambda m: config_entry(m).update(file="../../elsewhere/secret.txt", sha256=sha256(secret),
+                                                        size_bytes=secret.stat().st_size))
+    elif name == "config-read-from-an-absolute-path":
+        tamper(folder, lambda m: config_entry(m).update(file=str(secret), sha256=sha256(secret),
+                                                        size_bytes=secret.stat().st_size))
+    elif name == "config-symlink-leading-out":
+        copy = folder / json.loads((folder / "manifest.json").read_text())["files"][0]["file"]
+        copy.unlink()
+        copy.symlink_to(secret)
+        tamper(folder, lambda m: config_entry(m).update(sha256=sha256(secret), size_bytes=secret.stat().st_size))
+    elif name == "database-absolute":
+        other = outside_database(tmp_path)
+        tamper(folder, lambda m: point_databases_at(m, str(other), other))
+    elif name == "database-dotdot":
+        other = outside_database(tmp_path)
+        tamper(folder, lambda m: point_databases_at(m, "../../elsewhere/other.db", other))
+    elif name == "database-symlink-leading-out":
+        other = outside_database(tmp_path)
+        (folder / "devflow.db").unlink()
+        (folder / "devflow.db").symlink_to(other)
+        tamper(folder, lambda m: point_databases_at(m, "devflow.db", other))
+    return wanted
+
+
+@pytest.mark.parametrize("name", [
+    "config-to-a-path-of-the-manifest", "config-read-from-outside", "config-read-from-an-absolute-path",
+    "config-symlink-leading-out", "database-absolute", "database-dotdot", "database-symlink-leading-out",
+])
+def test_restore_reads_only_inside_the_backup_and_writes_only_where_the_configuration_says(tmp_path, name):
+    folder, settings, db = backup_with_settings(tmp_path)
+    wanted = attack(name, folder, tmp_path)
+    before = tree(tmp_path)
+
+    result = restore(db, folder, "--config-files", "--include", str(settings))
+    assert result.returncode == 1, result.stdout
+    assert "Traceback" not in result.stderr
+    one_line(result.stderr)
+    assert tree(tmp_path) == before, "the live database, the config file and every other file as they were"
+    assert not wanted.exists()
+
+
+@pytest.mark.parametrize("change", [
+    "del m['database']",
+    "m['database'] = 'x'",
+    "m['databases'] = []",
+    "m['databases'] = {'main': m['database']}",
+    "m['databases'][0]['sha256'] = 5",
+    "m['databases'][0]['size_bytes'] = '53248'",
+    "m['databases'][0]['role'] = None",
+    "m['databases'].append(dict(m['databases'][0]))",
+    "m['files'] = 'config/00-settings.env'",
+    "m['files'] = [1]",
+    "m['files'] = [{'role': 'config'}]",
+    "m['files'][0]['source'] = 5",
+    "m['files'][0]['role'] = 'script'",
+    "m['files'].append({'role': 'log', 'source': '/var/log/x', 'file': 'logs/x.gz', 'size_bytes': 1})",
+])
+def test_a_malformed_manifest_is_refused_in_one_line_before_anything_changes(tmp_path, change):
+    folder, settings, db = backup_with_settings(tmp_path)
+    tamper(folder, lambda m: exec(change, {"m": m}))
+    before = tree(tmp_path)
+
+    result = restore(db, folder, "--config-files", "--include", str(settings))
+    assert result.returncode == 1, result.stdout
+    assert "Traceback" not in result.stderr
+    assert "nothing was changed" in one_line(result.stderr) or "no valid manifest.json" in result.stderr
+    assert tree(tmp_path) == before, "no database swapped, no config file written, no kept file left"
+
+
+def test_config_files_go_back_only_to_what_the_configuration_backs_up(tmp_path):
+    folder, settings, db = backup_with_settings(tmp_path)
+    before = tree(tmp_path)
+    without_include = restore(db, folder, "--config-files")
+    assert without_include.returncode == 1
+    assert "is not one this configuration backs up" in one_line(without_include.stderr)
+    assert tree(tmp_path) == before
+
+
+def test_config_files_the_configuration_backs_up_go_back_without_include(tmp_path):
+    db = tmp_path / "app" / "devflow.db"
+    create_database(db).close()
+    env = db.parent / ".env"
+    env.write_text("PORT=3000\n")
+    made = cli("backup", "--devflow.database", str(db), "--dir", str(tmp_path / "backups"), "--no-logs",
+               "--status-file", str(tmp_path / "s.json"), "--json")
+    assert made.returncode == 0, made.stderr
+    env.write_text("PORT=9999\n")
+
+    result = restore(db, Path(json.loads(made.stdout)["path"]), "--config-files", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [Path(item["file"]) for item in json.loads(result.stdout)["config_files"]] == [env.resolve()]
+    assert env.read_text() == "PORT=3000\n"
