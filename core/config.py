@@ -175,16 +175,19 @@ def load(path: str | os.PathLike | None = None, *, env: typing.Mapping[str, str]
     return config
 
 
-def _leaves(tree, prefix: str = "") -> dict[str, object]:
-    """Every setting by its dotted name, e.g. collectors.database.busy_timeout_ms -> 100."""
-    leaves = {}
+def _fields(tree, prefix: str = ""):
+    """(dotted name, field, value) for every setting, e.g. collectors.database.busy_timeout_ms."""
     for f in dataclasses.fields(tree):
         value = getattr(tree, f.name)
         if dataclasses.is_dataclass(value):
-            leaves.update(_leaves(value, f"{prefix}{f.name}."))
+            yield from _fields(value, f"{prefix}{f.name}.")
         else:
-            leaves[prefix + f.name] = value
-    return leaves
+            yield prefix + f.name, f, value
+
+
+def _leaves(tree) -> dict[str, object]:
+    """Every setting by its dotted name, e.g. collectors.database.busy_timeout_ms -> 100."""
+    return {dotted: value for dotted, _, value in _fields(tree)}
 
 
 def _validate(config: Config, origins: dict[str, str]) -> None:
@@ -256,16 +259,10 @@ def _validate(config: Config, origins: dict[str, str]) -> None:
             fail(dotted, f"must be {off}between {low:g} and {high:g}, got {value:g}")
 
 
-def _bounded(tree, prefix: str = "") -> dict[str, tuple]:
+def _bounded(tree) -> dict[str, tuple]:
     """Every field declared with `between()`, by dotted name: (value, (low, high), zero_is_off)."""
-    bounded = {}
-    for f in dataclasses.fields(tree):
-        value = getattr(tree, f.name)
-        if dataclasses.is_dataclass(value):
-            bounded.update(_bounded(value, f"{prefix}{f.name}."))
-        elif "between" in f.metadata:
-            bounded[prefix + f.name] = (value, f.metadata["between"], f.metadata["zero_is_off"])
-    return bounded
+    return {dotted: (value, f.metadata["between"], f.metadata["zero_is_off"])
+            for dotted, f, value in _fields(tree) if "between" in f.metadata}
 
 
 def parse_listen_address(address: str, source: str = "listen address") -> tuple[str, int]:

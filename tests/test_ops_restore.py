@@ -202,17 +202,7 @@ def test_restore_of_a_missing_backup_or_the_live_file_itself_is_refused(tmp_path
 
 
 def test_restore_with_config_files_puts_them_back_and_keeps_the_replaced_ones(tmp_path):
-    source = tmp_path / "source.db"
-    create_database(source).close()
-    settings = tmp_path / "settings.env"
-    settings.write_text("LEVEL=info\n")
-    made = cli("backup", "--devflow.database", str(source), "--dir", str(tmp_path / "backups"), "--no-logs",
-               "--include", str(settings), "--status-file", str(tmp_path / "s.json"), "--json")
-    folder = Path(json.loads(made.stdout)["path"])
-    settings.write_text("LEVEL=debug\n")
-    db = tmp_path / "app" / "devflow.db"
-    create_database(db).close()
-
+    folder, settings, db = backup_with_settings(tmp_path)
     result = restore(db, folder, "--config-files", "--include", str(settings), "--json")
     assert result.returncode == 0, result.stderr
     restored = json.loads(result.stdout)["config_files"]
