@@ -221,25 +221,24 @@ class IncrementalScan:
         if full:
             self.full_at = now
         self.matches = {pid: t for pid, t in self.matches.items() if self.same_process(t)}
-        for pid in listing | new | self.young.keys():
-            if pid not in self.matches:
-                self.consider(pid, pid in new, now)
+        blank = [pid for pid in listing | new | self.young.keys()
+                 if pid not in self.matches and self.consider(pid, pid in new, now) == "" and pid in new]
         # A process caught inside exec has its command line a moment later: read it again within this look,
-        # so that a server its parent has just seen start is found now, not at the next look.
+        # so that a server its parent has just seen start is found now, not at the next look. Only new pids
+        # whose command line was blank can be inside exec.
         for _ in range(EXEC_RETRIES):
-            caught = [pid for pid in new if pid not in self.matches and procfs.in_exec(pid)]
+            caught = [pid for pid in blank if procfs.in_exec(pid)]
             if not caught:
                 break
             time.sleep(EXEC_PAUSE_SECONDS)
-            for pid in caught:
-                self.consider(pid, True, now)
+            blank = [pid for pid in caught if self.consider(pid, True, now) == ""]
         # Expired only after the reads: a young pid is read at least once after the look that found it,
         # however far apart the looks are.
         self.young = {pid: seen for pid, seen in self.young.items() if now - seen <= YOUNG_SECONDS}
         return self.finder.with_port_owners(list(self.matches.values()))
 
-    def consider(self, pid: int, is_new: bool, now: float) -> None:
-        """Match one pid's command line; keep a new one that does not match yet as young."""
+    def consider(self, pid: int, is_new: bool, now: float) -> str | None:
+        """Match one pid's command line, and return it; keep a new one that does not match yet as young."""
         cmdline = procfs.read_cmdline(pid)
         if cmdline and self.finder.pattern.search(cmdline):
             # /proc/TID answers for every thread too: a server's threads are not more servers.
@@ -257,6 +256,7 @@ class IncrementalScan:
             self.young.setdefault(pid, now)
         elif cmdline is None:  # gone
             self.young.pop(pid, None)
+        return cmdline
 
     def new_and_listed(self, first: bool, full: bool) -> tuple[set[int], set[int]]:
         """The pids started since the previous look, and /proc's listing when `full`. At the first look,
