@@ -315,8 +315,9 @@ class LogsCollector(Collector):
         # configuration, or its directory is missing (it may come back, and then continues its totals). A globbed
         # file deleted from a directory that exists (a dated log logrotate removed) is forgotten, so the
         # state file does not grow forever.
+        named = self._named()
         files = {path: entry for path, entry in self._saved.items()
-                 if os.path.lexists(path) or path in self._named() or not os.path.isdir(os.path.dirname(path))}
+                 if os.path.lexists(path) or path in named or not os.path.isdir(os.path.dirname(path))}
         with self._counts.lock:
             files.update({path: entry_state(self._counts.files[path], *tailed.positions())
                           for path, tailed in self._files.items()})
